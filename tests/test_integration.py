@@ -1,0 +1,708 @@
+"""
+Real-socket integration tests: the installed C{twistd} plugin, C{python -m
+sockplay.server} and C{python -m sockplay.client} as separate processes, over
+loopback TCP on ephemeral ports.
+
+Every process is started with C{sys.executable}, from a scratch directory so
+that the installed package (and its twistd dropin) is what runs. Nothing
+sleeps: servers are awaited on their log lines and sockets on their data,
+each with a bound.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Seconds allowed for a server to say it is listening, or a command to end.
+DEADLINE = 20.0
+
+# Seconds any one socket operation may block.
+SOCKET_TIMEOUT = 10.0
+
+LOOPBACK = "127.0.0.1"
+EPHEMERAL = f"tcp:0:interface={LOOPBACK}"
+PREFIX = b"Message received: "
+HELLO = b"Hello Server !"
+HELLO_REPLY = b"Message received: Hello Server !"
+HELLO_LINE = b"Response from the server: Message received: Hello Server !\n"
+
+# twistd -n --pidfile= sockplay. twistd has no __main__ module (and
+# "python -m twisted" is twist, which takes neither -n nor --pidfile), so run
+# what its console script runs.
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+          "--pidfile=", "sockplay"]
+# python -m twisted sockplay: the twist runner, always in the foreground; it
+# logs JSON unless told otherwise when its output is not a terminal.
+TWIST = [sys.executable, "-m", "twisted", "--log-format=text", "sockplay"]
+SERVER = [sys.executable, "-m", "sockplay.server"]
+CLIENT = [sys.executable, "-m", "sockplay.client"]
+
+# The two ways to run the server, for tests that hold for both.
+serverCommands = pytest.mark.parametrize("command", [TWISTD, SERVER], ids=["twistd", "server"])
+
+_LISTENING = re.compile(r"Listening on tcp:127\.0\.0\.1:(\d+) \(")
+_READY = "Server is running, waiting for connections..."
+
+
+class ServerProcess:
+    """
+    A sockplay server running as a child process, its output read line by
+    line on a thread so that the pipe never fills.
+
+    @ivar process: the child.
+    @ivar port: the TCP port it listens on, once L{waitUntilReady} returns.
+    @ivar output: every line it has written so far (stdout and stderr).
+    """
+
+    def __init__(self, command: list[str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.port = 0
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self._lines.put(raw.decode("utf-8", "replace"))
+        self._lines.put(None)
+
+    def _nextLine(self, deadline: float) -> str:
+        remaining = deadline - time.monotonic()
+        try:
+            line = self._lines.get(timeout=max(remaining, 0.0))
+        except queue.Empty:
+            pytest.fail(f"server said nothing useful in {DEADLINE} s:\n{self.transcript()}")
+        if line is None:
+            self.process.wait(timeout=SOCKET_TIMEOUT)
+            pytest.fail(
+                f"server exited ({self.process.returncode}) before it was ready:\n"
+                f"{self.transcript()}"
+            )
+        self.output.append(line)
+        return line
+
+    def waitUntilReady(self) -> int:
+        """
+        Wait, at most L{DEADLINE} seconds, for the port line and then the
+        ready line.
+
+        @return: the listening port.
+        """
+        deadline = time.monotonic() + DEADLINE
+        while not self.port:
+            match = _LISTENING.search(self._nextLine(deadline))
+            if match:
+                self.port = int(match.group(1))
+        while _READY not in self._nextLine(deadline):
+            pass
+        return self.port
+
+    def transcript(self) -> str:
+        """
+        What the server has written, for failure messages.
+        """
+        return "".join(self.output)
+
+    def stop(self) -> None:
+        """
+        Terminate the server if it still runs, killing it if it lingers.
+        """
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=SOCKET_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=SOCKET_TIMEOUT)
+        finally:
+            self._reader.join(timeout=SOCKET_TIMEOUT)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+
+class ServerPool:
+    """
+    Starts servers and stops every one of them in L{close}.
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self._servers: list[ServerProcess] = []
+
+    def start(self, command: list[str], *args: str) -> ServerProcess:
+        """
+        Start C{command} with C{args} on an ephemeral loopback port and wait
+        until it is ready.
+        """
+        server = ServerProcess([*command, *args, "--listen", EPHEMERAL], self.cwd)
+        self._servers.append(server)
+        server.waitUntilReady()
+        return server
+
+    def close(self) -> None:
+        """
+        Stop every server started here.
+        """
+        while self._servers:
+            self._servers.pop().stop()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerPool]:
+    """
+    Servers for one test.
+    """
+    pool = ServerPool(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="module")
+def sharedServers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """
+    Servers shared by the tests of this module: they hold no state between
+    connections, and starting each costs a Python start-up.
+    """
+    pool = ServerPool(tmp_path_factory.mktemp("servers"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="module")
+def rawServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay} with its defaults: raw framing, one reply, close.
+    """
+    return sharedServers.start(TWISTD)
+
+
+@pytest.fixture(scope="module")
+def lineServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --framing line --keep-open}.
+    """
+    return sharedServers.start(TWISTD, "--framing", "line", "--keep-open")
+
+
+@pytest.fixture(scope="module")
+def int32Server(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --framing int32 --keep-open}.
+    """
+    return sharedServers.start(TWISTD, "--framing", "int32", "--keep-open")
+
+
+@pytest.fixture(scope="module")
+def eofServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --framing eof}.
+    """
+    return sharedServers.start(TWISTD, "--framing", "eof")
+
+
+@pytest.fixture(scope="module")
+def limitedLineServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --max-message 10 --framing line --keep-open}.
+    """
+    return sharedServers.start(
+        TWISTD, "--max-message", "10", "--framing", "line", "--keep-open"
+    )
+
+
+@pytest.fixture
+def framedServers(
+    lineServer: ServerProcess, int32Server: ServerProcess, eofServer: ServerProcess
+) -> dict[str, ServerProcess]:
+    """
+    The shared servers by framing.
+    """
+    return {"line": lineServer, "int32": int32Server, "eof": eofServer}
+
+
+def connect(port: int) -> socket.socket:
+    """
+    A blocking loopback connection to C{port}, with a timeout.
+    """
+    return socket.create_connection((LOOPBACK, port), timeout=SOCKET_TIMEOUT)
+
+
+def readToEOF(sock: socket.socket) -> bytes:
+    """
+    Everything the peer sends until it closes its side.
+    """
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def readExactly(sock: socket.socket, size: int) -> bytes:
+    """
+    Read C{size} bytes, or fewer if the peer closes first.
+    """
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def tutorialClient(port: int) -> tuple[bytes, bytes]:
+    """
+    The socket tutorial's client: connect, one C{send}, one C{recv(1024)}.
+
+    @return: what that C{recv} got, and what the next one got (C{b""} at
+        end of input).
+    """
+    with connect(port) as sock:
+        sock.send(HELLO)
+        reply = sock.recv(1024)
+        after = sock.recv(1024)
+    return reply, after
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{command} to completion, within L{DEADLINE}, capturing its output.
+    """
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+
+
+def assertOneErrorLine(text: str, start: str = "Error: ") -> None:
+    """
+    C{text} is exactly one line, starting with C{start}, and no traceback.
+    """
+    assert "Traceback" not in text
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    assert lines[0].startswith(start), text
+
+
+class BlockingServer:
+    """
+    A tutorial-style blocking server on a thread: bound to an ephemeral
+    loopback port, it accepts one connection and hands it to C{handler}.
+
+    @ivar port: the port it listens on.
+    @ivar received: what C{handler} stored as the request.
+    """
+
+    def __init__(self, handler: Callable[[socket.socket, BlockingServer], None]) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.settimeout(SOCKET_TIMEOUT)
+        self._listener.bind((LOOPBACK, 0))
+        self._listener.listen(1)
+        self.port: int = self._listener.getsockname()[1]
+        self.received = b""
+        self._handler = handler
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self._listener.accept()
+            with connection:
+                connection.settimeout(SOCKET_TIMEOUT)
+                self._handler(connection, self)
+        except BaseException as e:
+            self._errors.append(e)
+        finally:
+            self._listener.close()
+
+    def join(self) -> None:
+        """
+        Wait for the connection to be handled; re-raise what the handler
+        raised.
+        """
+        self._thread.join(timeout=DEADLINE)
+        assert not self._thread.is_alive(), "blocking server still running"
+        if self._errors:
+            raise self._errors[0]
+
+
+def tutorialHandler(connection: socket.socket, server: BlockingServer) -> None:
+    """
+    The socket tutorial's server: one C{recv(1024)}, a reply, close.
+    """
+    server.received = connection.recv(1024)
+    connection.send(PREFIX + server.received)
+
+
+def silentHandler(connection: socket.socket, server: BlockingServer) -> None:
+    """
+    Read the request, then close without a reply.
+    """
+    server.received = connection.recv(1024)
+
+
+def muteHandler(connection: socket.socket, server: BlockingServer) -> None:
+    """
+    Read everything and never answer, until the client goes away.
+    """
+    try:
+        while chunk := connection.recv(1024):
+            server.received += chunk
+    except ConnectionResetError:
+        # The client aborts when it gives up waiting.
+        pass
+
+
+def test_pluginListedByTwist(tmp_path: Path) -> None:
+    """
+    C{python -m twisted --help} lists the sockplay plugin, so the dropin is
+    installed where Twisted looks for it.
+    """
+    result = run([sys.executable, "-m", "twisted", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\s+sockplay\s", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_pluginHelpShowsFraming(tmp_path: Path) -> None:
+    """
+    C{python -m twisted sockplay --help} shows the plugin's own options.
+    """
+    result = run([sys.executable, "-m", "twisted", "sockplay", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--framing=" in result.stdout
+
+
+def test_twistdAnswersTutorialClient(rawServer: ServerProcess) -> None:
+    """
+    C{twistd -n sockplay} with its defaults answers the tutorial client's
+    message with the prefixed message, then closes.
+    """
+    assert tutorialClient(rawServer.port) == (HELLO_REPLY, b"")
+
+
+def test_twistdServesAfterClosingAClient(rawServer: ServerProcess) -> None:
+    """
+    After answering and closing one client, the one-shot server answers the
+    next one the same way.
+    """
+    first = tutorialClient(rawServer.port)
+    second = tutorialClient(rawServer.port)
+    assert (first, second) == ((HELLO_REPLY, b""), (HELLO_REPLY, b""))
+
+
+def test_twistAnswersTutorialClient(servers: ServerPool) -> None:
+    """
+    The plugin also runs under C{python -m twisted} (the C{twist} runner).
+    """
+    server = servers.start(TWIST)
+    assert tutorialClient(server.port) == (HELLO_REPLY, b"")
+
+
+def test_clientAgainstTwistd(rawServer: ServerProcess, tmp_path: Path) -> None:
+    """
+    The package client prints the tutorial's line for the server's reply and
+    exits 0.
+    """
+    result = run([*CLIENT, "--port", str(rawServer.port)], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+
+
+def test_clientAgainstTutorialServer(tmp_path: Path) -> None:
+    """
+    The package client works against the tutorial's blocking server, which
+    reads once, replies and closes.
+    """
+    server = BlockingServer(tutorialHandler)
+    result = run([*CLIENT, "--port", str(server.port)], tmp_path)
+    server.join()
+    assert server.received == HELLO
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+
+
+def test_lineFramingKeepOpen(lineServer: ServerProcess) -> None:
+    """
+    With C{--framing line --keep-open}, two lines in one send get two
+    replies, each ending with its line's own delimiter, and the connection
+    stays open until the client closes.
+    """
+    expected = b"Message received: a\r\nMessage received: b\n"
+    with connect(lineServer.port) as sock:
+        sock.sendall(b"a\r\nb\n")
+        replies = readExactly(sock, len(expected))
+        sock.shutdown(socket.SHUT_WR)
+        rest = readToEOF(sock)
+    assert (replies, rest) == (expected, b"")
+
+
+def test_int32FramingKeepOpen(int32Server: ServerProcess) -> None:
+    """
+    With C{--framing int32 --keep-open}, each length-prefixed request gets a
+    length-prefixed reply.
+    """
+    request = struct.pack(">I", 5) + b"hello" + struct.pack(">I", 3) + b"\x00\n\xff"
+    first = PREFIX + b"hello"
+    second = PREFIX + b"\x00\n\xff"
+    expected = struct.pack(">I", len(first)) + first + struct.pack(">I", len(second)) + second
+    with connect(int32Server.port) as sock:
+        sock.sendall(request)
+        replies = readExactly(sock, len(expected))
+        sock.shutdown(socket.SHUT_WR)
+        rest = readToEOF(sock)
+    assert (replies, rest) == (expected, b"")
+
+
+def test_eofFraming(eofServer: ServerProcess) -> None:
+    """
+    With C{--framing eof}, everything up to the client's half-close is one
+    message, newlines included, and the reply is followed by a close.
+    """
+    with connect(eofServer.port) as sock:
+        sock.sendall(b"first part\n")
+        sock.sendall(b"second part")
+        sock.shutdown(socket.SHUT_WR)
+        reply = readToEOF(sock)
+    assert reply == b"Message received: first part\nsecond part"
+
+
+def test_rawFramingBinary(rawServer: ServerProcess) -> None:
+    """
+    Raw framing passes bytes that are not UTF-8 through unchanged.
+    """
+    with connect(rawServer.port) as sock:
+        sock.sendall(b"\x00\xff\xfe\x80")
+        reply = readToEOF(sock)
+    assert reply == b"Message received: \x00\xff\xfe\x80"
+
+
+@pytest.mark.parametrize("framing", ["line", "int32", "eof"])
+def test_clientFraming(
+    framing: str, framedServers: dict[str, ServerProcess], tmp_path: Path
+) -> None:
+    """
+    The package client, given the server's framing, frames its message and
+    reads the framed reply.
+    """
+    port = framedServers[framing].port
+    result = run([*CLIENT, "--port", str(port), "--framing", framing], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+
+
+def test_oneShotReplySurvivesUnreadInput(rawServer: ServerProcess) -> None:
+    """
+    A one-shot server that gets far more than one message still delivers its
+    whole reply to the first read's message, then a clean end of input: it
+    half-closes and discards the rest instead of resetting the connection.
+    """
+    data = bytes(range(256)) * 800  # 200 KiB, no two neighbouring reads alike.
+    with connect(rawServer.port) as sock:
+        sock.sendall(data)
+        reply = readToEOF(sock)
+    assert reply.startswith(PREFIX)
+    echoed = reply[len(PREFIX) :]
+    assert 0 < len(echoed) <= 65536
+    assert echoed == data[: len(echoed)]
+
+
+def test_overlongLineGetsError(limitedLineServer: ServerProcess) -> None:
+    """
+    A line longer than C{--max-message} gets a framed error line naming the
+    limit, then the server closes.
+    """
+    with connect(limitedLineServer.port) as sock:
+        sock.sendall(b"x" * 20 + b"\n")
+        reply = readToEOF(sock)
+    assert reply == b"Error: message too long (limit 10 bytes)\n"
+
+
+def test_overlongLineSparesOtherConnections(limitedLineServer: ServerProcess) -> None:
+    """
+    An over-long line ends only its own connection: one opened before it
+    goes on being answered.
+    """
+    with connect(limitedLineServer.port) as other:
+        with connect(limitedLineServer.port) as offender:
+            offender.sendall(b"x" * 20 + b"\n")
+            assert readToEOF(offender).startswith(b"Error: ")
+        other.sendall(b"ok\n")
+        reply = readExactly(other, len(b"Message received: ok\n"))
+    assert reply == b"Message received: ok\n"
+
+
+def test_clientConnectionRefused(tmp_path: Path) -> None:
+    """
+    A refused connection is one error line and exit status 1.
+    """
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    result = run([*CLIENT, "--port", str(port)], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"Error: connection refused by {LOOPBACK}:{port}\n",
+    )
+
+
+def test_clientClosedWithoutReply(tmp_path: Path) -> None:
+    """
+    A server that reads the message and closes without a reply is reported
+    as such, with exit status 1.
+    """
+    server = BlockingServer(silentHandler)
+    result = run([*CLIENT, "--port", str(server.port)], tmp_path)
+    server.join()
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: connection closed without a reply\n",
+    )
+
+
+def drainingHandler(connection: socket.socket, server: BlockingServer) -> None:
+    """
+    Read until the client half-closes, then close without a reply.
+    """
+    server.received = readToEOF(connection)
+
+
+def test_clientEOFFramingClosedWithoutReply(tmp_path: Path) -> None:
+    """
+    In eof framing, after the client has half-closed, a server that closes
+    without a reply is reported once, as such, without a traceback.
+    """
+    server = BlockingServer(drainingHandler)
+    result = run([*CLIENT, "--port", str(server.port), "--framing", "eof"], tmp_path)
+    server.join()
+    assert server.received == HELLO
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: connection closed without a reply\n",
+    )
+
+
+def test_clientTimeout(tmp_path: Path) -> None:
+    """
+    A server that never answers makes the client give up after C{--timeout}
+    with one error line and exit status 1.
+    """
+    server = BlockingServer(muteHandler)
+    result = run([*CLIENT, "--port", str(server.port), "--timeout", "0.5"], tmp_path)
+    server.join()
+    assert server.received == HELLO
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"Error: no reply from {LOOPBACK}:{server.port} within 0.5 s\n",
+    )
+
+
+def test_clientBadEndpoint(tmp_path: Path) -> None:
+    """
+    A C{--connect} that is not an endpoint string is one error line and exit
+    status 1.
+    """
+    result = run([*CLIENT, "--connect", "foo:bar"], tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assertOneErrorLine(result.stderr, "Error: bad --connect endpoint 'foo:bar'")
+
+
+def test_clientUsageError(tmp_path: Path) -> None:
+    """
+    A malformed option is a usage error: exit status 2, no traceback.
+    """
+    result = run([*CLIENT, "--port", "notanumber"], tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.stderr
+
+
+@serverCommands
+def test_portInUse(command: list[str], rawServer: ServerProcess, tmp_path: Path) -> None:
+    """
+    A server that cannot listen because the port is taken exits non-zero
+    with one C{Error: cannot listen on ...} line and no traceback.
+    """
+    listen = f"tcp:{rawServer.port}:interface={LOOPBACK}"
+    result = run([*command, "--listen", listen], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if f"Error: cannot listen on {listen}" in line]
+    assert len(errors) == 1, output
+
+
+@serverCommands
+def test_badListenEndpoint(command: list[str], tmp_path: Path) -> None:
+    """
+    A C{--listen} that is not an endpoint string is refused at startup,
+    naming it, without a traceback.
+    """
+    result = run([*command, "--listen", "bogus:1"], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert "bad --listen 'bogus:1'" in output
+
+
+def test_serverModuleAnswersTutorialClient(servers: ServerPool) -> None:
+    """
+    C{python -m sockplay.server} serves the tutorial client like twistd.
+    """
+    server = servers.start(SERVER)
+    assert tutorialClient(server.port) == (HELLO_REPLY, b"")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serverModuleStopsOnSignal(signum: signal.Signals, servers: ServerPool) -> None:
+    """
+    C{python -m sockplay.server} stops cleanly, with exit status 0, on
+    SIGINT or SIGTERM.
+    """
+    server = servers.start(SERVER)
+    server.process.send_signal(signum)
+    assert server.process.wait(timeout=DEADLINE) == 0, server.transcript()
+
+
+@serverCommands
+def test_keepOpenWithEOFFramingRejected(command: list[str], tmp_path: Path) -> None:
+    """
+    C{--keep-open} with C{--framing eof} is refused at startup: the message
+    would never end.
+    """
+    result = run([*command, "--keep-open", "--framing", "eof", "--listen", EPHEMERAL], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--keep-open cannot be used with --framing eof" in output
+

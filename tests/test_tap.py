@@ -1,0 +1,174 @@
+"""
+Tests for L{sockplay.tap}: the server's command line and the service it
+builds, against a memory reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python import usage
+
+from sockplay.protocol import EchoReplyFactory
+from sockplay.tap import ListenerService, ListenFailed, Options, makeService
+
+
+def parse(argv: list[str]) -> Options:
+    config = Options()
+    config.parseOptions(argv)
+    return config
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """
+    The formatted text of every log event emitted during the test.
+    """
+    events: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        events.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+def test_defaults() -> None:
+    """
+    With no options: raw framing, one-shot, the tutorial's prefix, a 64 KiB
+    limit, and one listener on loopback port 12345.
+    """
+    assert dict(parse([])) == {
+        "framing": "raw",
+        "keep-open": 0,
+        "prefix": b"Message received: ",
+        "max-message": 65536,
+        "listen": ["tcp:12345:interface=127.0.0.1"],
+    }
+
+
+def test_allOptions() -> None:
+    """
+    Every option is parsed into its typed value; --listen repeats.
+    """
+    config = parse([
+        "--framing", "line", "--keep-open", "--prefix", "Reçu: ", "--max-message", "10",
+        "--listen", "tcp:0:interface=127.0.0.1", "-l", "tcp6:0:interface=\\:\\:1",
+    ])
+    assert dict(config) == {
+        "framing": "line",
+        "keep-open": 1,
+        "prefix": "Reçu: ".encode(),
+        "max-message": 10,
+        "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
+    }
+
+
+def test_prefixBytesKept() -> None:
+    """
+    A prefix that is not valid UTF-8 on the command line is kept as the
+    bytes the shell passed.
+    """
+    config = parse(["--prefix", b"\xff> ".decode("utf-8", "surrogateescape")])
+    assert config["prefix"] == b"\xff> "
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--framing", "xml"], "framing"),
+        (["--max-message", "0"], "max-message"),
+        (["--max-message", "ten"], "max-message"),
+        (["--keep-open", "--framing", "eof"], "--keep-open"),
+        (["--listen", "bogus:1"], "bogus:1"),
+        (["--listen", "tcp:notaport"], "tcp:notaport"),
+        (["--listen", "ssl:0:privateKey=/nonexistent.pem"], "ssl:0"),
+        (["--no-such-option"], "no-such-option"),
+    ],
+)
+def test_badOptions(argv: list[str], words: str) -> None:
+    """
+    Bad values and bad combinations are usage errors that name the culprit.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        parse(argv)
+    assert words in str(info.value)
+
+
+def test_makeServiceListensOnEachEndpoint(logged: list[str]) -> None:
+    """
+    makeService gives one listener per --listen, sharing one factory, and
+    says when the server is ready, naming each real address.
+    """
+    reactor = MemoryReactor()
+    config = parse(["--listen", "tcp:1234:interface=127.0.0.1", "--listen", "tcp:5678",
+                    "--framing", "int32", "--keep-open"])
+    service = makeService(config, reactor)
+    listeners = [s for s in service if isinstance(s, ListenerService)]
+    assert [s.description for s in listeners] == config["listen"]
+    service.privilegedStartService()
+    service.startService()
+    assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+        (1234, "127.0.0.1"),
+        (5678, ""),
+    ]
+    factories = {id(factory) for _, factory, _, _ in reactor.tcpServers}
+    assert len(factories) == 1
+    factory = reactor.tcpServers[0][1]
+    assert isinstance(factory, EchoReplyFactory)
+    assert (factory.framing, factory.keepOpen, factory.clock) == ("int32", True, reactor)
+    assert "Server is running, waiting for connections..." not in logged
+    reactor.run()
+    assert logged[-1] == "Server is running, waiting for connections..."
+    assert len([line for line in logged if line.startswith("Listening on tcp:")]) == 2
+
+
+def test_stopServiceStopsListening() -> None:
+    """
+    Stopping the service stops every listener.
+    """
+    reactor = MemoryReactor()
+    service = makeService(parse(["--listen", "tcp:0"]), reactor)
+    service.privilegedStartService()
+    service.startService()
+    listener = next(s for s in service if isinstance(s, ListenerService))
+    port = listener.port
+    assert port is not None
+    stopped: list[bool] = []
+    port.stopListening = lambda: stopped.append(True)  # type: ignore[method-assign]
+    service.stopService()
+    assert listener.port is None
+    assert stopped == [True]
+
+
+def test_listenFailureIsOneLine() -> None:
+    """
+    A listener that cannot start ends the program with a one-line message
+    naming the endpoint, as a SystemExit (no traceback).
+    """
+    reactor = RaisingMemoryReactor(
+        listenException=CannotListenError("127.0.0.1", 12345, OSError(98, "in use"))
+    )
+    service = makeService(parse([]), reactor)
+    with pytest.raises(ListenFailed) as info:
+        service.privilegedStartService()
+    assert isinstance(info.value, SystemExit)
+    message = str(info.value.code)
+    assert message.startswith("Error: cannot listen on tcp:12345:interface=127.0.0.1: ")
+    assert "\n" not in message
+
+
+def test_makeServiceUsesGlobalReactorByDefault() -> None:
+    """
+    Without a reactor argument, makeService still builds (the global reactor
+    is looked up only then, never at import time).
+    """
+    service = makeService(parse(["--listen", "tcp:0"]))
+    assert len(list(service)) == 2
