@@ -4,14 +4,18 @@ What a transport can do, beyond L{ITransport}.
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 from twisted.internet.interfaces import (
+    IAddress,
     IHalfCloseableDescriptor,
     INegotiated,
+    IPushProducer,
     ISSLTransport,
     ITransport,
 )
 
-__all__ = ["canHalfClose"]
+__all__ = ["StreamTransport", "asStream", "canHalfClose"]
 
 
 def canHalfClose(transport: ITransport | None) -> bool:
@@ -29,3 +33,31 @@ def canHalfClose(transport: ITransport | None) -> bool:
     if INegotiated.providedBy(transport) or ISSLTransport.providedBy(transport):
         return False
     return IHalfCloseableDescriptor.providedBy(transport)
+
+
+class StreamTransport(Protocol):
+    """
+    The parts of a TCP (or UNIX, or TLS) transport that the protocols use:
+    L{ITCPTransport} plus the producer and consumer methods that Twisted's
+    transports all have but its interfaces spread over several others.
+    """
+
+    disconnecting: bool
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def loseWriteConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def getPeer(self) -> IAddress: ...
+    def getHost(self) -> IAddress: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+
+
+def asStream(transport: object) -> StreamTransport:
+    """
+    C{transport}, typed as the L{StreamTransport} it is.
+    """
+    return cast(StreamTransport, transport)

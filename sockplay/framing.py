@@ -133,6 +133,14 @@ class Framer:
         """
         return payload
 
+    def encodeReplies(self, prefix: bytes, messages: list[Message]) -> bytes:
+        """
+        The replies to C{messages}, each C{prefix} + payload, framed, as one
+        string: one write for a whole batch.
+        """
+        encode = self.encode
+        return b"".join([encode(prefix + payload, delimiter) for payload, delimiter in messages])
+
 
 class RawFramer(Framer):
     """
@@ -205,6 +213,15 @@ class LineFramer(Framer):
 
     def encode(self, payload: bytes, delimiter: bytes = LF) -> bytes:
         return payload + delimiter
+
+    def encodeReplies(self, prefix: bytes, messages: list[Message]) -> bytes:
+        parts: list[bytes] = []
+        append = parts.append
+        for payload, delimiter in messages:
+            append(prefix)
+            append(payload)
+            append(delimiter)
+        return b"".join(parts)
 
 
 class EOFFramer(Framer):

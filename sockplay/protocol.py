@@ -6,25 +6,39 @@ Every message (as the factory's framing defines it) gets one reply: the
 prefix, then the message's bytes, framed the same way. By default the server
 answers one message and closes, as the socket tutorial does; with
 C{keepOpen} it answers every message, in order, until the client closes.
+
+The server is built to be put under load and hostile input: every limit is
+enforced per connection, a client that stops reading stops being read
+(backpressure), timers never outlive their connection, and a graceful drain
+answers what was read before closing.
 """
 
 from __future__ import annotations
 
+import random
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
+from twisted.internet import error
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IPushProducer,
     IReactorTime,
-    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sockplay._transport import canHalfClose
+from sockplay._address import describeAddress, hostOf
+from sockplay._transport import asStream, canHalfClose
 from sockplay.framing import (
     DEFAULT_MAX_MESSAGE,
     FRAMINGS,
@@ -36,41 +50,153 @@ from sockplay.framing import (
 )
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_LINGER",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PREFIX",
+    "ConnectionRecord",
     "EchoReplyFactory",
     "EchoReplyProtocol",
+    "ServerSettings",
+    "renderTemplate",
 ]
 
 # The tutorial's reply prefix.
 DEFAULT_PREFIX = b"Message received: "
+
+# Long enough for any interactive client to type a line; short enough that
+# slowloris clients (who trickle a message that never ends) do not pile up.
+DEFAULT_IDLE_TIMEOUT = 30.0
+
+# Far above what a test endpoint normally sees, low enough to keep the
+# server's file descriptors and memory bounded under a connection flood.
+DEFAULT_MAX_CONNECTIONS = 10000
+
+# After its last reply, how long the server waits for the client to close.
+# A well-behaved client closes as soon as it has read its reply.
+DEFAULT_LINGER = 5.0
+
+# Placeholders a prefix (or banner) may hold, rendered once per connection.
+PLACEHOLDERS = (b"{hostname}", b"{listener}", b"{peer}")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """
+    What every connection of one server shares: framing, lifecycle, reply
+    prefix, limits and test-endpoint knobs.
+
+    @ivar framing: a key of L{sockplay.framing.FRAMINGS}.
+    @ivar keepOpen: answer every message until the client closes, instead of
+        one message and close.
+    @ivar prefix: put before each message in its reply; may hold the
+        placeholders C{{hostname}}, C{{listener}} and C{{peer}}.
+    @ivar maxMessage: the largest message accepted, in bytes.
+    @ivar idleTimeout: seconds a connection may go without completing a
+        message; 0 turns the limit off.
+    @ivar maxConnections: most connections open at once; 0 for no limit.
+    @ivar maxPerPeer: most connections open at once from one IP address; 0
+        for no limit.
+    @ivar lingerTimeout: seconds to wait for the client to close after the
+        server's last reply (and the grace given to a client that does not
+        read its error), before aborting.
+    @ivar quiet: no per-connection log events.
+    @ivar banner: sent on connect, before anything is read; C{None} for none.
+    @ivar delay: seconds to wait before each reply (a timer, never blocking).
+    @ivar dropRate: probability that a message is answered by closing the
+        connection without a reply.
+    @ivar resetRate: probability that a message is answered by resetting
+        the connection (RST) without a reply.
+    """
+
+    framing: str = "raw"
+    keepOpen: bool = False
+    prefix: bytes = DEFAULT_PREFIX
+    maxMessage: int = DEFAULT_MAX_MESSAGE
+    idleTimeout: float = DEFAULT_IDLE_TIMEOUT
+    maxConnections: int = DEFAULT_MAX_CONNECTIONS
+    maxPerPeer: int = 0
+    lingerTimeout: float = DEFAULT_LINGER
+    quiet: bool = False
+    banner: bytes | None = None
+    delay: float = 0.0
+    dropRate: float = 0.0
+    resetRate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"unknown framing {self.framing!r}")
+        if self.keepOpen and FRAMINGS[self.framing].needsEndOfInput:
+            raise ValueError(f"{self.framing} framing cannot keep the connection open")
+        if not 0 <= self.dropRate + self.resetRate <= 1:
+            raise ValueError("drop and reset rates must be probabilities that add up to 1 at most")
+
+
+@dataclass(frozen=True)
+class ConnectionRecord:
+    """
+    What happened on one connection, made when it closes: the connection
+    log event and the metrics come from it.
+
+    @ivar outcome: why it ended: C{ok}, C{no-message}, C{too-long},
+        C{truncated}, C{idle-timeout}, C{busy}, C{peer-limit}, C{reset} (by
+        the client), C{aborted} (the client did not close in time),
+        C{shutdown}, C{dropped} or C{reset-injected}.
+    """
+
+    peer: str
+    listener: str
+    framing: str
+    messages: int
+    bytesIn: int
+    bytesOut: int
+    duration: float
+    outcome: str
+
+
+def renderTemplate(
+    template: bytes, hostname: bytes, listener: IAddress | None, peer: IAddress | None
+) -> bytes:
+    """
+    Fill in the placeholders of a prefix or banner for one connection.
+
+    Only the three placeholders are replaced; any other brace is kept as it
+    is, so a prefix never needs escaping.
+    """
+    if b"{" not in template:
+        return template
+    return (
+        template.replace(b"{hostname}", hostname)
+        .replace(b"{listener}", describeAddress(listener).encode("utf-8", "backslashreplace"))
+        .replace(b"{peer}", hostOf(peer).encode("utf-8", "backslashreplace"))
+    )
 
 
 def _tooLongText(error: MessageTooLong) -> str:
     return f"message too long (limit {error.limit} bytes)"
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class EchoReplyProtocol(Protocol):
     """
     One client connection: frame its input, answer each message.
 
-    Once it has nothing more to say (one-shot reply sent, or an error), it
-    half-closes its write side instead of closing outright, discards whatever
-    the client still sends, and closes when the client does. Closing a socket
-    with unread input makes the kernel send a RST, which can destroy a reply
-    that the client has not read yet.
+    Once it has nothing more to say (one-shot reply sent, an error, or a
+    shutdown), it half-closes its write side instead of closing outright,
+    discards whatever the client still sends, and closes when the client
+    does. Closing a socket with unread input makes the kernel send a RST,
+    which can destroy a reply that the client has not read yet.
 
-    @cvar lingerTimeout: seconds to wait, after half-closing, for the client
-        to close its side before the connection is aborted. Short, because a
-        well-behaved client closes as soon as it has read its reply.
+    It is the streaming producer of its own transport: while the transport's
+    write buffer is full (a client that sends without reading), it stops
+    reading, so memory stays bounded.
+
     @ivar messages: messages answered on this connection.
     @ivar bytesIn: bytes received.
     @ivar bytesOut: bytes written.
-    @ivar outcome: why the conversation ended (C{"ok"}, C{"too-long"},
-        C{"truncated"}, ...), or C{None} while it goes on.
+    @ivar outcome: why the conversation ended, or C{None} while it goes on.
+    @ivar admitted: whether the connection got past the connection limits.
     """
-
-    lingerTimeout = 5.0
 
     log = Logger()
     factory: EchoReplyFactory
@@ -80,12 +206,54 @@ class EchoReplyProtocol(Protocol):
         self.bytesIn = 0
         self.bytesOut = 0
         self.outcome: str | None = None
+        self.admitted = False
+        self.startedAt = 0.0
+        # Kept from the start: a closed TCP transport cannot tell them.
+        self.peerAddress: IAddress | None = None
+        self.hostAddress: IAddress | None = None
         self._framer: Framer | None = None
+        self._prefix = b""
         self._done = False
+        self._closed = False
+        self._producing = False
+        self._paused = False
         self._linger: IDelayedCall | None = None
+        self._idle: IDelayedCall | None = None
+        self._lastMessageAt = 0.0
+        self._pending: deque[tuple[float, bytes]] = deque()
+        self._pendingTimer: IDelayedCall | None = None
+        self._closeWhenReplied = False
+        self._readClosed = False
+        self._writeClosed = False
+
+    # Connection lifecycle
 
     def connectionMade(self) -> None:
-        self._framer = self.factory.makeFramer()
+        factory = self.factory
+        settings = factory.settings
+        transport = self.transport
+        assert transport is not None
+        self.startedAt = factory.clock.seconds()
+        self.peerAddress = transport.getPeer()
+        self.hostAddress = transport.getHost()
+        self._framer = factory.makeFramer()
+        refusal = factory.admit(self)
+        if refusal is not None:
+            outcome, text = refusal
+            self.outcome = outcome
+            self._done = True
+            self.sendError(text)
+            transport.loseConnection()
+            return
+        self.admitted = True
+        asStream(transport).registerProducer(self, True)
+        self._producing = True
+        self._prefix = factory.render(settings.prefix, self)
+        if settings.banner is not None:
+            self._send(self._framer.encode(factory.render(settings.banner, self), b"\n"))
+        if settings.idleTimeout > 0:
+            self._lastMessageAt = self.startedAt
+            self._idle = factory.clock.callLater(settings.idleTimeout, self._idleCheck)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
@@ -94,15 +262,19 @@ class EchoReplyProtocol(Protocol):
             return
         assert self._framer is not None
         messages, error = self._framer.feedUntilError(data)
-        if not self.factory.keepOpen and messages:
-            # One-shot: answer the first message; anything after it is
-            # discarded, including a limit overrun later in the same read.
-            self._reply(messages[:1])
-            self._finish("ok")
-            return
         if messages:
-            self._reply(messages)
-        if error is not None:
+            factory = self.factory
+            if self._idle is not None:
+                self._lastMessageAt = factory.clock.seconds()
+            if not factory.settings.keepOpen:
+                # One-shot: answer the first message; anything after it is
+                # discarded, including a limit overrun later in the read.
+                self._answer(messages[:1])
+                if not self._done:
+                    self._stop("ok")
+                return
+            self._answer(messages)
+        if error is not None and not self._done:
             self._tooLong(error)
 
     def readConnectionLost(self) -> None:
@@ -114,140 +286,300 @@ class EchoReplyProtocol(Protocol):
             try:
                 last = self._framer.finish()
             except TruncatedMessage as e:
-                self.outcome = "truncated"
-                self.sendError(str(e))
+                self._stop("truncated", str(e))
             except MessageTooLong as e:
-                self.outcome = "too-long"
-                self.sendError(_tooLongText(e))
+                self._stop("too-long", _tooLongText(e))
             else:
                 if last is not None:
-                    self._reply([last])
-                self.outcome = "ok" if self.messages else "no-message"
-            self._done = True
-        # Both directions are finished once what is buffered is written.
-        assert self.transport is not None
-        self.transport.loseConnection()
+                    self._answer([last])
+                if not self._done:
+                    self._stop("ok" if self.messages else "no-message")
+        # Nothing more can arrive: close once the replies are written.
+        self._readClosed = True
+        self._closeWhenReplied = True
+        self._closeIfReplied()
 
     def writeConnectionLost(self) -> None:
         """
         Our half-close went out, so the client has every reply byte: give it
-        a fresh L{lingerTimeout} to close its side (a slow reader of a large
+        a fresh linger period to close its side (a slow reader of a large
         reply is not cut off while it is still reading).
         """
         if self._linger is not None and self._linger.active():
-            self._linger.reset(self.lingerTimeout)
+            self._linger.reset(self.factory.settings.lingerTimeout)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
-        self._linger = None
+        self._closed = True
+        for timer in (self._linger, self._idle, self._pendingTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._linger = self._idle = self._pendingTimer = None
+        self._pending.clear()
         if self.outcome is None:
-            self.outcome = "closed"
+            self.outcome = "ok" if reason.check(error.ConnectionDone) else "reset"
+        self.factory.connectionClosed(self)
 
-    def _reply(self, messages: list[Message]) -> None:
+    # IPushProducer: the transport tells us when its write buffer is full.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        assert self.transport is not None
+        asStream(self.transport).pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        assert self.transport is not None
+        asStream(self.transport).resumeProducing()
+
+    def stopProducing(self) -> None:
         """
-        Write one reply per message, as a single write.
+        The connection is going away; connectionLost does the clean-up.
         """
-        assert self._framer is not None and self.transport is not None
-        prefix = self.factory.prefix
-        encode = self._framer.encode
-        if len(messages) == 1:
-            payload, delimiter = messages[0]
-            out = encode(prefix + payload, delimiter)
-        else:
-            out = b"".join([encode(prefix + payload, delimiter) for payload, delimiter in messages])
+
+    # Replies
+
+    def _answer(self, messages: list[Message]) -> None:
+        """
+        Reply to each message, in order, as a single write where possible.
+        """
+        assert self._framer is not None
+        settings = self.factory.settings
+        if settings.dropRate or settings.resetRate:
+            self._answerWithFaults(messages)
+            return
+        out = self._framer.encodeReplies(self._prefix, messages)
         self.messages += len(messages)
-        self.bytesOut += len(out)
-        self.transport.write(out)
+        self._send(out, settings.delay)
 
-    def _tooLong(self, error: MessageTooLong) -> None:
+    def _answerWithFaults(self, messages: list[Message]) -> None:
         """
-        A message went past the limit: say so, framed, and end.
+        Fault injection: each message may instead end the connection.
         """
-        self.log.info(
-            "Message from {peer} exceeds {limit} bytes; closing",
-            peer=str(self.transport.getPeer()) if self.transport else None,
-            limit=error.limit,
-        )
-        self.sendError(_tooLongText(error))
-        self._finish("too-long")
+        assert self._framer is not None
+        factory = self.factory
+        settings = factory.settings
+        for message in messages:
+            draw = factory.random.random()
+            if draw < settings.dropRate:
+                self._fault("dropped", reset=False)
+                return
+            if draw < settings.dropRate + settings.resetRate:
+                self._fault("reset-injected", reset=True)
+                return
+            self.messages += 1
+            self._send(self._framer.encodeReplies(self._prefix, [message]), settings.delay)
+
+    def _fault(self, outcome: str, reset: bool) -> None:
+        self._done = True
+        self.outcome = outcome
+        self._pending.clear()
+        transport = self.transport
+        assert transport is not None
+        self._unregister()
+        if reset:
+            handle = getattr(transport, "getHandle", None)
+            sock = handle() if handle is not None else None
+            if isinstance(sock, socket.socket):
+                # Linger on, timeout 0: close() sends a RST.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            asStream(transport).abortConnection()
+        else:
+            transport.loseConnection()
+
+    def _send(self, data: bytes, delay: float = 0.0) -> None:
+        """
+        Write C{data} now, or after C{delay} seconds, never before what was
+        queued earlier.
+        """
+        self.bytesOut += len(data)
+        if not self._pending and delay <= 0:
+            assert self.transport is not None
+            self.transport.write(data)
+            return
+        due = self.factory.clock.seconds() + delay
+        if self._pending:
+            due = max(due, self._pending[-1][0])
+        self._pending.append((due, data))
+        if self._pendingTimer is None:
+            self._pendingTimer = self.factory.clock.callLater(
+                max(0.0, self._pending[0][0] - self.factory.clock.seconds()), self._sendDue
+            )
+
+    def _sendDue(self) -> None:
+        self._pendingTimer = None
+        now = self.factory.clock.seconds()
+        ready = []
+        while self._pending and self._pending[0][0] <= now:
+            ready.append(self._pending.popleft()[1])
+        if ready and self.transport is not None:
+            self.transport.write(b"".join(ready))
+        if self._pending:
+            self._pendingTimer = self.factory.clock.callLater(
+                self._pending[0][0] - now, self._sendDue
+            )
+        else:
+            self._closeIfReplied()
 
     def sendError(self, text: str) -> None:
         """
-        Send C{Error: <text>} framed in this connection's framing.
+        Send C{Error: <text>} framed in this connection's framing, after any
+        reply still queued.
 
         In C{raw} and C{eof} framing, which have no delimiter, the error text
         ends with a newline so that it reads well in a terminal.
         """
-        assert self._framer is not None and self.transport is not None
-        body = b"Error: " + text.encode("utf-8")
+        assert self._framer is not None
+        body = b"Error: " + text.encode("utf-8", "backslashreplace")
         if self._framer.name in ("raw", "eof"):
             body += b"\n"
-        out = self._framer.encode(body, b"\n")
-        self.bytesOut += len(out)
-        self.transport.write(out)
+        self._send(self._framer.encode(body, b"\n"))
 
-    def _finish(self, outcome: str) -> None:
+    # Ending the conversation
+
+    def _tooLong(self, error: MessageTooLong) -> None:
+        self._stop("too-long", _tooLongText(error))
+
+    def _idleCheck(self) -> None:
         """
-        Stop answering: half-close the write side once the replies are
-        flushed, discard further input, and close when the client does, or
-        after L{lingerTimeout}.
+        The idle timer is not reset for every message (too dear at a million
+        messages a second): messages only note the time, and the timer, when
+        it fires, sleeps again for what is left.
+        """
+        self._idle = None
+        timeout = self.factory.settings.idleTimeout
+        now = self.factory.clock.seconds()
+        due = self._lastMessageAt + timeout
+        if now < due:
+            self._idle = self.factory.clock.callLater(due - now, self._idleCheck)
+            return
+        if not self._done:
+            self._stop("idle-timeout", f"idle timeout ({timeout:g} s)")
+
+    def shutdown(self) -> None:
+        """
+        The server is draining: answer nothing more (what was already read
+        has its reply, or has it queued), then close as after a last reply.
+        """
+        if not self._done:
+            self._stop("shutdown")
+
+    def _stop(self, outcome: str, errorText: str | None = None) -> None:
+        """
+        Answer nothing more: send the error, if any, and close the write side
+        once every queued reply is written.
         """
         self._done = True
         self.outcome = outcome
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if errorText is not None:
+            self.sendError(errorText)
+        # Bound the wait for the queued replies to flush and for the client
+        # to close; reset once our half-close has gone out.
+        self._linger = self.factory.clock.callLater(
+            self.factory.settings.lingerTimeout + self._queuedFor(), self._lingerExpired
+        )
+        self._closeWhenReplied = True
+        self._closeIfReplied()
+
+    def _queuedFor(self) -> float:
+        if not self._pending:
+            return 0.0
+        return max(0.0, self._pending[-1][0] - self.factory.clock.seconds())
+
+    def _closeIfReplied(self) -> None:
+        """
+        If every reply is written and nothing more will be, close our side:
+        a half-close where the transport can, else a full close.
+        """
+        if self._pending or not self._closeWhenReplied or self._closed:
+            return
+        self._closeWhenReplied = False
         transport = self.transport
         assert transport is not None
-        if canHalfClose(transport):
-            cast(ITCPTransport, transport).loseWriteConnection()
-            self._linger = self.factory.clock.callLater(
-                self.lingerTimeout, self._lingerExpired
-            )
-        else:
-            # TLS and other wrappers cannot half-close: close after the flush.
+        self._unregister()
+        if self._readClosed or not canHalfClose(transport):
             transport.loseConnection()
+        elif not self._writeClosed:
+            self._writeClosed = True
+            asStream(transport).loseWriteConnection()
+
+    def _unregister(self) -> None:
+        """
+        Stop being the transport's producer (before closing), and read again
+        if paused, so that the client's close is seen.
+        """
+        if not self._producing:
+            return
+        self._producing = False
+        transport = asStream(self.transport)
+        transport.unregisterProducer()
+        if self._paused:
+            self._paused = False
+            transport.resumeProducing()
 
     def _lingerExpired(self) -> None:
         self._linger = None
+        if self.outcome in (None, "ok"):
+            self.outcome = "aborted"
         assert self.transport is not None
-        cast(ITCPTransport, self.transport).abortConnection()
+        asStream(self.transport).abortConnection()
+
+    def abort(self) -> None:
+        """
+        Drop the connection now (the drain timeout ran out).
+        """
+        if self._closed:
+            return
+        if self.outcome in (None, "ok"):
+            self.outcome = "aborted"
+        assert self.transport is not None
+        asStream(self.transport).abortConnection()
 
 
 class EchoReplyFactory(Factory[EchoReplyProtocol]):
     """
-    What every connection of one server shares: the framing, the lifecycle,
-    the reply prefix, the limits and the clock.
+    What the connections of one server share: the settings, the clock, the
+    connection accounting and the observers of closed connections.
 
-    @ivar framing: a key of L{sockplay.framing.FRAMINGS}.
-    @ivar keepOpen: answer every message until the client closes, instead of
-        one message and close.
-    @ivar prefix: the bytes put before each message in its reply.
-    @ivar maxMessage: the largest message accepted, in bytes.
+    @ivar settings: the L{ServerSettings}.
     @ivar clock: the time source for timers.
+    @ivar connections: the admitted connections now open.
+    @ivar observers: called with a L{ConnectionRecord} when a connection
+        closes (metrics subscribe here).
+    @ivar openedObservers: called with no argument when a connection is
+        admitted.
+    @ivar random: the source of fault-injection draws (seed it in tests).
     """
 
     noisy = False
+    log = Logger()
 
     def __init__(
         self,
-        framing: str = "raw",
-        keepOpen: bool = False,
-        prefix: bytes = DEFAULT_PREFIX,
-        maxMessage: int = DEFAULT_MAX_MESSAGE,
+        settings: ServerSettings | None = None,
         clock: IReactorTime | None = None,
+        hostname: str | None = None,
     ) -> None:
-        if framing not in FRAMINGS:
-            raise ValueError(f"unknown framing {framing!r}")
-        if keepOpen and FRAMINGS[framing].needsEndOfInput:
-            raise ValueError(f"{framing} framing cannot keep the connection open")
         if clock is None:
             from twisted.internet import reactor
 
             clock = cast(IReactorTime, reactor)
-        self.framing = framing
-        self.keepOpen = keepOpen
-        self.prefix = prefix
-        self.maxMessage = maxMessage
+        self.settings = settings if settings is not None else ServerSettings()
         self.clock = clock
+        self.hostname = (hostname or socket.gethostname()).encode("utf-8", "backslashreplace")
+        self.connections: set[EchoReplyProtocol] = set()
+        self.observers: list[Callable[[ConnectionRecord], object]] = []
+        self.openedObservers: list[Callable[[], object]] = []
+        self.random = random.Random()
+        self.draining = False
+        self.drained = 0
+        self.aborted = 0
+        self._perPeer: dict[str, int] = {}
+        self._draining: set[EchoReplyProtocol] = set()
+        self._drainDone: Deferred[None] | None = None
+        self._drainTimer: IDelayedCall | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> EchoReplyProtocol:
         protocol = EchoReplyProtocol()
@@ -258,4 +590,130 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
         """
         A new framer for one connection.
         """
-        return makeFramer(self.framing, self.maxMessage)
+        return makeFramer(self.settings.framing, self.settings.maxMessage)
+
+    def render(self, template: bytes, protocol: EchoReplyProtocol) -> bytes:
+        """
+        Fill in a template's placeholders for C{protocol}'s connection.
+        """
+        if b"{" not in template:
+            return template
+        return renderTemplate(
+            template, self.hostname, protocol.hostAddress, protocol.peerAddress
+        )
+
+    # Admission
+
+    def admit(self, protocol: EchoReplyProtocol) -> tuple[str, str] | None:
+        """
+        Count a new connection in, or say why it is refused: a pair of the
+        outcome and the error text.
+        """
+        settings = self.settings
+        if settings.maxConnections and len(self.connections) >= settings.maxConnections:
+            return "busy", "server busy"
+        key = _peerKey(protocol.peerAddress)
+        if key is not None and settings.maxPerPeer:
+            if self._perPeer.get(key, 0) >= settings.maxPerPeer:
+                return "peer-limit", f"too many connections from {key}"
+        if key is not None:
+            self._perPeer[key] = self._perPeer.get(key, 0) + 1
+        self.connections.add(protocol)
+        for observer in self.openedObservers:
+            observer()
+        return None
+
+    def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
+        """
+        Account for a closed connection, log it and tell the observers.
+        """
+        if protocol.admitted:
+            self.connections.discard(protocol)
+            key = _peerKey(protocol.peerAddress)
+            if key is not None:
+                left = self._perPeer.get(key, 1) - 1
+                if left > 0:
+                    self._perPeer[key] = left
+                else:
+                    self._perPeer.pop(key, None)
+        if self.settings.quiet and not self.observers:
+            self._checkDrained()
+            return
+        record = ConnectionRecord(
+            peer=describeAddress(protocol.peerAddress),
+            listener=describeAddress(protocol.hostAddress),
+            framing=self.settings.framing,
+            messages=protocol.messages,
+            bytesIn=protocol.bytesIn,
+            bytesOut=protocol.bytesOut,
+            duration=max(0.0, self.clock.seconds() - protocol.startedAt),
+            outcome=protocol.outcome or "ok",
+        )
+        if not self.settings.quiet:
+            self.log.info(
+                "Connection closed: {peer} on {listener}, {outcome}, {messages} messages, "
+                "{bytesIn} bytes in, {bytesOut} bytes out, {duration:.3f} s",
+                event="connection",
+                peer=record.peer,
+                listener=record.listener,
+                framing=record.framing,
+                messages=record.messages,
+                bytesIn=record.bytesIn,
+                bytesOut=record.bytesOut,
+                duration=record.duration,
+                outcome=record.outcome,
+            )
+        for observer in self.observers:
+            observer(record)
+        self._checkDrained()
+
+    # Graceful shutdown
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Stop answering on every connection, let each close cleanly, and
+        abort whatever is still open after C{timeout} seconds.
+
+        @return: fires when no connection is left.
+        """
+        self.draining = True
+        open_ = list(self.connections)
+        self.drained = self.aborted = 0
+        self._draining = set(open_)
+        if not open_:
+            return succeed(None)
+        self._drainDone = Deferred()
+        self._drainTimer = self.clock.callLater(timeout, self._drainExpired)
+        for protocol in open_:
+            protocol.shutdown()
+        return self._drainDone
+
+    def _drainExpired(self) -> None:
+        self._drainTimer = None
+        for protocol in list(self.connections):
+            self.aborted += 1
+            self._draining.discard(protocol)
+            protocol.abort()
+
+    def _checkDrained(self) -> None:
+        if self._drainDone is None:
+            return
+        for protocol in list(self._draining):
+            if protocol not in self.connections:
+                self._draining.discard(protocol)
+                self.drained += 1
+        if not self.connections:
+            if self._drainTimer is not None and self._drainTimer.active():
+                self._drainTimer.cancel()
+            self._drainTimer = None
+            done, self._drainDone = self._drainDone, None
+            done.callback(None)
+
+
+def _peerKey(peer: object) -> str | None:
+    """
+    The per-peer limit's key: the client's IP address. Connections without
+    one (UNIX sockets) are not limited per peer.
+    """
+    host = getattr(peer, "host", None)
+    return host if isinstance(host, str) else None

@@ -9,7 +9,7 @@ backs C{python -m sockplay.server}.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -21,9 +21,23 @@ from twisted.python.failure import Failure
 
 from sockplay._address import describeAddress
 from sockplay.framing import DEFAULT_MAX_MESSAGE, FRAMINGS, framingOption
-from sockplay.protocol import DEFAULT_PREFIX, EchoReplyFactory
+from sockplay.protocol import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PREFIX,
+    EchoReplyFactory,
+    ServerSettings,
+)
 
-__all__ = ["DEFAULT_LISTEN", "ListenFailed", "ListenerService", "Options", "makeService"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DrainService",
+    "ListenFailed",
+    "ListenerService",
+    "Options",
+    "makeService",
+    "raiseFileLimit",
+]
 
 # Loopback unless the operator opts out: a test endpoint should not appear
 # on a network by accident.
@@ -31,23 +45,35 @@ DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 
 READY_MESSAGE = "Server is running, waiting for connections..."
 
+# Long enough for in-flight replies on a loaded server; shorter than the
+# usual 30 s a supervisor (systemd, Kubernetes) waits before SIGKILL.
+DEFAULT_DRAIN_TIMEOUT = 10.0
 
-def _positiveInt(option: str) -> Callable[[str], int]:
-    """
-    A coerce function for an option that takes a whole number of at least 1;
-    its errors name the option.
-    """
 
-    def coerce(value: str) -> int:
+_Number = TypeVar("_Number", int, float)
+
+
+def _number(
+    option: str, kind: type[_Number], minimum: _Number, maximum: _Number | None = None
+) -> Callable[[str], _Number]:
+    """
+    A coerce function for a numeric option; its errors name the option.
+    """
+    what = "whole number" if kind is int else "number"
+    bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+
+    def coerce(value: str) -> _Number:
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            number = 0
-        if number < 1:
-            raise ValueError(f"{option} must be a positive whole number, not {value!r}")
+            number = None
+        if number is None or number != number or number < minimum or (
+            maximum is not None and number > maximum
+        ):
+            raise ValueError(f"{option} must be a {what} {bounds}, not {value!r}")
         return number
 
-    coerce.coerceDoc = "A positive whole number."  # type: ignore[attr-defined]
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
     return coerce
 
 
@@ -65,15 +91,35 @@ class Options(usage.Options):
 
     optFlags = [
         ["keep-open", "k", "Answer every message until the client closes (not with eof framing)."],
+        ["quiet", "q", "No per-connection log events (startup, shutdown and errors remain)."],
     ]
     optParameters = [
         ["framing", "f", "raw", "What one message is: raw (one read), line (up to LF), "
          "eof (until the client half-closes), int32 (4-byte big-endian length prefix).",
          framingOption],
         ["prefix", "p", DEFAULT_PREFIX.decode("utf-8"),
-         "Text put before each message in its reply."],
+         "Text put before each message in its reply; {hostname}, {listener} and {peer} "
+         "are filled in per connection."],
         ["max-message", "m", DEFAULT_MAX_MESSAGE, "Largest message accepted, in bytes.",
-         _positiveInt("--max-message")],
+         _number("--max-message", int, 1)],
+        ["idle-timeout", None, DEFAULT_IDLE_TIMEOUT,
+         "Seconds a connection may go without completing a message (0: no limit).",
+         _number("--idle-timeout", float, 0.0)],
+        ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
+         "Most connections open at once (0: no limit).", _number("--max-connections", int, 0)],
+        ["max-per-peer", None, 0, "Most connections open at once from one IP address "
+         "(0: no limit).", _number("--max-per-peer", int, 0)],
+        ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT, "On SIGTERM or SIGINT, seconds to let "
+         "open connections finish before they are aborted.",
+         _number("--drain-timeout", float, 0.0)],
+        ["banner", None, None, "Text the server sends on connect, before reading, framed "
+         "(for protocol-detection tests)."],
+        ["delay", None, 0.0, "Seconds to wait before each reply (a timer; never blocks).",
+         _number("--delay", float, 0.0)],
+        ["drop-rate", None, 0.0, "Probability (0-1) that a message is answered by closing "
+         "without a reply.", _number("--drop-rate", float, 0.0, 1.0)],
+        ["reset-rate", None, 0.0, "Probability (0-1) that a message is answered by a reset "
+         "(RST) without a reply.", _number("--reset-rate", float, 0.0, 1.0)],
     ]
 
     def __init__(self) -> None:
@@ -96,8 +142,12 @@ class Options(usage.Options):
                 f"--keep-open cannot be used with --framing {self['framing']}: "
                 "the message ends only when the client half-closes"
             )
+        if self["drop-rate"] + self["reset-rate"] > 1:
+            raise usage.UsageError("--drop-rate and --reset-rate add up to more than 1")
         # UTF-8, but any byte the shell passes is kept as it is.
         self["prefix"] = self["prefix"].encode("utf-8", "surrogateescape")
+        if self["banner"] is not None:
+            self["banner"] = self["banner"].encode("utf-8", "surrogateescape")
         for description in self["listen"]:
             try:
                 # Parsing builds the endpoint without touching the reactor
@@ -106,6 +156,25 @@ class Options(usage.Options):
                 serverFromString(cast(Any, None), description)
             except Exception as e:
                 raise usage.UsageError(f"bad --listen {description!r}: {e}") from None
+
+    def settings(self) -> ServerSettings:
+        """
+        The server settings these options describe.
+        """
+        return ServerSettings(
+            framing=self["framing"],
+            keepOpen=bool(self["keep-open"]),
+            prefix=self["prefix"],
+            maxMessage=self["max-message"],
+            idleTimeout=self["idle-timeout"],
+            maxConnections=self["max-connections"],
+            maxPerPeer=self["max-per-peer"],
+            quiet=bool(self["quiet"]),
+            banner=self["banner"],
+            delay=self["delay"],
+            dropRate=self["drop-rate"],
+            resetRate=self["reset-rate"],
+        )
 
 
 class ListenFailed(SystemExit):
@@ -191,6 +260,95 @@ class ListenerService(Service):
         )
 
 
+class DrainService(Service):
+    """
+    At startup, raise the file-descriptor limit; at shutdown, drain the
+    factory's connections: what was read gets its reply, then each
+    connection closes (write side first), and after C{timeout} seconds
+    whatever is left is aborted.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: EchoReplyFactory, timeout: float) -> None:
+        self.factory = factory
+        self.timeout = timeout
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        soft, hard = raiseFileLimit()
+        self.log.info(
+            "File descriptor limit: {soft} (hard limit {hard})",
+            soft=_limitText(soft),
+            hard=_limitText(hard),
+        )
+        wanted = self.factory.settings.maxConnections
+        if soft != _UNLIMITED and (not wanted or wanted > soft):
+            self.log.warn(
+                "--max-connections {wanted} is above the file descriptor limit {soft}; "
+                "connections past it will be refused by the system",
+                wanted=wanted or "(unlimited)",
+                soft=soft,
+            )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        count = len(self.factory.connections)
+        self.log.info(
+            "Shutting down: no longer accepting; draining {count} connections "
+            "(up to {timeout:g} s)",
+            count=count,
+            timeout=self.timeout,
+        )
+        d = self.factory.drain(self.timeout)
+
+        def report(_: None) -> None:
+            self.log.info(
+                "Shutdown complete: {drained} connections drained, {aborted} aborted",
+                drained=self.factory.drained,
+                aborted=self.factory.aborted,
+            )
+
+        return d.addCallback(report)
+
+
+_UNLIMITED = -1
+
+
+def _limitText(limit: int) -> str:
+    return "unlimited" if limit == _UNLIMITED else str(limit)
+
+
+def raiseFileLimit() -> tuple[int, int]:
+    """
+    Raise the soft limit on open file descriptors (RLIMIT_NOFILE) as far as
+    the hard limit allows: each connection is one descriptor.
+
+    @return: the soft and hard limits now in force (-1 for unlimited).
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return _UNLIMITED, _UNLIMITED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        # The kernel refuses "infinity" for this limit; nr_open is its real cap.
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            target = 1024 * 1024
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinity = resource.RLIM_INFINITY
+    return (_UNLIMITED if soft == infinity else soft, _UNLIMITED if hard == infinity else hard)
+
+
 class _ReadyAnnouncer(Service):
     """
     Started after every listener: says that the server is ready, once the
@@ -214,19 +372,14 @@ def makeFactory(config: Options, reactor: IReactorCore | None = None) -> EchoRep
     """
     The protocol factory that C{config} describes.
     """
-    return EchoReplyFactory(
-        framing=config["framing"],
-        keepOpen=bool(config["keep-open"]),
-        prefix=config["prefix"],
-        maxMessage=config["max-message"],
-        clock=cast(Any, reactor),
-    )
+    return EchoReplyFactory(config.settings(), clock=cast(Any, reactor))
 
 
 def makeService(config: Options, reactor: IReactorCore | None = None) -> IService:
     """
     Build the server that C{config} describes: a L{MultiService} with one
-    L{ListenerService} per C{--listen}, all sharing one factory.
+    L{ListenerService} per C{--listen}, all sharing one factory, and a
+    L{DrainService} that drains the connections at shutdown.
 
     @param reactor: the reactor to listen with; the global one by default.
     """
@@ -236,6 +389,10 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         reactor = cast(IReactorCore, globalReactor)
     factory = makeFactory(config, reactor)
     parent = MultiService()
+    # Stopped last (services stop in reverse order): every listener has
+    # stopped accepting by the time the drain begins.
+    drain = DrainService(factory, config["drain-timeout"])
+    drain.setServiceParent(parent)  # type: ignore[no-untyped-call]
     for description in config["listen"]:
         endpoint = serverFromString(reactor, description)
         ListenerService(description, endpoint, factory, reactor).setServiceParent(parent)  # type: ignore[no-untyped-call]

@@ -32,7 +32,7 @@ from sockplay.client import (
     request,
 )
 from sockplay.framing import MessageTooLong, TruncatedMessage
-from sockplay.protocol import EchoReplyFactory
+from sockplay.protocol import EchoReplyFactory, ServerSettings
 
 HELLO = b"Hello Server !"
 REPLY = b"Message received: Hello Server !"
@@ -242,7 +242,7 @@ def test_clientAndServerTogether(framing: str, keepOpen: bool) -> None:
     if keepOpen and framing == "eof":
         return
     clock = Clock()
-    factory = EchoReplyFactory(framing, keepOpen, clock=clock)
+    factory = EchoReplyFactory(ServerSettings(framing, keepOpen), clock=clock)
     message = b"\x00\xffHello Server !"
     client, server, pump = connectedServerAndClient(
         lambda: factory.buildProtocol(None),

@@ -6,6 +6,7 @@ through in-memory transports and a fake clock.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from _fakes import LOOPBACK_PEER, HalfCloseableTransport
@@ -14,7 +15,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import directlyProvides
 
-from sockplay.protocol import DEFAULT_PREFIX, EchoReplyFactory, EchoReplyProtocol
+from sockplay.protocol import (
+    DEFAULT_LINGER,
+    DEFAULT_PREFIX,
+    EchoReplyFactory,
+    EchoReplyProtocol,
+    ServerSettings,
+)
 
 P = DEFAULT_PREFIX
 
@@ -26,16 +33,17 @@ def int32(payload: bytes) -> bytes:
 def connect(
     framing: str = "raw",
     keepOpen: bool = False,
-    prefix: bytes = DEFAULT_PREFIX,
-    maxMessage: int = 65536,
     clock: Clock | None = None,
+    **settings: Any,
 ) -> tuple[EchoReplyProtocol, HalfCloseableTransport, Clock]:
     """
     A server protocol built by its factory, connected to a half-closeable
     in-memory transport.
+
+    @param settings: more L{ServerSettings}.
     """
     clock = clock or Clock()
-    factory = EchoReplyFactory(framing, keepOpen, prefix, maxMessage, clock=clock)
+    factory = EchoReplyFactory(ServerSettings(framing, keepOpen, **settings), clock=clock)
     protocol = factory.buildProtocol(LOOPBACK_PEER)
     transport = HalfCloseableTransport()
     protocol.makeConnection(transport)
@@ -147,7 +155,7 @@ def test_lingerBoundAbortsSilentClient() -> None:
     """
     protocol, transport, clock = connect()
     protocol.dataReceived(b"x")
-    clock.advance(EchoReplyProtocol.lingerTimeout - 0.1)
+    clock.advance(DEFAULT_LINGER - 0.1)
     assert not transport.aborted
     clock.advance(0.1)
     assert transport.aborted
@@ -177,6 +185,7 @@ def test_transportWithoutHalfCloseClosesAfterReply() -> None:
     protocol.dataReceived(b"x")
     assert transport.value() == P + b"x"
     assert transport.disconnecting
+    protocol.connectionLost()
     assert clock.getDelayedCalls() == []
 
 
@@ -291,7 +300,7 @@ def test_maxMessageOneConnectionOnly() -> None:
     One connection's error leaves the others of the same factory untouched.
     """
     clock = Clock()
-    factory = EchoReplyFactory("line", True, maxMessage=3, clock=clock)
+    factory = EchoReplyFactory(ServerSettings("line", True, maxMessage=3), clock=clock)
     bad, good = factory.buildProtocol(None), factory.buildProtocol(None)
     badTransport, goodTransport = HalfCloseableTransport(), HalfCloseableTransport()
     bad.makeConnection(badTransport)
@@ -344,7 +353,7 @@ def test_keepOpenWithEOFRefused() -> None:
     the client can send no more.
     """
     with pytest.raises(ValueError):
-        EchoReplyFactory("eof", keepOpen=True, clock=Clock())
+        ServerSettings("eof", keepOpen=True)
 
 
 def test_unknownFramingRefused() -> None:
@@ -352,7 +361,7 @@ def test_unknownFramingRefused() -> None:
     The factory refuses a framing that does not exist.
     """
     with pytest.raises(ValueError):
-        EchoReplyFactory("xml", clock=Clock())
+        ServerSettings("xml")
 
 
 def test_lineLimitPlusCRThenHalfClose() -> None:
@@ -378,6 +387,7 @@ def test_tlsTransportIsNotHalfClosed() -> None:
     protocol.dataReceived(b"x")
     assert not transport.writeClosed
     assert transport.disconnecting
+    protocol.connectionLost()
     assert clock.getDelayedCalls() == []
 
 
@@ -389,9 +399,9 @@ def test_lingerRestartsWhenHalfCloseIsSent() -> None:
     """
     protocol, transport, clock = connect()
     protocol.dataReceived(b"x")
-    clock.advance(EchoReplyProtocol.lingerTimeout - 1)
+    clock.advance(DEFAULT_LINGER - 1)
     protocol.writeConnectionLost()
-    clock.advance(EchoReplyProtocol.lingerTimeout - 1)
+    clock.advance(DEFAULT_LINGER - 1)
     assert not transport.aborted
     clock.advance(1)
     assert transport.aborted

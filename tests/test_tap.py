@@ -48,8 +48,17 @@ def test_defaults() -> None:
     assert dict(parse([])) == {
         "framing": "raw",
         "keep-open": 0,
+        "quiet": 0,
         "prefix": b"Message received: ",
         "max-message": 65536,
+        "idle-timeout": 30.0,
+        "max-connections": 10000,
+        "max-per-peer": 0,
+        "drain-timeout": 10.0,
+        "banner": None,
+        "delay": 0.0,
+        "drop-rate": 0.0,
+        "reset-rate": 0.0,
         "listen": ["tcp:12345:interface=127.0.0.1"],
     }
 
@@ -61,14 +70,29 @@ def test_allOptions() -> None:
     config = parse([
         "--framing", "line", "--keep-open", "--prefix", "Reçu: ", "--max-message", "10",
         "--listen", "tcp:0:interface=127.0.0.1", "-l", "tcp6:0:interface=\\:\\:1",
+        "--idle-timeout", "2.5", "--max-connections", "7", "--max-per-peer", "3",
+        "--drain-timeout", "0", "--quiet", "--banner", "hi {peer}", "--delay", "0.25",
+        "--drop-rate", "0.1", "--reset-rate", "0.2",
     ])
     assert dict(config) == {
         "framing": "line",
         "keep-open": 1,
+        "quiet": 1,
         "prefix": "Reçu: ".encode(),
         "max-message": 10,
+        "idle-timeout": 2.5,
+        "max-connections": 7,
+        "max-per-peer": 3,
+        "drain-timeout": 0.0,
+        "banner": b"hi {peer}",
+        "delay": 0.25,
+        "drop-rate": 0.1,
+        "reset-rate": 0.2,
         "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
     }
+    settings = config.settings()
+    assert (settings.idleTimeout, settings.maxConnections, settings.maxPerPeer) == (2.5, 7, 3)
+    assert (settings.quiet, settings.banner, settings.delay) == (True, b"hi {peer}", 0.25)
 
 
 def test_prefixBytesKept() -> None:
@@ -91,6 +115,15 @@ def test_prefixBytesKept() -> None:
         (["--listen", "tcp:notaport"], "tcp:notaport"),
         (["--listen", "ssl:0:privateKey=/nonexistent.pem"], "ssl:0"),
         (["--no-such-option"], "no-such-option"),
+        (["--idle-timeout", "-1"], "--idle-timeout"),
+        (["--idle-timeout", "nan"], "--idle-timeout"),
+        (["--max-connections", "-1"], "--max-connections"),
+        (["--max-per-peer", "x"], "--max-per-peer"),
+        (["--drain-timeout", "-5"], "--drain-timeout"),
+        (["--delay", "-0.1"], "--delay"),
+        (["--drop-rate", "1.5"], "--drop-rate"),
+        (["--reset-rate", "-0.5"], "--reset-rate"),
+        (["--drop-rate", "0.6", "--reset-rate", "0.6"], "add up"),
     ],
 )
 def test_badOptions(argv: list[str], words: str) -> None:
@@ -123,7 +156,8 @@ def test_makeServiceListensOnEachEndpoint(logged: list[str]) -> None:
     assert len(factories) == 1
     factory = reactor.tcpServers[0][1]
     assert isinstance(factory, EchoReplyFactory)
-    assert (factory.framing, factory.keepOpen, factory.clock) == ("int32", True, reactor)
+    assert (factory.settings.framing, factory.settings.keepOpen) == ("int32", True)
+    assert factory.clock is reactor
     assert "Server is running, waiting for connections..." not in logged
     reactor.run()
     assert logged[-1] == "Server is running, waiting for connections..."
@@ -171,4 +205,4 @@ def test_makeServiceUsesGlobalReactorByDefault() -> None:
     is looked up only then, never at import time).
     """
     service = makeService(parse(["--listen", "tcp:0"]))
-    assert len(list(service)) == 2
+    assert len([s for s in service if isinstance(s, ListenerService)]) == 1
