@@ -246,6 +246,13 @@ class EchoReplyProtocol(Protocol):
             transport.loseConnection()
             return
         self.admitted = True
+        # Replies are small and latency matters: do not wait to coalesce.
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:  # not a TCP socket after all (UNIX)
+                pass
         asStream(transport).registerProducer(self, True)
         self._producing = True
         self._prefix = factory.render(settings.prefix, self)

@@ -375,6 +375,26 @@ def makeFactory(config: Options, reactor: IReactorCore | None = None) -> EchoRep
     return EchoReplyFactory(config.settings(), clock=cast(Any, reactor))
 
 
+# Twisted's default listen backlog is 50: a burst of one-shot clients
+# overflows it and connects then wait for SYN retransmits. The kernel caps
+# this at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+_BACKLOG_ENDPOINTS = ("tcp", "tcp6", "ssl", "unix")
+
+
+def withBacklog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    Add C{backlog=} to a TCP, TCP6, SSL or UNIX endpoint string (also inside
+    C{haproxy:}) that does not set one.
+    """
+    inner = description[len("haproxy:"):] if description.startswith("haproxy:") else description
+    kind = inner.split(":", 1)[0]
+    if kind not in _BACKLOG_ENDPOINTS or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def makeService(config: Options, reactor: IReactorCore | None = None) -> IService:
     """
     Build the server that C{config} describes: a L{MultiService} with one
@@ -394,7 +414,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
     drain = DrainService(factory, config["drain-timeout"])
     drain.setServiceParent(parent)  # type: ignore[no-untyped-call]
     for description in config["listen"]:
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, withBacklog(description))
         ListenerService(description, endpoint, factory, reactor).setServiceParent(parent)  # type: ignore[no-untyped-call]
     _ReadyAnnouncer(reactor).setServiceParent(parent)  # type: ignore[no-untyped-call]
     return parent

@@ -34,6 +34,11 @@ class HalfCloseableTransport(StringTransport):
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
 
+    noDelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
+
     def abortConnection(self) -> None:
         self.aborted = True
         super().abortConnection()

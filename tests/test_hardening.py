@@ -487,3 +487,11 @@ def test_hostAndPeerKeptAfterClose() -> None:
     protocol, _ = open_(makeFactory())
     assert protocol.hostAddress == LOOPBACK_HOST
     assert protocol.peerAddress == LOOPBACK_PEER
+
+
+def test_noDelay() -> None:
+    """
+    Replies are sent at once: Nagle's algorithm is turned off.
+    """
+    _, transport = open_(makeFactory())
+    assert transport.noDelay

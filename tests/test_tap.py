@@ -14,7 +14,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python import usage
 
 from sockplay.protocol import EchoReplyFactory
-from sockplay.tap import ListenerService, ListenFailed, Options, makeService
+from sockplay.tap import ListenerService, ListenFailed, Options, makeService, withBacklog
 
 
 def parse(argv: list[str]) -> Options:
@@ -206,3 +206,32 @@ def test_makeServiceUsesGlobalReactorByDefault() -> None:
     """
     service = makeService(parse(["--listen", "tcp:0"]))
     assert len([s for s in service if isinstance(s, ListenerService)]) == 1
+
+
+@pytest.mark.parametrize(
+    "description, expected",
+    [
+        ("tcp:0", "tcp:0:backlog=1024"),
+        ("tcp6:0:interface=\\:\\:1", "tcp6:0:interface=\\:\\:1:backlog=1024"),
+        ("haproxy:tcp:0", "haproxy:tcp:0:backlog=1024"),
+        ("unix:/tmp/s.sock", "unix:/tmp/s.sock:backlog=1024"),
+        ("tcp:0:backlog=5", "tcp:0:backlog=5"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_withBacklog(description: str, expected: str) -> None:
+    """
+    Listeners get a 1024-deep accept backlog unless the endpoint string sets
+    one or has no such parameter.
+    """
+    assert withBacklog(description) == expected
+
+
+def test_makeServiceRaisesBacklog() -> None:
+    """
+    makeService listens with the raised backlog.
+    """
+    reactor = MemoryReactor()
+    service = makeService(parse(["--listen", "tcp:0"]), reactor)
+    service.privilegedStartService()
+    assert reactor.tcpServers[0][2] == 1024
