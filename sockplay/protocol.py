@@ -15,6 +15,7 @@ answers what was read before closing.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import struct
@@ -77,7 +78,7 @@ DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_LINGER = 5.0
 
 # Placeholders a prefix (or banner) may hold, rendered once per connection.
-PLACEHOLDERS = (b"{hostname}", b"{listener}", b"{peer}")
+PLACEHOLDERS = (b"{hostname}", b"{listener}", b"{peer}", b"{pid}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class ServerSettings:
     @ivar keepOpen: answer every message until the client closes, instead of
         one message and close.
     @ivar prefix: put before each message in its reply; may hold the
-        placeholders C{{hostname}}, C{{listener}} and C{{peer}}.
+        placeholders C{{hostname}}, C{{listener}}, C{{peer}} and C{{pid}}
+        (the serving process, which tells C{--workers} apart).
     @ivar maxMessage: the largest message accepted, in bytes.
     @ivar idleTimeout: seconds a connection may go without completing a
         message; 0 turns the limit off.
@@ -155,7 +157,11 @@ class ConnectionRecord:
 
 
 def renderTemplate(
-    template: bytes, hostname: bytes, listener: IAddress | None, peer: IAddress | None
+    template: bytes,
+    hostname: bytes,
+    listener: IAddress | None,
+    peer: IAddress | None,
+    pid: int | None = None,
 ) -> bytes:
     """
     Fill in the placeholders of a prefix or banner for one connection.
@@ -169,6 +175,7 @@ def renderTemplate(
         template.replace(b"{hostname}", hostname)
         .replace(b"{listener}", describeAddress(listener).encode("utf-8", "backslashreplace"))
         .replace(b"{peer}", hostOf(peer).encode("utf-8", "backslashreplace"))
+        .replace(b"{pid}", str(os.getpid() if pid is None else pid).encode("ascii"))
     )
 
 

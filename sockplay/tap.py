@@ -35,6 +35,7 @@ __all__ = [
     "ListenFailed",
     "ListenerService",
     "Options",
+    "exitCleanly",
     "makeService",
     "raiseFileLimit",
 ]
@@ -98,8 +99,8 @@ class Options(usage.Options):
          "eof (until the client half-closes), int32 (4-byte big-endian length prefix).",
          framingOption],
         ["prefix", "p", DEFAULT_PREFIX.decode("utf-8"),
-         "Text put before each message in its reply; {hostname}, {listener} and {peer} "
-         "are filled in per connection."],
+         "Text put before each message in its reply; {hostname}, {listener}, {peer} and "
+         "{pid} are filled in per connection."],
         ["max-message", "m", DEFAULT_MAX_MESSAGE, "Largest message accepted, in bytes.",
          _number("--max-message", int, 1)],
         ["idle-timeout", None, DEFAULT_IDLE_TIMEOUT,
@@ -112,6 +113,8 @@ class Options(usage.Options):
         ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT, "On SIGTERM or SIGINT, seconds to let "
          "open connections finish before they are aborted.",
          _number("--drain-timeout", float, 0.0)],
+        ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
+         "typical). A worker that dies is restarted.", _number("--workers", int, 1)],
         ["banner", None, None, "Text the server sends on connect, before reading, framed "
          "(for protocol-detection tests)."],
         ["delay", None, 0.0, "Seconds to wait before each reply (a timer; never blocks).",
@@ -142,6 +145,13 @@ class Options(usage.Options):
                 f"--keep-open cannot be used with --framing {self['framing']}: "
                 "the message ends only when the client half-closes"
             )
+        if self["workers"] > 1:
+            for description in self["listen"]:
+                if description.split(":", 1)[0] == "ssl" or ":ssl:" in description:
+                    raise usage.UsageError(
+                        f"--workers cannot share the TLS listener {description!r}; "
+                        "run one server per core behind a TCP load balancer instead"
+                    )
         if self["drop-rate"] + self["reset-rate"] > 1:
             raise usage.UsageError("--drop-rate and --reset-rate add up to more than 1")
         # UTF-8, but any byte the shell passes is kept as it is.
@@ -308,11 +318,26 @@ class DrainService(Service):
                 drained=self.factory.drained,
                 aborted=self.factory.aborted,
             )
+            exitCleanly(self.factory.clock)
 
         return d.addCallback(report)
 
 
 _UNLIMITED = -1
+
+
+def exitCleanly(reactor: object) -> None:
+    """
+    A drain that finished is a clean exit: status 0.
+
+    twistd records the signal that stopped the reactor and, once the reactor
+    has stopped, kills itself with that same signal (exit status -15 for
+    SIGTERM). A graceful drain is the designed way to stop sockplay, so it
+    forgets the signal. This uses the private attribute that twistd reads;
+    if a future Twisted drops it, the exit status is the signal again.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None  # type: ignore[attr-defined]
 
 
 def _limitText(limit: int) -> str:
@@ -360,12 +385,19 @@ class _ReadyAnnouncer(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorCore) -> None:
+    def __init__(self, reactor: IReactorCore, waitFor: Deferred[None] | None = None) -> None:
         self._reactor = reactor
+        self._waitFor = waitFor
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self._reactor.callWhenRunning(self.log.info, READY_MESSAGE)
+        self._reactor.callWhenRunning(self._announce)
+
+    def _announce(self) -> None:
+        if self._waitFor is None:
+            self.log.info(READY_MESSAGE)
+        else:
+            self._waitFor.addCallback(lambda _: self.log.info(READY_MESSAGE))
 
 
 def makeFactory(config: Options, reactor: IReactorCore | None = None) -> EchoReplyFactory:
@@ -409,6 +441,20 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         reactor = cast(IReactorCore, globalReactor)
     factory = makeFactory(config, reactor)
     parent = MultiService()
+    if config["workers"] > 1:
+        from sockplay.workers import WorkerPoolService
+
+        listeners = [
+            (description, serverFromString(reactor, withBacklog(description)))
+            for description in config["listen"]
+        ]
+        pool = WorkerPoolService(
+            config["workers"], listeners, factory.settings, config["drain-timeout"], reactor
+        )
+        pool.setServiceParent(parent)  # type: ignore[no-untyped-call]
+        announcer = _ReadyAnnouncer(reactor, pool.ready)
+        announcer.setServiceParent(parent)  # type: ignore[no-untyped-call]
+        return parent
     # Stopped last (services stop in reverse order): every listener has
     # stopped accepting by the time the drain begins.
     drain = DrainService(factory, config["drain-timeout"])

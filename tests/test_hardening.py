@@ -6,6 +6,7 @@ the test-endpoint knobs, all on in-memory transports and a fake clock.
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -402,15 +403,15 @@ def test_quietLogsNothingPerConnection() -> None:
 
 def test_prefixTemplate() -> None:
     """
-    {hostname}, {listener} and {peer} are filled in once per connection;
+    {hostname}, {listener}, {peer} and {pid} are filled in once per connection;
     other braces are kept.
     """
     factory = makeFactory(
-        framing="line", keepOpen=True, prefix=b"{hostname}|{listener}|{peer}|{other}: "
+        framing="line", keepOpen=True, prefix=b"{hostname}|{listener}|{peer}|{pid}|{other}: "
     )
     protocol, transport = open_(factory, "127.0.0.7")
     protocol.dataReceived(b"a\nb\n")
-    line = b"box|tcp:127.0.0.1:12345|127.0.0.7|{other}: "
+    line = b"box|tcp:127.0.0.1:12345|127.0.0.7|%d|{other}: " % os.getpid()
     assert transport.value() == line + b"a\n" + line + b"b\n"
 
 

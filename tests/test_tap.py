@@ -59,6 +59,7 @@ def test_defaults() -> None:
         "delay": 0.0,
         "drop-rate": 0.0,
         "reset-rate": 0.0,
+        "workers": 1,
         "listen": ["tcp:12345:interface=127.0.0.1"],
     }
 
@@ -72,7 +73,7 @@ def test_allOptions() -> None:
         "--listen", "tcp:0:interface=127.0.0.1", "-l", "tcp6:0:interface=\\:\\:1",
         "--idle-timeout", "2.5", "--max-connections", "7", "--max-per-peer", "3",
         "--drain-timeout", "0", "--quiet", "--banner", "hi {peer}", "--delay", "0.25",
-        "--drop-rate", "0.1", "--reset-rate", "0.2",
+        "--drop-rate", "0.1", "--reset-rate", "0.2", "--workers", "2",
     ])
     assert dict(config) == {
         "framing": "line",
@@ -88,6 +89,7 @@ def test_allOptions() -> None:
         "delay": 0.25,
         "drop-rate": 0.1,
         "reset-rate": 0.2,
+        "workers": 2,
         "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
     }
     settings = config.settings()
@@ -124,6 +126,8 @@ def test_prefixBytesKept() -> None:
         (["--drop-rate", "1.5"], "--drop-rate"),
         (["--reset-rate", "-0.5"], "--reset-rate"),
         (["--drop-rate", "0.6", "--reset-rate", "0.6"], "add up"),
+        (["--workers", "0"], "--workers"),
+        (["--workers", "2", "--listen", "ssl:0:privateKey=x.pem"], "ssl:0"),
     ],
 )
 def test_badOptions(argv: list[str], words: str) -> None:
