@@ -141,6 +141,17 @@ class Framer:
         encode = self.encode
         return b"".join([encode(prefix + payload, delimiter) for payload, delimiter in messages])
 
+    def feedReplies(self, data: bytes, prefix: bytes) -> tuple[bytes, int, MessageTooLong | None]:
+        """
+        L{feedUntilError} and L{encodeReplies} in one step, for the hot path
+        of a keep-open server: the replies to every message that C{data}
+        completes, how many there are, and the error that stopped them.
+        """
+        messages, error = self.feedUntilError(data)
+        if not messages:
+            return b"", 0, error
+        return self.encodeReplies(prefix, messages), len(messages), error
+
 
 class RawFramer(Framer):
     """
@@ -195,6 +206,44 @@ class LineFramer(Framer):
         self._buffer = rest
         if len(rest) > limit and not (len(rest) == limit + 1 and rest.endswith(b"\r")):
             return messages, MessageTooLong(limit)
+        return messages, None
+
+    def feedReplies(self, data: bytes, prefix: bytes) -> tuple[bytes, int, MessageTooLong | None]:
+        # The reply to a line is prefix + line + LF whether the line ended in
+        # LF or CRLF (its CR is still on it), so a batch of replies is one
+        # join, with no per-line work in Python unless a line is too long.
+        if LF not in data:
+            return b"", 0, self.feedUntilError(data)[1]
+        lines = (self._buffer + data).split(LF)
+        rest = lines.pop()
+        limit = self.maxLength
+        if max(map(len, lines)) > limit:
+            messages, error = self._linesUntilTooLong(lines, rest)
+            return self.encodeReplies(prefix, messages), len(messages), error
+        self._buffer = rest
+        error = None
+        if len(rest) > limit and not (len(rest) == limit + 1 and rest.endswith(b"\r")):
+            error = MessageTooLong(limit)
+        return prefix + (LF + prefix).join(lines) + LF, len(lines), error
+
+    def _linesUntilTooLong(
+        self, lines: list[bytes], rest: bytes
+    ) -> tuple[list[Message], MessageTooLong | None]:
+        messages: list[Message] = []
+        for line in lines:
+            if line.endswith(b"\r"):
+                payload, delimiter = line[:-1], CRLF
+            else:
+                payload, delimiter = line, LF
+            if len(payload) > self.maxLength:
+                self._buffer = b""
+                return messages, MessageTooLong(self.maxLength)
+            messages.append(Message(payload, delimiter))
+        self._buffer = rest
+        if len(rest) > self.maxLength and not (
+            len(rest) == self.maxLength + 1 and rest.endswith(b"\r")
+        ):
+            return messages, MessageTooLong(self.maxLength)
         return messages, None
 
     def finish(self) -> Message | None:

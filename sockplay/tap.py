@@ -12,14 +12,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 
-from sockplay._address import describeAddress
+from sockplay._listener import ListenerService, ListenFailed
+from sockplay._proxy import ProxiedEndpoint
 from sockplay.framing import DEFAULT_MAX_MESSAGE, FRAMINGS, framingOption
 from sockplay.protocol import (
     DEFAULT_IDLE_TIMEOUT,
@@ -27,6 +27,7 @@ from sockplay.protocol import (
     DEFAULT_PREFIX,
     EchoReplyFactory,
     ServerSettings,
+    renderProcessTemplate,
 )
 
 __all__ = [
@@ -113,6 +114,9 @@ class Options(usage.Options):
         ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT, "On SIGTERM or SIGINT, seconds to let "
          "open connections finish before they are aborted.",
          _number("--drain-timeout", float, 0.0)],
+        ["metrics", None, None, "Serve Prometheus /metrics and /healthz over HTTP on this "
+         "endpoint, such as tcp:9100:interface=127.0.0.1."],
+        ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to."],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
          "typical). A worker that dies is restarted.", _number("--workers", int, 1)],
         ["banner", None, None, "Text the server sends on connect, before reading, framed "
@@ -128,6 +132,19 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
+        self["udp"] = []
+
+    def opt_udp(self, port: str) -> None:
+        """
+        Also answer UDP datagrams on this port (one datagram, one reply). Repeatable.
+        """
+        try:
+            number = int(port)
+        except ValueError:
+            number = -1
+        if not 0 <= number < 65536:
+            raise usage.UsageError(f"--udp must be a port number from 0 to 65535, not {port!r}")
+        self["udp"].append(number)
 
     def opt_listen(self, description: str) -> None:
         """
@@ -145,6 +162,11 @@ class Options(usage.Options):
                 f"--keep-open cannot be used with --framing {self['framing']}: "
                 "the message ends only when the client half-closes"
             )
+        if self["workers"] > 1 and self["metrics"]:
+            raise usage.UsageError(
+                "--metrics cannot be used with --workers: each worker counts its own "
+                "connections; run one server per core with its own --metrics instead"
+            )
         if self["workers"] > 1:
             for description in self["listen"]:
                 if description.split(":", 1)[0] == "ssl" or ":ssl:" in description:
@@ -158,14 +180,16 @@ class Options(usage.Options):
         self["prefix"] = self["prefix"].encode("utf-8", "surrogateescape")
         if self["banner"] is not None:
             self["banner"] = self["banner"].encode("utf-8", "surrogateescape")
-        for description in self["listen"]:
+        for option, description in [("--listen", d) for d in self["listen"]] + (
+            [("--metrics", self["metrics"])] if self["metrics"] else []
+        ):
             try:
                 # Parsing builds the endpoint without touching the reactor
                 # (an ssl: endpoint loads its certificate here, so a missing
                 # file is reported now rather than at startup).
-                serverFromString(cast(Any, None), description)
+                makeEndpoint(cast(Any, None), description)
             except Exception as e:
-                raise usage.UsageError(f"bad --listen {description!r}: {e}") from None
+                raise usage.UsageError(f"bad {option} {description!r}: {e}") from None
 
     def settings(self) -> ServerSettings:
         """
@@ -187,89 +211,6 @@ class Options(usage.Options):
         )
 
 
-class ListenFailed(SystemExit):
-    """
-    A listener could not start. Raised as a L{SystemExit} so that twistd and
-    C{python -m sockplay.server} end with its one-line message and exit
-    status 1 rather than a traceback.
-    """
-
-
-class ListenerService(Service):
-    """
-    Listen on one endpoint while running; stop listening when stopped.
-
-    @ivar description: the endpoint string, for messages.
-    @ivar port: the listening port, once listening.
-    """
-
-    log = Logger()
-
-    def __init__(
-        self,
-        description: str,
-        endpoint: IStreamServerEndpoint,
-        factory: EchoReplyFactory,
-        reactor: IReactorCore,
-    ) -> None:
-        self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port: IListeningPort | None = None
-        self._reactor = reactor
-        self._listening: Deferred[IListeningPort] | None = None
-
-    def privilegedStartService(self) -> None:
-        # Bind here, before twistd sheds privileges, so low ports work.
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._listen()
-        if self.port is not None:
-            self.log.info(
-                "Listening on {address} ({description})",
-                address=describeAddress(self.port.getHost()),
-                description=self.description,
-            )
-
-    def _listen(self) -> None:
-        if self._listening is not None:
-            return
-        failures: list[Failure] = []
-        self._listening = self.endpoint.listen(self.factory)
-        self._listening.addCallbacks(self._listened, failures.append)
-        if failures:
-            raise ListenFailed(
-                f"Error: cannot listen on {self.description}: {failures[0].getErrorMessage()}"
-            )
-        self._listening.addErrback(self._lateFailure)
-
-    def _listened(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        return port
-
-    def _lateFailure(self, failure: Failure) -> None:
-        # Only endpoints that listen asynchronously get here.
-        self.log.critical(
-            "Error: cannot listen on {description}: {error}",
-            description=self.description,
-            error=failure.getErrorMessage(),
-        )
-        self._reactor.stop()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        port, self.port = self.port, None
-        self._listening = None
-        if port is None:
-            return None
-        return maybeDeferred(cast(Callable[[], object], port.stopListening)).addCallback(
-            lambda _: None
-        )
-
-
 class DrainService(Service):
     """
     At startup, raise the file-descriptor limit; at shutdown, drain the
@@ -283,9 +224,15 @@ class DrainService(Service):
     def __init__(self, factory: EchoReplyFactory, timeout: float) -> None:
         self.factory = factory
         self.timeout = timeout
+        # Called when the drain begins.
+        self.onDrain: list[Callable[[], object]] = []
+        # Services that run alongside and stop only once the drain is over.
+        self.lingering: list[IService] = []
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
+        for service in self.lingering:
+            service.privilegedStartService()
         soft, hard = raiseFileLimit()
         self.log.info(
             "File descriptor limit: {soft} (hard limit {hard})",
@@ -301,8 +248,15 @@ class DrainService(Service):
                 soft=soft,
             )
 
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        for service in self.lingering:
+            service.startService()
+
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
+        for callback in self.onDrain:
+            callback()
         count = len(self.factory.connections)
         self.log.info(
             "Shutting down: no longer accepting; draining {count} connections "
@@ -320,7 +274,12 @@ class DrainService(Service):
             )
             exitCleanly(self.factory.clock)
 
-        return d.addCallback(report)
+        def stopLingering(_: None) -> Deferred[Any]:
+            return DeferredList(
+                [maybeDeferred(service.stopService) for service in self.lingering]
+            )
+
+        return d.addCallback(report).addCallback(stopLingering).addCallback(lambda _: None)
 
 
 _UNLIMITED = -1
@@ -415,6 +374,18 @@ DEFAULT_BACKLOG = 1024
 _BACKLOG_ENDPOINTS = ("tcp", "tcp6", "ssl", "unix")
 
 
+def makeEndpoint(reactor: IReactorCore, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint for C{description}, with a raised backlog (see
+    L{withBacklog}). C{haproxy:} endpoints use sockplay's PROXY wrapper,
+    which lets the protocol see the original client from its first moment.
+    """
+    description = withBacklog(description)
+    if description.startswith("haproxy:"):
+        return ProxiedEndpoint(serverFromString(reactor, description[len("haproxy:"):]))
+    return cast(IStreamServerEndpoint, serverFromString(reactor, description))
+
+
 def withBacklog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
     """
     Add C{backlog=} to a TCP, TCP6, SSL or UNIX endpoint string (also inside
@@ -445,8 +416,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         from sockplay.workers import WorkerPoolService
 
         listeners = [
-            (description, serverFromString(reactor, withBacklog(description)))
-            for description in config["listen"]
+            (description, makeEndpoint(reactor, description)) for description in config["listen"]
         ]
         pool = WorkerPoolService(
             config["workers"], listeners, factory.settings, config["drain-timeout"], reactor
@@ -459,8 +429,24 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
     # stopped accepting by the time the drain begins.
     drain = DrainService(factory, config["drain-timeout"])
     drain.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    if config["metrics"]:
+        from sockplay.metrics import Metrics, makeMetricsService
+
+        metrics = Metrics()
+        factory.openedObservers.append(metrics.connectionOpened)
+        factory.observers.append(metrics.connectionClosed)
+        drain.onDrain.append(lambda: setattr(metrics, "draining", True))
+        # Serves through the drain (/healthz says 503), stops after it.
+        drain.lingering.append(makeMetricsService(config["metrics"], metrics, reactor))
     for description in config["listen"]:
-        endpoint = serverFromString(reactor, withBacklog(description))
+        endpoint = makeEndpoint(reactor, description)
         ListenerService(description, endpoint, factory, reactor).setServiceParent(parent)  # type: ignore[no-untyped-call]
+    if config["udp"]:
+        from sockplay.udp import makeUDPService
+
+        prefix = renderProcessTemplate(factory.settings.prefix, factory.hostname)
+        for port in config["udp"]:
+            udp = makeUDPService(port, config["udp-interface"], prefix, cast(Any, reactor))
+            udp.setServiceParent(parent)  # type: ignore[no-untyped-call]
     _ReadyAnnouncer(reactor).setServiceParent(parent)  # type: ignore[no-untyped-call]
     return parent

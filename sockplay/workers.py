@@ -40,11 +40,11 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sockplay._address import describeAddress
+from sockplay._proxy import ProxiedEndpoint
 from sockplay.protocol import EchoReplyFactory, ServerSettings
 
 __all__ = [
@@ -309,7 +309,7 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
             cast(IReactorSocket, reactor), entry["fd"], entry["family"]
         )
         if entry["haproxy"]:
-            endpoint = proxyEndpoint(endpoint)
+            endpoint = ProxiedEndpoint(endpoint)
         listener = ListenerService(f"fd:{entry['fd']}", endpoint, factory, reactor)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     service.privilegedStartService()

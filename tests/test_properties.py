@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from sockplay.framing import makeFramer
 from sockplay.protocol import EchoReplyFactory, EchoReplyProtocol, ServerSettings
 
 LIMIT = 64
@@ -122,3 +123,29 @@ def test_arbitraryBytesNeverRaise(
         keepOpen = False
     protocol, _ = serve(framing, [c for c in chunks if c], keepOpen, halfClose)
     assert protocol.outcome is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["raw", "line", "eof", "int32"]),
+    st.lists(
+        st.lists(st.sampled_from([b"a", b"\n", b"\r", b"\x00", b"\x00\x00\x00\x03"]), max_size=30)
+        .map(b"".join),
+        max_size=10,
+    ),
+)
+def test_feedRepliesMatchesMessageByMessage(framing: str, chunks: list[bytes]) -> None:
+    """
+    The batched hot path (C{feedReplies}) gives exactly the replies, count
+    and error of framing message by message, over any reads, including
+    over-long lines and a CR held at the limit.
+    """
+    fast, slow = makeFramer(framing, 8), makeFramer(framing, 8)
+    for chunk in chunks:
+        out, count, error = fast.feedReplies(chunk, b"> ")
+        messages, expectedError = slow.feedUntilError(chunk)
+        assert out == slow.encodeReplies(b"> ", messages)
+        assert count == len(messages)
+        assert type(error) is type(expectedError)
+        if error is not None:
+            break

@@ -60,6 +60,9 @@ def test_defaults() -> None:
         "drop-rate": 0.0,
         "reset-rate": 0.0,
         "workers": 1,
+        "metrics": None,
+        "udp-interface": "127.0.0.1",
+        "udp": [],
         "listen": ["tcp:12345:interface=127.0.0.1"],
     }
 
@@ -74,6 +77,7 @@ def test_allOptions() -> None:
         "--idle-timeout", "2.5", "--max-connections", "7", "--max-per-peer", "3",
         "--drain-timeout", "0", "--quiet", "--banner", "hi {peer}", "--delay", "0.25",
         "--drop-rate", "0.1", "--reset-rate", "0.2", "--workers", "2",
+        "--udp", "0", "--udp", "5353", "--udp-interface", "::1",
     ])
     assert dict(config) == {
         "framing": "line",
@@ -90,6 +94,9 @@ def test_allOptions() -> None:
         "drop-rate": 0.1,
         "reset-rate": 0.2,
         "workers": 2,
+        "metrics": None,
+        "udp-interface": "::1",
+        "udp": [0, 5353],
         "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
     }
     settings = config.settings()
@@ -127,6 +134,10 @@ def test_prefixBytesKept() -> None:
         (["--reset-rate", "-0.5"], "--reset-rate"),
         (["--drop-rate", "0.6", "--reset-rate", "0.6"], "add up"),
         (["--workers", "0"], "--workers"),
+        (["--udp", "70000"], "--udp"),
+        (["--udp", "x"], "--udp"),
+        (["--metrics", "bogus:1"], "--metrics"),
+        (["--metrics", "tcp:0", "--workers", "2"], "--metrics"),
         (["--workers", "2", "--listen", "ssl:0:privateKey=x.pem"], "ssl:0"),
     ],
 )

@@ -1,0 +1,27 @@
+"""
+Fixtures shared by the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """
+    The formatted text of every log event emitted during the test.
+    """
+    events: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        events.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield events
+    finally:
+        globalLogPublisher.removeObserver(observer)
