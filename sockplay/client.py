@@ -8,17 +8,29 @@ C{Response from the server: Message received: Hello Server !}.
 The reply is read the way the framing defines it, so the same client works
 against a sockplay server of any framing and against the tutorial's blocking
 server (one C{recv(1024)}, a reply, a close).
+
+With C{--tls} it speaks TLS and verifies the server's certificate. With
+C{--count} it is a probe: it sends several messages, prints each reply with
+its round-trip time, and ends with ping-style statistics.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn, cast
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 
 from twisted.internet import error
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString, connectProtocol
+from twisted.internet.defer import Deferred, TimeoutError, fail
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    clientFromString,
+    connectProtocol,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IReactorCore,
@@ -27,13 +39,14 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import react
+from twisted.internet.task import deferLater, react
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sockplay._transport import canHalfClose
 from sockplay.framing import (
+    FRAMINGS,
     LF,
     Framer,
     MessageTooLong,
@@ -44,18 +57,29 @@ from sockplay.framing import (
 
 __all__ = [
     "DEFAULT_MESSAGE",
+    "KeepOpenClientProtocol",
     "NoReply",
     "Options",
+    "ProbeResult",
     "ReplyClientProtocol",
+    "formatProbe",
     "formatReply",
+    "formatSummary",
     "main",
+    "probe",
+    "probeReport",
     "request",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12345
 DEFAULT_MESSAGE = "Hello Server !"
 DEFAULT_TIMEOUT = 10.0
+
+# ping's default: one probe a second.
+DEFAULT_INTERVAL = 1.0
 
 # A reply larger than this is refused rather than held in memory: it is far
 # above any reply a sockplay server sends for a message within its limit.
@@ -74,10 +98,9 @@ class ClientError(Exception):
     """
 
 
-@implementer(IHalfCloseableProtocol)
-class ReplyClientProtocol(Protocol):
+class _ReplyReader:
     """
-    Send one framed message and wait for the one framed reply.
+    Put together the one reply to one message, as the framing defines it.
 
     For C{eof} framing the reply is everything the server sends until it
     closes (or half-closes) the connection. For C{raw} it is the same, except
@@ -85,6 +108,71 @@ class ReplyClientProtocol(Protocol):
     a C{--keep-open} server, which does not close, still answers. For C{line}
     the reply ends at the first LF; for C{int32}, after its length-prefixed
     payload.
+    """
+
+    def __init__(self, framer: Framer, message: bytes, maxReply: int) -> None:
+        """
+        @param framer: the connection's framer (in C{line} and C{int32}
+            framing it holds the bytes of the connection's next reply).
+        @param message: the message that this reply answers.
+        @param maxReply: the largest reply accepted, in bytes.
+        """
+        self._framer = framer
+        self._message = message
+        self._maxReply = maxReply
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes) -> bytes | None:
+        """
+        Take received bytes.
+
+        @return: the reply payload, once complete, else C{None}.
+        @raise MessageTooLong: if the reply grows past the limit.
+        """
+        if self._framer.name in ("raw", "eof"):
+            self._size += len(data)
+            if self._size > self._maxReply:
+                raise MessageTooLong(self._maxReply)
+            self._chunks.append(data)
+            if self._framer.name == "raw" and self._hasEcho():
+                return b"".join(self._chunks)
+            return None
+        messages = self._framer.feed(data)
+        return messages[0].payload if messages else None
+
+    def _hasEcho(self) -> bool:
+        """
+        Whether the raw reply received so far ends with the message we sent:
+        an echo-reply is then complete, even if the server keeps the
+        connection open.
+        """
+        size = len(self._message)
+        tail = b"".join(self._chunks)[-size:] if size else b""
+        return tail == self._message
+
+    def finish(self) -> bytes | None:
+        """
+        The server finished sending.
+
+        @return: the reply payload, or C{None} if there was no reply.
+        @raise TruncatedMessage: if the input ended inside a framed reply.
+        @raise MessageTooLong: if the bytes held are over the limit.
+        """
+        if self._chunks:
+            return b"".join(self._chunks)
+        last = self._framer.finish()
+        if last is not None and last.payload and self._framer.name == "line":
+            # A reply whose line the server never terminated: keep it.
+            return last.payload
+        return None
+
+
+@implementer(IHalfCloseableProtocol)
+class ReplyClientProtocol(Protocol):
+    """
+    Send one framed message and wait for the one framed reply (read as
+    L{_ReplyReader} says), then close.
 
     @ivar reply: fires with the reply payload (without its framing), or
         fails with L{NoReply}, L{TruncatedMessage} or L{MessageTooLong}.
@@ -96,9 +184,7 @@ class ReplyClientProtocol(Protocol):
         self.framing = framing
         self.reply: Deferred[bytes] = Deferred(self._cancel)
         self._framer: Framer = makeFramer(framing, maxReply)
-        self._maxReply = maxReply
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._reader = _ReplyReader(self._framer, message, maxReply)
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -113,32 +199,13 @@ class ReplyClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.reply.called:
             return
-        if self.framing in ("raw", "eof"):
-            self._size += len(data)
-            if self._size > self._maxReply:
-                self._fail(Failure(MessageTooLong(self._maxReply)))
-                return
-            self._chunks.append(data)
-            if self.framing == "raw" and self._replyHasEcho():
-                self._succeed(b"".join(self._chunks))
-            return
         try:
-            messages = self._framer.feed(data)
+            reply = self._reader.feed(data)
         except MessageTooLong:
             self._fail(Failure())
             return
-        if messages:
-            self._succeed(messages[0].payload)
-
-    def _replyHasEcho(self) -> bool:
-        """
-        Whether the raw reply received so far ends with the message we sent:
-        an echo-reply is then complete, even if the server keeps the
-        connection open.
-        """
-        size = len(self.message)
-        tail = b"".join(self._chunks)[-size:] if size else b""
-        return tail == self.message
+        if reply is not None:
+            self._succeed(reply)
 
     def readConnectionLost(self) -> None:
         """
@@ -158,19 +225,14 @@ class ReplyClientProtocol(Protocol):
     def _endOfReply(self, reason: Failure | None = None) -> None:
         if self.reply.called:
             return
-        if self._chunks:
-            self._succeed(b"".join(self._chunks))
-            return
         try:
-            last = self._framer.finish()
-        except TruncatedMessage:
+            reply = self._reader.finish()
+        except (TruncatedMessage, MessageTooLong):
             self._fail(Failure())
             return
-        if last is not None and last.payload and self.framing == "line":
-            # A reply whose line the server never terminated: keep it.
-            self._succeed(last.payload)
-            return
-        if reason is not None and not reason.check(error.ConnectionDone):
+        if reply is not None:
+            self._succeed(reply)
+        elif reason is not None and not reason.check(error.ConnectionDone):
             self._fail(reason)
         else:
             self._fail(Failure(NoReply("connection closed without a reply")))
@@ -195,12 +257,124 @@ class ReplyClientProtocol(Protocol):
             cast(ITCPTransport, self.transport).abortConnection()
 
 
+class KeepOpenClientProtocol(Protocol):
+    """
+    Several exchanges on one connection, one at a time: send a framed
+    message, wait for its framed reply (read as L{_ReplyReader} says), and
+    keep the connection open for the next one. For a C{--keep-open} server
+    in C{line}, C{int32} or C{raw} framing (not C{eof}, whose message ends
+    only when the client half-closes).
+    """
+
+    def __init__(self, framing: str = "line", maxReply: int = MAX_REPLY) -> None:
+        if FRAMINGS[framing].needsEndOfInput:
+            raise ValueError(f"{framing} framing cannot keep the connection open")
+        self._framer = makeFramer(framing, maxReply)
+        self._maxReply = maxReply
+        self._reader: _ReplyReader | None = None
+        self._pending: Deferred[bytes] | None = None
+        self._lost = False
+        self._closeWaiters: list[Deferred[None]] = []
+
+    @property
+    def isOpen(self) -> bool:
+        """
+        Whether the connection is made and not yet lost.
+        """
+        return self.transport is not None and not self._lost
+
+    def ask(self, message: bytes) -> Deferred[bytes]:
+        """
+        Send C{message} and wait for its reply.
+
+        @return: fires with the reply payload, or fails like
+            L{ReplyClientProtocol.reply}, or with L{NoReply} if the
+            connection is already closed. Cancelling it aborts the
+            connection.
+        """
+        if self._pending is not None:
+            raise RuntimeError("one exchange at a time")
+        if not self.isOpen or self.transport is None:
+            return fail(NoReply("connection closed before the message was sent"))
+        self._reader = _ReplyReader(self._framer, message, self._maxReply)
+        pending: Deferred[bytes] = Deferred(self._cancel)
+        self._pending = pending
+        self.transport.write(self._framer.encode(message, LF))
+        return pending
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._reader is None:
+            # Nothing asked: not a reply to anything.
+            return
+        try:
+            reply = self._reader.feed(data)
+        except MessageTooLong:
+            # Whatever follows cannot be told apart from the next reply.
+            self._settle(Failure())
+            self._abort()
+            return
+        if reply is not None:
+            self._settle(reply)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._reader is not None:
+            try:
+                reply = self._reader.finish()
+            except (TruncatedMessage, MessageTooLong):
+                self._settle(Failure())
+            else:
+                if reply is not None:
+                    self._settle(reply)
+                elif not reason.check(error.ConnectionDone):
+                    self._settle(reason)
+                else:
+                    self._settle(Failure(NoReply("connection closed without a reply")))
+        self._lost = True
+        waiters, self._closeWaiters = self._closeWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connection.
+
+        @return: fires with C{None} once it is closed.
+        """
+        closed: Deferred[None] = Deferred()
+        if not self.isOpen or self.transport is None:
+            closed.callback(None)
+            return closed
+        self._closeWaiters.append(closed)
+        self.transport.loseConnection()
+        return closed
+
+    def _settle(self, result: bytes | Failure) -> None:
+        pending, self._pending, self._reader = self._pending, None, None
+        if pending is not None:
+            if isinstance(result, Failure):
+                pending.errback(result)
+            else:
+                pending.callback(result)
+
+    def _abort(self) -> None:
+        if self.isOpen and self.transport is not None:
+            cast(ITCPTransport, self.transport).abortConnection()
+
+    def _cancel(self, pending: Deferred[bytes]) -> None:
+        self._pending = self._reader = None
+        self._abort()
+
+
 def formatReply(reply: bytes) -> str:
     """
     The line the client prints: UTF-8, with any byte that is not valid UTF-8
     shown as a backslash escape, so that nothing is silently lost.
     """
-    return "Response from the server: " + reply.decode("utf-8", "backslashreplace")
+    return "Response from the server: " + _text(reply)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
 
 
 def _positiveFloat(value: str) -> float:
@@ -210,6 +384,26 @@ def _positiveFloat(value: str) -> float:
         number = 0.0
     if not number > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def _interval(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f"--interval must be a number of seconds, 0 or more, not {value!r}")
+    return number
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"--count must be a positive whole number, not {value!r}")
     return number
 
 
@@ -229,7 +423,19 @@ class Options(usage.Options):
     """
 
     synopsis = "[options]"
-    longdesc = "Send one message to an echo-reply server and print its reply."
+    longdesc = (
+        "Send one message to an echo-reply server and print its reply; with --count, "
+        "probe it: several messages, each reply with its round-trip time, then statistics."
+    )
+    optFlags = [
+        ["tls", None, "Use TLS, and verify the server's certificate and name."],
+        ["insecure", None, "With --tls: do not verify the server's certificate (a warning "
+         "says so)."],
+        ["keep-open", "k", "With --count: send every message on one connection (for a "
+         "--keep-open server; line, int32 or raw framing)."],
+        ["json", None, "With --count: print one JSON object (every probe and the "
+         "statistics) instead of text."],
+    ]
     optParameters = [
         ["host", "H", DEFAULT_HOST, "Server host name or address."],
         ["port", "p", DEFAULT_PORT, "Server TCP port.", _port],
@@ -237,8 +443,15 @@ class Options(usage.Options):
          "unix:path=..., ...); overrides --host and --port."],
         ["message", "m", DEFAULT_MESSAGE, "The message to send."],
         ["framing", "f", "raw", "raw, line, eof or int32: must match the server's.", framingOption],
-        ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply.",
-         _positiveFloat],
+        ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply (per "
+         "message with --count).", _positiveFloat],
+        ["ca", None, None, "With --tls: trust the CA certificates in this PEM file instead "
+         "of the system's."],
+        ["server-name", None, None, "With --tls: the name the server's certificate must be "
+         "valid for (default: --host); also sent as the TLS server name."],
+        ["count", "n", None, "Probe: send this many messages and print statistics.", _count],
+        ["interval", "i", None, f"With --count: seconds from one message to the next "
+         f"(default: {DEFAULT_INTERVAL:g}).", _interval],
     ]
 
     def postOptions(self) -> None:
@@ -248,6 +461,41 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "an empty --message cannot be sent in raw framing (nothing would be sent); "
                 "use line, eof or int32"
+            )
+        self._checkTLS()
+        self._checkProbe()
+
+    def _checkTLS(self) -> None:
+        for option in ("ca", "server-name", "insecure"):
+            if self[option] and not self["tls"]:
+                raise usage.UsageError(f"--{option} needs --tls")
+        if not self["tls"]:
+            return
+        if self["insecure"] and self["ca"]:
+            raise usage.UsageError("--insecure verifies nothing, so --ca would not be used")
+        if self["framing"] == "eof":
+            raise usage.UsageError(
+                "--framing eof cannot be used with --tls: a TLS connection cannot half-close, "
+                "which is how an eof message ends"
+            )
+        if self["connect"] and not (self["server-name"] or self["insecure"]):
+            raise usage.UsageError(
+                "--tls with --connect needs --server-name: the name the server's certificate "
+                "must be valid for"
+            )
+
+    def _checkProbe(self) -> None:
+        if self["count"] is None:
+            for option in ("interval", "keep-open", "json"):
+                if self[option]:
+                    raise usage.UsageError(f"--{option} needs --count")
+            return
+        if self["interval"] is None:
+            self["interval"] = DEFAULT_INTERVAL
+        if self["keep-open"] and FRAMINGS[self["framing"]].needsEndOfInput:
+            raise usage.UsageError(
+                f"--keep-open cannot be used with --framing {self['framing']}: "
+                "the message ends only when the client half-closes"
             )
 
     def target(self) -> str:
@@ -259,19 +507,45 @@ class Options(usage.Options):
         host = self["host"]
         return f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
 
+    def serverName(self) -> str:
+        """
+        The name the server's TLS certificate must be valid for.
+        """
+        return str(self["server-name"] or self["host"])
+
 
 def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoint:
     """
-    The endpoint that C{config} names.
+    The endpoint that C{config} names, wrapped in TLS with C{--tls}.
 
-    @raise ClientError: if C{--connect} is not a valid endpoint string.
+    @raise ClientError: if C{--connect} is not a valid endpoint string, or
+        TLS cannot be set up as asked.
     """
     if config["connect"]:
         try:
-            return cast(IStreamClientEndpoint, clientFromString(reactor, config["connect"]))
+            endpoint = cast(IStreamClientEndpoint, clientFromString(reactor, config["connect"]))
         except Exception as e:
             raise ClientError(f"bad --connect endpoint {config['connect']!r}: {e}") from None
-    return HostnameEndpoint(reactor, config["host"], config["port"], timeout=config["timeout"])
+    else:
+        endpoint = HostnameEndpoint(
+            reactor, config["host"], config["port"], timeout=config["timeout"]
+        )
+    if config["tls"]:
+        try:
+            from sockplay._tls import TrustError, clientConnectionCreator
+        except ImportError as e:
+            raise ClientError(
+                f"--tls needs Twisted's TLS support ({e.name} is missing): "
+                "pip install 'sockplay[tls]'"
+            ) from None
+        try:
+            creator = clientConnectionCreator(
+                config.serverName(), config["ca"], bool(config["insecure"])
+            )
+        except TrustError as e:
+            raise ClientError(str(e)) from None
+        endpoint = wrapClientTLS(creator, endpoint)
+    return endpoint
 
 
 def describeFailure(failure: Failure, config: Options) -> str | None:
@@ -291,18 +565,43 @@ def describeFailure(failure: Failure, config: Options) -> str | None:
         return f"connection closed in the middle of a reply ({failure.getErrorMessage()})"
     if failure.check(MessageTooLong):
         return f"reply too long ({failure.getErrorMessage()})"
+    # By name: TLS support (pyOpenSSL, service_identity) is optional, and
+    # is installed whenever one of these can happen.
+    if failure.check("OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError"):
+        from sockplay._tls import describeTLSFailure
+
+        return describeTLSFailure(failure, target, config["ca"])
     if failure.check(error.ConnectError, error.ConnectionLost, error.ConnectionDone, OSError):
         return f"cannot talk to {target}: {failure.getErrorMessage()}"
     return None
 
 
-async def request(reactor: IReactorCore, config: Options) -> bytes:
+def _bounded(d: Deferred[_T], reactor: IReactorCore, timeout: float) -> Deferred[_T]:
+    """
+    C{d}, cancelled after C{timeout} seconds, in which case it fails with
+    L{TimeoutError}.
+    """
+
+    def timedOut(result: object, timeout: float) -> NoReturn:
+        # Whatever cancelling produced (CancelledError, or the endpoint's
+        # ConnectingCancelledError), the cause was the timeout.
+        raise TimeoutError(f"no reply within {timeout} s")
+
+    return d.addTimeout(timeout, cast(IReactorTime, reactor), onTimeoutCancel=timedOut)
+
+
+async def request(
+    reactor: IReactorCore, config: Options, endpoint: IStreamClientEndpoint | None = None
+) -> bytes:
     """
     Connect, send C{config["message"]} and return the reply payload.
 
     The whole exchange, connect included, is bounded by C{config["timeout"]}.
+
+    @param endpoint: where to connect; by default, L{makeEndpoint}.
     """
-    endpoint = makeEndpoint(reactor, config)
+    if endpoint is None:
+        endpoint = makeEndpoint(reactor, config)
     protocol = ReplyClientProtocol(config["message"], config["framing"])
     connecting = connectProtocol(endpoint, protocol)
 
@@ -310,35 +609,281 @@ async def request(reactor: IReactorCore, config: Options) -> bytes:
         return protocol.reply
 
     exchange = connecting.addCallback(awaitReply)
-    timeout = config["timeout"]
+    return cast(bytes, await _bounded(exchange, reactor, config["timeout"]))
 
-    def timedOut(result: object, timeout: float) -> NoReturn:
-        # Whatever cancelling produced (CancelledError, or the endpoint's
-        # ConnectingCancelledError), the cause was the timeout.
-        raise TimeoutError(f"no reply within {timeout} s")
 
-    exchange.addTimeout(timeout, cast(IReactorTime, reactor), onTimeoutCancel=timedOut)
-    return cast(bytes, await exchange)
+class ProbeResult(NamedTuple):
+    """
+    How one probe went.
+
+    @ivar seq: its sequence number, from 1.
+    @ivar rtt: seconds from the start of the probe's connection (from
+        sending the message, with C{--keep-open}) to the complete reply;
+        C{None} if lost.
+    @ivar reply: the reply payload; C{None} if lost.
+    @ivar error: why it was lost (one line); C{None} if not.
+    """
+
+    seq: int
+    rtt: float | None = None
+    reply: bytes | None = None
+    error: str | None = None
+
+
+class _KeepOpenSession:
+    """
+    The one connection of C{--count --keep-open}: opened by the first probe,
+    and opened again by the next probe after a failure (which leaves the
+    connection in an unknown state, so it is aborted) or after the server
+    closed it.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        config: Options,
+        endpoint: IStreamClientEndpoint,
+        clock: IReactorTime,
+    ) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._endpoint = endpoint
+        self._clock = clock
+        self._protocol: KeepOpenClientProtocol | None = None
+
+    async def ask(self) -> tuple[bytes, float]:
+        """
+        Send the message, connecting first if needed.
+
+        @return: the reply payload and the seconds from sending it to its
+            complete reply.
+        """
+        protocol = self._protocol
+        if protocol is None or not protocol.isOpen:
+            protocol = KeepOpenClientProtocol(self._config["framing"])
+            await connectProtocol(self._endpoint, protocol)
+            self._protocol = protocol
+        sent = self._clock.seconds()
+        reply = await protocol.ask(self._config["message"])
+        return reply, self._clock.seconds() - sent
+
+    def drop(self) -> None:
+        """
+        Abandon the connection after a failure.
+        """
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.isOpen and protocol.transport is not None:
+            cast(ITCPTransport, protocol.transport).abortConnection()
+
+    async def close(self) -> None:
+        """
+        Close the connection, aborting it if it takes longer than the timeout.
+        """
+        protocol, self._protocol = self._protocol, None
+        if protocol is None:
+            return
+        try:
+            await _bounded(protocol.close(), self._reactor, self._config["timeout"])
+        except TimeoutError:
+            if protocol.transport is not None:
+                cast(ITCPTransport, protocol.transport).abortConnection()
+
+
+async def probe(
+    reactor: IReactorCore,
+    config: Options,
+    report: Callable[[ProbeResult], object],
+    clock: IReactorTime | None = None,
+) -> list[ProbeResult]:
+    """
+    Send C{config["count"]} messages, C{config["interval"]} seconds apart
+    (start to start; a slower probe delays the next, they never overlap),
+    each on a new connection, or all on one with C{config["keep-open"]}.
+    Each is bounded by C{config["timeout"]}; a failure or a timeout loses
+    that probe only.
+
+    @param report: called with each probe's result as soon as it is known.
+    @param clock: the time source for round-trip times and intervals; the
+        reactor by default.
+    @return: every probe's result, in order.
+    @raise ClientError: if the endpoint cannot be made (before any probe).
+    """
+    if clock is None:
+        clock = cast(IReactorTime, reactor)
+    endpoint = makeEndpoint(reactor, config)
+    session = (
+        _KeepOpenSession(reactor, config, endpoint, clock) if config["keep-open"] else None
+    )
+    results: list[ProbeResult] = []
+    try:
+        for seq in range(1, config["count"] + 1):
+            started = clock.seconds()
+            try:
+                if session is None:
+                    reply = await request(reactor, config, endpoint)
+                    rtt = clock.seconds() - started
+                else:
+                    exchange = Deferred.fromCoroutine(session.ask())
+                    reply, rtt = await _bounded(exchange, reactor, config["timeout"])
+            except Exception:
+                failure = Failure()
+                message = describeFailure(failure, config)
+                if message is None:
+                    raise
+                if session is not None:
+                    session.drop()
+                result = ProbeResult(seq, error=message)
+            else:
+                result = ProbeResult(seq, rtt, reply)
+            results.append(result)
+            report(result)
+            if seq < config["count"]:
+                wait = started + config["interval"] - clock.seconds()
+                await deferLater(clock, max(wait, 0.0))
+    finally:
+        if session is not None:
+            await session.close()
+    return results
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def formatProbe(result: ProbeResult) -> str:
+    """
+    The line printed for one probe: C{seq=1 rtt=0.412 ms reply=...} or
+    C{seq=2 error=...}.
+    """
+    if result.error is not None or result.rtt is None or result.reply is None:
+        return f"seq={result.seq} error={result.error}"
+    return f"seq={result.seq} rtt={_ms(result.rtt)} ms reply={_text(result.reply)}"
+
+
+class _Statistics(NamedTuple):
+    """
+    The statistics of a run of probes.
+
+    @ivar rtt: the minimum, average, maximum and standard deviation of the
+        round-trip times, in seconds; C{None} if nothing was received.
+    """
+
+    sent: int
+    received: int
+    lossPercent: float
+    rtt: tuple[float, float, float, float] | None
+
+    @classmethod
+    def of(cls, results: Sequence[ProbeResult]) -> _Statistics:
+        rtts = [r.rtt for r in results if r.error is None and r.rtt is not None]
+        sent = len(results)
+        loss = 100.0 * (sent - len(rtts)) / sent if sent else 0.0
+        rtt = None
+        if rtts:
+            rtt = (min(rtts), statistics.fmean(rtts), max(rtts), statistics.pstdev(rtts))
+        return cls(sent, len(rtts), loss, rtt)
+
+
+def formatSummary(results: Sequence[ProbeResult], target: str) -> list[str]:
+    """
+    The ping-style statistics printed after the probes: a header line, then
+    C{N sent, M received, X% loss, rtt min/avg/max/mdev = a/b/c/d ms} (the
+    times in milliseconds; no rtt part if nothing was received).
+    """
+    stats = _Statistics.of(results)
+    line = f"{stats.sent} sent, {stats.received} received, {stats.lossPercent:g}% loss"
+    if stats.rtt is not None:
+        line += ", rtt min/avg/max/mdev = " + "/".join(_ms(v) for v in stats.rtt) + " ms"
+    return [f"--- {target} probe statistics ---", line]
+
+
+def probeReport(results: Sequence[ProbeResult], target: str) -> dict[str, Any]:
+    """
+    What C{--json} prints: every probe and the statistics. Times are in
+    milliseconds, rounded to the microsecond.
+    """
+    probes: list[dict[str, Any]] = []
+    for result in results:
+        if result.error is None and result.rtt is not None and result.reply is not None:
+            probes.append(
+                {
+                    "seq": result.seq,
+                    "rtt_ms": round(result.rtt * 1000, 3),
+                    "reply": _text(result.reply),
+                }
+            )
+        else:
+            probes.append({"seq": result.seq, "error": result.error})
+    stats = _Statistics.of(results)
+    rtt = None
+    if stats.rtt is not None:
+        names = ("min", "avg", "max", "mdev")
+        rtt = {name: round(value * 1000, 3) for name, value in zip(names, stats.rtt, strict=True)}
+    return {
+        "target": target,
+        "probes": probes,
+        "sent": stats.sent,
+        "received": stats.received,
+        "loss_percent": stats.lossPercent,
+        "rtt_ms": rtt,
+    }
+
+
+def _reportFailure(config: Options) -> NoReturn:
+    """
+    Report the exception being handled in one line if it is an expected
+    failure (with its traceback if it is a bug), and exit 1.
+    """
+    failure = Failure()
+    message = describeFailure(failure, config)
+    if message is None:
+        failure.printTraceback(file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+async def _probeMain(reactor: IReactorCore, config: Options) -> None:
+    def report(result: ProbeResult) -> None:
+        if not config["json"]:
+            print(formatProbe(result), flush=True)
+
+    try:
+        results = await probe(reactor, config, report)
+    except Exception:
+        _reportFailure(config)
+    if config["json"]:
+        print(json.dumps(probeReport(results, config.target())), flush=True)
+    else:
+        for line in formatSummary(results, config.target()):
+            print(line, flush=True)
+    if any(result.error is not None for result in results):
+        raise SystemExit(1)
 
 
 async def _main(reactor: IReactorCore, config: Options) -> None:
+    if config["insecure"]:
+        print(
+            "Warning: --insecure: the server's TLS certificate is not verified; "
+            "anyone in the path can pose as the server",
+            file=sys.stderr,
+            flush=True,
+        )
+    if config["count"] is not None:
+        await _probeMain(reactor, config)
+        return
     try:
         reply = await request(reactor, config)
     except Exception:
-        failure = Failure()
-        message = describeFailure(failure, config)
-        if message is None:
-            failure.printTraceback(file=sys.stderr)
-            raise SystemExit(1) from None
-        print(f"Error: {message}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _reportFailure(config)
     print(formatReply(reply), flush=True)
 
 
 def main(argv: Sequence[str] | None = None, _reactor: Any = None) -> None:
     """
-    Parse C{argv} (default: C{sys.argv[1:]}), run one exchange and exit:
-    0 with a reply, 1 on a failure, 2 on a usage error.
+    Parse C{argv} (default: C{sys.argv[1:]}), run one exchange (with
+    C{--count}, the probes) and exit: 0 with the reply (every reply), 1 on a
+    failure (any probe lost), 2 on a usage error.
     """
     config = Options()  # type: ignore[no-untyped-call]
     try:

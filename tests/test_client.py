@@ -270,13 +270,23 @@ def test_optionsDefaults() -> None:
         "message": b"Hello Server !",
         "framing": "raw",
         "timeout": 10.0,
+        "tls": 0,
+        "ca": None,
+        "server-name": None,
+        "insecure": 0,
+        "count": None,
+        "interval": None,
+        "keep-open": 0,
+        "json": 0,
     }
 
 
 @pytest.mark.parametrize(
     "argv",
     [["--port", "x"], ["--port", "0"], ["--port", "70000"], ["--framing", "xml"],
-     ["--timeout", "0"], ["--timeout", "-1"], ["--bogus"]],
+     ["--timeout", "0"], ["--timeout", "-1"], ["--bogus"],
+     ["--count", "0"], ["--count", "x"], ["--count", "2", "--interval", "-1"],
+     ["--count", "2", "--interval", "nan"]],
 )
 def test_optionsBad(argv: list[str]) -> None:
     """
@@ -284,6 +294,89 @@ def test_optionsBad(argv: list[str]) -> None:
     """
     with pytest.raises(usage.UsageError):
         Options().parseOptions(argv)
+
+
+@pytest.mark.parametrize("option", [["--ca", "ca.pem"], ["--server-name", "x"], ["--insecure"]])
+def test_tlsOptionsNeedTLS(option: list[str]) -> None:
+    """
+    The TLS settings are usage errors without C{--tls}, rather than being
+    silently ignored on a plain connection.
+    """
+    with pytest.raises(usage.UsageError, match=f"{option[0]} needs --tls"):
+        Options().parseOptions(option)
+
+
+def test_insecureWithCARejected() -> None:
+    """
+    C{--insecure} checks nothing, so a C{--ca} with it is a usage error.
+    """
+    with pytest.raises(usage.UsageError, match="--insecure"):
+        Options().parseOptions(["--tls", "--insecure", "--ca", "ca.pem"])
+
+
+def test_tlsWithEOFFramingRejected() -> None:
+    """
+    eof framing needs a half-close, which TLS cannot do: with C{--tls} it is
+    a usage error, found before connecting.
+    """
+    with pytest.raises(usage.UsageError, match="cannot half-close"):
+        Options().parseOptions(["--tls", "--framing", "eof"])
+
+
+def test_tlsWithConnectNeedsServerName() -> None:
+    """
+    With C{--connect} there is no C{--host} to check the certificate
+    against: C{--server-name} is required (or C{--insecure}).
+    """
+    connect = ["--tls", "--connect", "unix:path=/tmp/sockplay.sock"]
+    with pytest.raises(usage.UsageError, match="--server-name"):
+        Options().parseOptions(connect)
+    config = Options()
+    config.parseOptions([*connect, "--server-name", "localhost"])
+    assert config.serverName() == "localhost"
+    Options().parseOptions([*connect, "--insecure"])
+
+
+def test_serverNameDefaultsToHost() -> None:
+    """
+    The certificate is checked against C{--host} unless C{--server-name}
+    says otherwise.
+    """
+    config = Options()
+    config.parseOptions(["--tls", "--host", "::1"])
+    assert config.serverName() == "::1"
+
+
+@pytest.mark.parametrize("option", [["--interval", "1"], ["--keep-open"], ["--json"]])
+def test_probeOptionsNeedCount(option: list[str]) -> None:
+    """
+    The probe's settings are usage errors without C{--count}: without it the
+    client does exactly one exchange, as it always did.
+    """
+    with pytest.raises(usage.UsageError, match=f"{option[0]} needs --count"):
+        Options().parseOptions(option)
+
+
+def test_probeIntervalDefault() -> None:
+    """
+    With C{--count}, probes are one second apart unless C{--interval} says
+    otherwise.
+    """
+    config = Options()
+    config.parseOptions(["--count", "3"])
+    assert (config["count"], config["interval"]) == (3, 1.0)
+    config = Options()
+    config.parseOptions(["--count", "3", "--interval", "0"])
+    assert config["interval"] == 0.0
+
+
+def test_probeKeepOpenEOFRejected() -> None:
+    """
+    An eof message ends only when the client half-closes, so it cannot
+    share a connection with the next one.
+    """
+    with pytest.raises(usage.UsageError, match="--keep-open cannot be used with --framing eof"):
+        Options().parseOptions(["--count", "2", "--keep-open", "--framing", "eof"])
 
 
 def test_optionsEmptyRawMessage() -> None:
