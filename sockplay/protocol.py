@@ -613,7 +613,7 @@ class EchoReplyProtocol(Protocol):
 
     def _lingerExpired(self) -> None:
         self._linger = None
-        if self.outcome in (None, "ok"):
+        if self.outcome in (None, "ok", "shutdown"):
             self.outcome = "aborted"
         assert self.transport is not None
         asStream(self.transport).abortConnection()
@@ -624,8 +624,9 @@ class EchoReplyProtocol(Protocol):
         """
         if self._closed:
             return
-        if self.outcome in (None, "ok"):
-            self.outcome = "aborted"
+        # Whatever the conversation's end was (shutdown, typically), the
+        # connection itself ended by force.
+        self.outcome = "aborted"
         assert self.transport is not None
         asStream(self.transport).abortConnection()
 

@@ -291,6 +291,7 @@ def test_drainTimeoutAborts() -> None:
     close(a, ConnectionLost)
     assert done.called
     assert (factory.drained, factory.aborted) == (1, 1)
+    assert (a.outcome, b.outcome) == ("aborted", "shutdown")
 
 
 def test_drainWaitsForDelayedReply() -> None:
