@@ -34,6 +34,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -254,9 +255,12 @@ class EchoReplyProtocol(Protocol):
         self._producing = False
         self._paused = False
         self._linger: IDelayedCall | None = None
-        self._idle: IDelayedCall | None = None
-        self._lastMessageAt = 0.0
-        self._pending: deque[tuple[float, bytes]] = deque()
+        # Watched by the factory's idle sweep while True.
+        self.idleWatched = False
+        self.lastMessageAt = 0.0
+        # Replies waiting for --delay; made only when needed (a deque costs
+        # over 600 bytes, a third of an idle connection).
+        self._pending: deque[tuple[float, bytes]] | None = None
         self._pendingTimer: IDelayedCall | None = None
         self._closeWhenReplied = False
         self._direct = False
@@ -276,7 +280,7 @@ class EchoReplyProtocol(Protocol):
         self.peerAddress = transport.getPeer()
         # Behind the PROXY protocol getHost() is the load balancer's
         # frontend; {listener} and the logs name this server's own socket.
-        self.hostAddress = localAddress(transport)
+        self.hostAddress = factory.intern(localAddress(transport))
         self._framer = factory.makeFramer()
         # Every connection that will be reported closed is reported opened,
         # refused ones included, so that observers' counts balance.
@@ -311,8 +315,9 @@ class EchoReplyProtocol(Protocol):
         if settings.banner is not None:
             self._send(self._framer.encode(factory.render(settings.banner, self), b"\n"))
         if settings.idleTimeout > 0:
-            self._lastMessageAt = self.startedAt
-            self._idle = factory.clock.callLater(settings.idleTimeout, self._idleCheck)
+            self.lastMessageAt = self.startedAt
+            self.idleWatched = True
+            factory.watchIdle()
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
@@ -325,8 +330,8 @@ class EchoReplyProtocol(Protocol):
             # one pass over the read (the hot path).
             out, count, error = self._framer.feedReplies(data, self._prefix)
             if count:
-                if self._idle is not None:
-                    self._lastMessageAt = self.factory.clock.seconds()
+                if self.idleWatched:
+                    self.lastMessageAt = self.factory.clock.seconds()
                 self.messages += count
                 self._send(out, self._delay)
             if error is not None and not self._done:
@@ -335,8 +340,8 @@ class EchoReplyProtocol(Protocol):
         messages, error = self._framer.feedUntilError(data)
         if messages:
             factory = self.factory
-            if self._idle is not None:
-                self._lastMessageAt = factory.clock.seconds()
+            if self.idleWatched:
+                self.lastMessageAt = factory.clock.seconds()
             if not factory.settings.keepOpen:
                 # One-shot: answer the first message; anything after it is
                 # discarded, including a limit overrun later in the read.
@@ -381,11 +386,12 @@ class EchoReplyProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
-        for timer in (self._linger, self._idle, self._pendingTimer):
+        self.idleWatched = False
+        for timer in (self._linger, self._pendingTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._linger = self._idle = self._pendingTimer = None
-        self._pending.clear()
+        self._linger = self._pendingTimer = None
+        self._pending = None
         if self.outcome is None:
             self.outcome = "ok" if reason.check(error.ConnectionDone) else "reset"
         self.factory.connectionClosed(self)
@@ -443,7 +449,7 @@ class EchoReplyProtocol(Protocol):
     def _fault(self, outcome: str, reset: bool) -> None:
         self._done = True
         self.outcome = outcome
-        self._pending.clear()
+        self._pending = None
         transport = self.transport
         assert transport is not None
         self._unregister()
@@ -469,10 +475,13 @@ class EchoReplyProtocol(Protocol):
         due = self.factory.clock.seconds() + delay
         if self._pending:
             due = max(due, self._pending[-1][0])
+        else:
+            self._pending = deque()
         self._pending.append((due, data))
         if self._pendingTimer is None:
+            first = self._pending[0][0]
             self._pendingTimer = self.factory.clock.callLater(
-                max(0.0, self._pending[0][0] - self.factory.clock.seconds()), self._sendDue
+                max(0.0, first - self.factory.clock.seconds()), self._sendDue
             )
 
     def _write(self, data: bytes) -> None:
@@ -501,14 +510,13 @@ class EchoReplyProtocol(Protocol):
         self._pendingTimer = None
         now = self.factory.clock.seconds()
         ready = []
-        while self._pending and self._pending[0][0] <= now:
-            ready.append(self._pending.popleft()[1])
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            ready.append(pending.popleft()[1])
         if ready and self.transport is not None:
             self._write(b"".join(ready))
-        if self._pending:
-            self._pendingTimer = self.factory.clock.callLater(
-                self._pending[0][0] - now, self._sendDue
-            )
+        if pending:
+            self._pendingTimer = self.factory.clock.callLater(pending[0][0] - now, self._sendDue)
         else:
             self._closeIfReplied()
 
@@ -531,20 +539,13 @@ class EchoReplyProtocol(Protocol):
     def _tooLong(self, error: MessageTooLong) -> None:
         self._stop("too-long", _tooLongText(error))
 
-    def _idleCheck(self) -> None:
+    def idleExpired(self) -> None:
         """
-        The idle timer is not reset for every message (too dear at a million
-        messages a second): messages only note the time, and the timer, when
-        it fires, sleeps again for what is left.
+        No complete message within the idle timeout (the factory's sweep
+        found it): say so and end.
         """
-        self._idle = None
-        timeout = self.factory.settings.idleTimeout
-        now = self.factory.clock.seconds()
-        due = self._lastMessageAt + timeout
-        if now < due:
-            self._idle = self.factory.clock.callLater(due - now, self._idleCheck)
-            return
         if not self._done:
+            timeout = self.factory.settings.idleTimeout
             self._stop("idle-timeout", f"idle timeout ({timeout:g} s)")
 
     def shutdown(self) -> None:
@@ -562,9 +563,7 @@ class EchoReplyProtocol(Protocol):
         """
         self._done = True
         self.outcome = outcome
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        self.idleWatched = False
         if errorText is not None:
             self.sendError(errorText)
         # Bound the wait for the queued replies to flush and for the client
@@ -671,6 +670,8 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
         self.aborted = 0
         self._perPeer: dict[str, int] = {}
         self._draining: set[EchoReplyProtocol] = set()
+        self._idleSweep: LoopingCall | None = None
+        self._addresses: dict[IAddress, IAddress] = {}
         self._drainDone: Deferred[None] | None = None
         self._drainTimer: IDelayedCall | None = None
 
@@ -694,6 +695,53 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
         return renderTemplate(
             template, self.hostname, protocol.hostAddress, protocol.peerAddress
         )
+
+    def intern(self, address: IAddress) -> IAddress:
+        """
+        One shared object per distinct local address: every connection of a
+        listener has the same one, and need not keep its own copy.
+        """
+        if len(self._addresses) > 1024:  # bounded whatever the host does
+            self._addresses.clear()
+        return self._addresses.setdefault(address, address)
+
+    # Idle timeout
+
+    def idleSweepInterval(self) -> float:
+        """
+        How often idle connections are looked for: a tenth of the timeout, at
+        most a second. A connection is ended within that long after its
+        timeout.
+        """
+        return min(1.0, self.settings.idleTimeout / 10)
+
+    def watchIdle(self) -> None:
+        """
+        Make sure the idle sweep runs while there are connections.
+
+        One timer for all connections, rather than one per connection reset
+        at every message: a message only notes the time, which is cheap at a
+        million messages a second, and an idle connection costs no timer.
+        """
+        if self._idleSweep is None:
+            sweep = LoopingCall(self._sweepIdle)
+            sweep.clock = self.clock
+            sweep.start(self.idleSweepInterval(), now=False)
+            self._idleSweep = sweep
+
+    def _sweepIdle(self) -> None:
+        now = self.clock.seconds()
+        deadline = now - self.settings.idleTimeout
+        for protocol in [p for p in self.connections if p.idleWatched]:
+            if protocol.lastMessageAt <= deadline:
+                protocol.idleExpired()
+        self._stopIdleSweepIfUnused()
+
+    def _stopIdleSweepIfUnused(self) -> None:
+        if self._idleSweep is not None and not self.connections:
+            if self._idleSweep.running:
+                self._idleSweep.stop()
+            self._idleSweep = None
 
     # Admission
 
@@ -720,6 +768,7 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
         """
         if protocol.admitted:
             self.connections.discard(protocol)
+            self._stopIdleSweepIfUnused()
             key = _peerKey(protocol.peerAddress)
             if key is not None:
                 left = self._perPeer.get(key, 1) - 1

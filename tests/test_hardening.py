@@ -29,6 +29,10 @@ from sockplay.protocol import (
 
 P = DEFAULT_PREFIX
 
+# The idle sweep's interval for a 3 s timeout: a connection is ended within
+# this long after its timeout.
+SWEEP = 0.3
+
 
 def makeFactory(clock: Clock | None = None, **settings: Any) -> EchoReplyFactory:
     return EchoReplyFactory(ServerSettings(**settings), clock=clock or Clock(), hostname="box")
@@ -68,7 +72,7 @@ def test_idleTimeoutBeforeFirstMessage() -> None:
     protocol, transport = open_(makeFactory(clock, framing="line", idleTimeout=3))
     clock.advance(2.9)
     assert transport.value() == b""
-    clock.advance(0.1)
+    clock.advance(0.1 + SWEEP)
     assert transport.value() == b"Error: idle timeout (3 s)\n"
     assert transport.writeClosed
     assert protocol.outcome == "idle-timeout"
@@ -102,7 +106,7 @@ def test_idleTimeoutCountsFromLastMessage() -> None:
     protocol.dataReceived(b"b\n")
     clock.advance(2.9)
     assert protocol.outcome is None
-    clock.advance(0.1)
+    clock.advance(0.1 + SWEEP)
     assert protocol.outcome == "idle-timeout"
     assert transport.value() == P + b"a\n" + P + b"b\n" + b"Error: idle timeout (3 s)\n"
 
@@ -113,9 +117,32 @@ def test_idleTimeoutInt32Framed() -> None:
     """
     clock = Clock()
     _protocol, transport = open_(makeFactory(clock, framing="int32", idleTimeout=1))
-    clock.advance(1)
+    clock.advance(1.1)
     body = b"Error: idle timeout (1 s)"
     assert transport.value() == len(body).to_bytes(4, "big") + body
+
+
+def test_idleSweepInterval() -> None:
+    """
+    Idle connections are looked for every tenth of the timeout, at most
+    every second.
+    """
+    assert makeFactory(idleTimeout=3).idleSweepInterval() == pytest.approx(0.3)
+    assert makeFactory(idleTimeout=30).idleSweepInterval() == 1.0
+
+
+def test_oneSweepForAllConnections() -> None:
+    """
+    Idle connections cost no timer of their own: one sweep serves them all,
+    and it stops when the last connection closes.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, idleTimeout=3)
+    protocols = [open_(factory, port=port)[0] for port in range(100)]
+    assert len(clock.getDelayedCalls()) == 1
+    for protocol in protocols:
+        close(protocol)
+    assert clock.getDelayedCalls() == []
 
 
 def test_idleTimeoutOff() -> None:
@@ -135,8 +162,9 @@ def test_nonReadingClientAbortedAfterGrace() -> None:
     never goes out) is aborted after the linger grace period.
     """
     clock = Clock()
-    _protocol, transport = open_(makeFactory(clock, idleTimeout=1))
-    clock.advance(1)
+    protocol, transport = open_(makeFactory(clock, idleTimeout=1))
+    clock.advance(1.1)
+    assert protocol.outcome == "idle-timeout"
     assert not transport.aborted
     clock.advance(DEFAULT_LINGER)
     assert transport.aborted

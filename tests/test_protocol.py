@@ -165,7 +165,7 @@ def test_lingerTimerCancelledOnConnectionLost() -> None:
     """
     The linger timer never outlives its connection.
     """
-    protocol, _, clock = connect()
+    protocol, _, clock = connect(idleTimeout=0)
     protocol.dataReceived(b"x")
     assert len(clock.getDelayedCalls()) == 1
     protocol.connectionLost()
