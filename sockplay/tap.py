@@ -189,7 +189,14 @@ class Options(usage.Options):
                 # file is reported now rather than at startup).
                 makeEndpoint(cast(Any, None), description)
             except Exception as e:
-                raise usage.UsageError(f"bad {option} {description!r}: {e}") from None
+                reason = str(e)
+                if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+                    reason = (
+                        "no such socket was passed in; this endpoint is for socket "
+                        "activation (systemd sets LISTEN_FDS and LISTEN_FDNAMES; with "
+                        "systemd-socket-activate, pass --fdname)"
+                    )
+                raise usage.UsageError(f"bad {option} {description!r}: {reason}") from None
 
     def settings(self) -> ServerSettings:
         """

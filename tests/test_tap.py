@@ -134,6 +134,7 @@ def test_prefixBytesKept() -> None:
         (["--reset-rate", "-0.5"], "--reset-rate"),
         (["--drop-rate", "0.6", "--reset-rate", "0.6"], "add up"),
         (["--workers", "0"], "--workers"),
+        (["--listen", "systemd:domain=INET:index=0"], "socket activation"),
         (["--udp", "70000"], "--udp"),
         (["--udp", "x"], "--udp"),
         (["--metrics", "bogus:1"], "--metrics"),
