@@ -278,9 +278,10 @@ class EchoReplyProtocol(Protocol):
         assert transport is not None
         self.startedAt = factory.clock.seconds()
         self.peerAddress = transport.getPeer()
-        # Behind the PROXY protocol getHost() is the load balancer's
-        # frontend; {listener} and the logs name this server's own socket.
-        self.hostAddress = factory.intern(localAddress(transport))
+        if factory.needsLocalAddress:
+            # Behind the PROXY protocol getHost() is the load balancer's
+            # frontend; {listener} and the logs name this server's own socket.
+            self.hostAddress = factory.intern(localAddress(transport))
         self._framer = factory.makeFramer()
         # Every connection that will be reported closed is reported opened,
         # refused ones included, so that observers' counts balance.
@@ -295,15 +296,20 @@ class EchoReplyProtocol(Protocol):
             transport.loseConnection()
             return
         self.admitted = True
-        # Replies are small and latency matters: do not wait to coalesce.
-        setNoDelay = getattr(transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            try:
-                setNoDelay(True)
-            except OSError:  # not a TCP socket after all (UNIX)
-                pass
-        asStream(transport).registerProducer(self, True)
-        self._producing = True
+        if settings.keepOpen:
+            # Replies are small and latency matters: do not wait to coalesce.
+            # (A one-shot reply is the first data sent, which Nagle's
+            # algorithm never holds back: no system call needed.)
+            setNoDelay = getattr(transport, "setTcpNoDelay", None)
+            if setNoDelay is not None:
+                try:
+                    setNoDelay(True)
+                except OSError:  # not a TCP socket after all (UNIX)
+                    pass
+            # Backpressure matters only where a client can queue many
+            # replies: one-shot connections send one.
+            asStream(transport).registerProducer(self, True)
+            self._producing = True
         # A plain TCP or UNIX socket (not TLS, not a wrapper) can be written
         # to directly; see _write.
         self._direct = type(transport) in _DIRECT_TRANSPORTS and not getattr(
@@ -679,6 +685,20 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
         protocol = EchoReplyProtocol()
         protocol.factory = self
         return protocol
+
+    @property
+    def needsLocalAddress(self) -> bool:
+        """
+        Whether connections must learn their local address (a system call):
+        for the connection log, the observers, or a C{{listener}} template.
+        """
+        settings = self.settings
+        return bool(
+            not settings.quiet
+            or self.observers
+            or b"{listener}" in settings.prefix
+            or (settings.banner is not None and b"{listener}" in settings.banner)
+        )
 
     def makeFramer(self) -> Framer:
         """

@@ -266,9 +266,9 @@ def test_unregistersBeforeClosing() -> None:
     The producer is unregistered before the server closes its side, and
     reading resumes if it was paused, so the client's close is seen.
     """
-    protocol, transport = open_(makeFactory(framing="line"))
+    protocol, transport = open_(makeFactory(framing="line", keepOpen=True, maxMessage=3))
     protocol.pauseProducing()
-    protocol.dataReceived(b"a\n")
+    protocol.dataReceived(b"too long\n")
     assert transport.writeClosed
     assert transport.producer is None
     assert transport.producerState == "producing"
@@ -521,7 +521,30 @@ def test_hostAndPeerKeptAfterClose() -> None:
 
 def test_noDelay() -> None:
     """
-    Replies are sent at once: Nagle's algorithm is turned off.
+    Keep-open replies are sent at once: Nagle's algorithm is turned off.
+    """
+    _, transport = open_(makeFactory(keepOpen=True))
+    assert transport.noDelay
+
+
+def test_oneShotSkipsKeepOpenSetUp() -> None:
+    """
+    A one-shot connection sends one reply, the first data on the socket:
+    neither Nagle nor backpressure applies, so neither costs a call.
     """
     _, transport = open_(makeFactory())
-    assert transport.noDelay
+    assert not transport.noDelay
+    assert transport.producer is None
+
+
+def test_localAddressOnlyWhenNeeded() -> None:
+    """
+    The local address (a getsockname call) is looked up only for the log,
+    the observers, or a {listener} template.
+    """
+    quiet, _ = open_(makeFactory(quiet=True))
+    assert quiet.hostAddress is None
+    logged, _ = open_(makeFactory())
+    assert logged.hostAddress == LOOPBACK_HOST
+    templated, _ = open_(makeFactory(quiet=True, prefix=b"{listener} "))
+    assert templated.hostAddress == LOOPBACK_HOST
