@@ -11,7 +11,9 @@ server (one C{recv(1024)}, a reply, a close).
 
 With C{--tls} it speaks TLS and verifies the server's certificate. With
 C{--count} it is a probe: it sends several messages, prints each reply with
-its round-trip time, and ends with ping-style statistics.
+its round-trip time, and ends with ping-style statistics. With C{--retries}
+it tries again, on a new connection, after a failure that may pass (a
+refused or reset connection, no reply, a timeout).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import json
 import math
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from random import Random
 from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 
 from twisted.internet import error
@@ -44,6 +48,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sockplay._retry import Backoff, RetriesExhausted, Retry, retry
 from sockplay._transport import canHalfClose
 from sockplay.framing import (
     FRAMINGS,
@@ -64,7 +69,9 @@ __all__ = [
     "ReplyClientProtocol",
     "formatProbe",
     "formatReply",
+    "formatRetry",
     "formatSummary",
+    "isRetryable",
     "main",
     "probe",
     "probeReport",
@@ -80,6 +87,14 @@ DEFAULT_TIMEOUT = 10.0
 
 # ping's default: one probe a second.
 DEFAULT_INTERVAL = 1.0
+
+# No retries unless asked: a failure is reported at once, as it always was.
+DEFAULT_RETRIES = 0
+# The first retry comes within a tenth of a second (a dropped or reset
+# connection is usually fine again at once), and no wait is longer than five
+# seconds, well within a person's patience and the default --timeout.
+DEFAULT_BACKOFF = 0.1
+DEFAULT_BACKOFF_MAX = 5.0
 
 # A reply larger than this is refused rather than held in memory: it is far
 # above any reply a sockplay server sends for a message within its limit.
@@ -387,24 +402,40 @@ def _positiveFloat(value: str) -> float:
     return number
 
 
-def _interval(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not (number >= 0 and math.isfinite(number)):
-        raise ValueError(f"--interval must be a number of seconds, 0 or more, not {value!r}")
-    return number
+def _seconds(option: str) -> Callable[[str], float]:
+    """
+    The coerce function of an option that is a number of seconds, 0 or more.
+    """
+
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not (number >= 0 and math.isfinite(number)):
+            raise ValueError(f"{option} must be a number of seconds, 0 or more, not {value!r}")
+        return number
+
+    return coerce
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"--count must be a positive whole number, not {value!r}")
-    return number
+def _wholeNumber(option: str, least: int) -> Callable[[str], int]:
+    """
+    The coerce function of an option that is a whole number, C{least} or
+    more (0 or 1).
+    """
+    what = "a positive whole number" if least == 1 else f"a whole number, {least} or more"
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise ValueError(f"{option} must be {what}, not {value!r}")
+        return number
+
+    return coerce
 
 
 def _port(value: str) -> int:
@@ -425,7 +456,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Send one message to an echo-reply server and print its reply; with --count, "
-        "probe it: several messages, each reply with its round-trip time, then statistics."
+        "probe it: several messages, each reply with its round-trip time, then statistics. "
+        "With --retries, a request that fails in a way that may pass is tried again."
     )
     optFlags = [
         ["tls", None, "Use TLS, and verify the server's certificate and name."],
@@ -443,15 +475,26 @@ class Options(usage.Options):
          "unix:path=..., ...); overrides --host and --port."],
         ["message", "m", DEFAULT_MESSAGE, "The message to send."],
         ["framing", "f", "raw", "raw, line, eof or int32: must match the server's.", framingOption],
-        ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply (per "
-         "message with --count).", _positiveFloat],
+        ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply, for each "
+         "attempt (each message with --count; each retry has its own).", _positiveFloat],
         ["ca", None, None, "With --tls: trust the CA certificates in this PEM file instead "
          "of the system's."],
         ["server-name", None, None, "With --tls: the name the server's certificate must be "
          "valid for (default: --host); also sent as the TLS server name."],
-        ["count", "n", None, "Probe: send this many messages and print statistics.", _count],
+        ["count", "n", None, "Probe: send this many messages and print statistics.",
+         _wholeNumber("--count", 1)],
         ["interval", "i", None, f"With --count: seconds from one message to the next "
-         f"(default: {DEFAULT_INTERVAL:g}).", _interval],
+         f"(default: {DEFAULT_INTERVAL:g}).", _seconds("--interval")],
+        ["retries", None, None, f"Try again, on a new connection, up to this many more times "
+         f"after a failure that may pass: refused or reset connection, closed without a reply, "
+         f"timed out; not a TLS or name error (default: {DEFAULT_RETRIES}; with --count, for "
+         f"each message). Each retry is one line on stderr.",
+         _wholeNumber("--retries", 0)],
+        ["backoff", None, None, f"With --retries: the longest wait before the first retry, "
+         f"in seconds; it doubles for each next one, and each wait is drawn at random from 0 "
+         f"up to it (default: {DEFAULT_BACKOFF:g}).", _seconds("--backoff")],
+        ["backoff-max", None, None, f"With --retries: the cap on that doubling, in seconds "
+         f"(default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more).", _seconds("--backoff-max")],
     ]
 
     def postOptions(self) -> None:
@@ -464,6 +507,7 @@ class Options(usage.Options):
             )
         self._checkTLS()
         self._checkProbe()
+        self._checkRetries()
 
     def _checkTLS(self) -> None:
         for option in ("ca", "server-name", "insecure"):
@@ -496,6 +540,22 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--keep-open cannot be used with --framing {self['framing']}: "
                 "the message ends only when the client half-closes"
+            )
+
+    def _checkRetries(self) -> None:
+        if self["retries"] is None:
+            for option in ("backoff", "backoff-max"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --retries")
+            self["retries"] = DEFAULT_RETRIES
+        if self["backoff"] is None:
+            self["backoff"] = DEFAULT_BACKOFF
+        if self["backoff-max"] is None:
+            self["backoff-max"] = max(DEFAULT_BACKOFF_MAX, self["backoff"])
+        if self["backoff-max"] < self["backoff"]:
+            raise usage.UsageError(
+                f"--backoff-max {self['backoff-max']:g} is less than --backoff "
+                f"{self['backoff']:g}"
             )
 
     def target(self) -> str:
@@ -548,10 +608,42 @@ def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoin
     return endpoint
 
 
+# Failures that may pass, so that a new connection may succeed: the server or
+# the path to it refused, dropped or lost the connection (a reply cut short
+# is a lost connection too), or was too slow this time. Not retried: a name
+# that does not resolve, a TLS certificate that does not verify, a reply that
+# is too long, a bad endpoint or option; another attempt would end the same
+# way.
+_RETRYABLE = (
+    error.ConnectionRefusedError,
+    error.NoRouteError,
+    error.TCPTimedOutError,
+    error.TimeoutError,
+    TimeoutError,
+    error.ConnectionLost,
+    NoReply,
+    TruncatedMessage,
+)
+
+
+def isRetryable(failure: Failure) -> bool:
+    """
+    Whether a request that failed with C{failure} is worth another attempt,
+    on a new connection, with C{--retries}.
+    """
+    # A plain ConnectError is an OS error without a class of its own, such
+    # as "no route to host" (EHOSTUNREACH); its subclasses are told apart.
+    return failure.check(*_RETRYABLE) is not None or type(failure.value) is error.ConnectError
+
+
 def describeFailure(failure: Failure, config: Options) -> str | None:
     """
     The one-line message for an expected failure, or C{None} for a bug.
     """
+    if failure.check(RetriesExhausted):
+        exhausted = cast(RetriesExhausted, failure.value)
+        message = describeFailure(exhausted.failure, config)
+        return f"{message} (after {exhausted.attempts} attempts)" if message else None
     target = config.target()
     if failure.check(ClientError, NoReply):
         return str(failure.value)
@@ -590,18 +682,70 @@ def _bounded(d: Deferred[_T], reactor: IReactorCore, timeout: float) -> Deferred
     return d.addTimeout(timeout, cast(IReactorTime, reactor), onTimeoutCancel=timedOut)
 
 
+def formatRetry(retry: Retry, config: Options, seq: int | None = None) -> str:
+    """
+    The line printed on stderr before a retry: C{Retrying (attempt 2 of 4)
+    after <why the last attempt failed>: waiting 0.137 s}; with C{--count},
+    C{Retrying seq=3 (attempt 2 of 4) after ...}.
+    """
+    which = "" if seq is None else f" seq={seq}"
+    why = describeFailure(retry.failure, config) or retry.failure.getErrorMessage()
+    return (
+        f"Retrying{which} (attempt {retry.attempt} of {retry.attempts}) after {why}: "
+        f"waiting {retry.wait:.3f} s"
+    )
+
+
+def _retrying(
+    reactor: IReactorCore,
+    config: Options,
+    attempt: Callable[[], Awaitable[_T]],
+    random: Random | None,
+    notify: Callable[[Retry], object],
+) -> Awaitable[_T]:
+    """
+    C{attempt}, retried as C{config} says (L{isRetryable} failures, up to
+    C{--retries} more times, after waits of C{--backoff} doubling up to
+    C{--backoff-max}, with full jitter from C{random}).
+    """
+    backoff = Backoff(config["backoff"], config["backoff-max"], random or Random())
+    return retry(
+        cast(IReactorTime, reactor), attempt, config["retries"], backoff, isRetryable, notify
+    )
+
+
 async def request(
-    reactor: IReactorCore, config: Options, endpoint: IStreamClientEndpoint | None = None
+    reactor: IReactorCore,
+    config: Options,
+    endpoint: IStreamClientEndpoint | None = None,
+    random: Random | None = None,
+    notify: Callable[[Retry], object] = lambda retry: None,
 ) -> bytes:
     """
-    Connect, send C{config["message"]} and return the reply payload.
+    Connect, send C{config["message"]} and return the reply payload; with
+    C{config["retries"]}, try again on a new connection after a failure
+    that L{isRetryable}.
 
-    The whole exchange, connect included, is bounded by C{config["timeout"]}.
+    Each attempt, connect included, is bounded by C{config["timeout"]}.
 
     @param endpoint: where to connect; by default, L{makeEndpoint}.
+    @param random: the source of the backoff's jitter.
+    @param notify: called with each L{Retry}, before its wait.
+    @raise RetriesExhausted: if every attempt failed, with retries.
     """
     if endpoint is None:
         endpoint = makeEndpoint(reactor, config)
+    attempt = partial(_exchange, reactor, config, endpoint)
+    return await _retrying(reactor, config, attempt, random, notify)
+
+
+async def _exchange(
+    reactor: IReactorCore, config: Options, endpoint: IStreamClientEndpoint
+) -> bytes:
+    """
+    One attempt of L{request}: connect, send, and wait for the reply, all
+    within C{config["timeout"]}.
+    """
     protocol = ReplyClientProtocol(config["message"], config["framing"])
     connecting = connectProtocol(endpoint, protocol)
 
@@ -618,8 +762,9 @@ class ProbeResult(NamedTuple):
 
     @ivar seq: its sequence number, from 1.
     @ivar rtt: seconds from the start of the probe's connection (from
-        sending the message, with C{--keep-open}) to the complete reply;
-        C{None} if lost.
+        sending the message, with C{--keep-open}) to the complete reply, on
+        its last attempt (retries and their waits are not counted); C{None}
+        if lost.
     @ivar reply: the reply payload; C{None} if lost.
     @ivar error: why it was lost (one line); C{None} if not.
     """
@@ -694,22 +839,30 @@ async def probe(
     config: Options,
     report: Callable[[ProbeResult], object],
     clock: IReactorTime | None = None,
+    random: Random | None = None,
+    notify: Callable[[int, Retry], object] = lambda seq, retry: None,
 ) -> list[ProbeResult]:
     """
     Send C{config["count"]} messages, C{config["interval"]} seconds apart
     (start to start; a slower probe delays the next, they never overlap),
     each on a new connection, or all on one with C{config["keep-open"]}.
-    Each is bounded by C{config["timeout"]}; a failure or a timeout loses
-    that probe only.
+    Each attempt is bounded by C{config["timeout"]}; with
+    C{config["retries"]}, a probe is tried again as L{request} is; a
+    failure or a timeout (on the last attempt) loses that probe only.
 
     @param report: called with each probe's result as soon as it is known.
     @param clock: the time source for round-trip times and intervals; the
         reactor by default.
+    @param random: the source of the backoff's jitter.
+    @param notify: called with a probe's sequence number and each L{Retry}
+        of it, before its wait.
     @return: every probe's result, in order.
     @raise ClientError: if the endpoint cannot be made (before any probe).
     """
     if clock is None:
         clock = cast(IReactorTime, reactor)
+    if random is None:
+        random = Random()
     endpoint = makeEndpoint(reactor, config)
     session = (
         _KeepOpenSession(reactor, config, endpoint, clock) if config["keep-open"] else None
@@ -718,20 +871,15 @@ async def probe(
     try:
         for seq in range(1, config["count"] + 1):
             started = clock.seconds()
+            attempt = partial(_probeOnce, reactor, config, endpoint, session, clock)
             try:
-                if session is None:
-                    reply = await request(reactor, config, endpoint)
-                    rtt = clock.seconds() - started
-                else:
-                    exchange = Deferred.fromCoroutine(session.ask())
-                    reply, rtt = await _bounded(exchange, reactor, config["timeout"])
+                reply, rtt = await _retrying(
+                    reactor, config, attempt, random, partial(notify, seq)
+                )
             except Exception:
-                failure = Failure()
-                message = describeFailure(failure, config)
+                message = describeFailure(Failure(), config)
                 if message is None:
                     raise
-                if session is not None:
-                    session.drop()
                 result = ProbeResult(seq, error=message)
             else:
                 result = ProbeResult(seq, rtt, reply)
@@ -744,6 +892,32 @@ async def probe(
         if session is not None:
             await session.close()
     return results
+
+
+async def _probeOnce(
+    reactor: IReactorCore,
+    config: Options,
+    endpoint: IStreamClientEndpoint,
+    session: _KeepOpenSession | None,
+    clock: IReactorTime,
+) -> tuple[bytes, float]:
+    """
+    One attempt of one probe, on a new connection or on C{session}'s.
+
+    @return: the reply payload and the round-trip time.
+    """
+    if session is None:
+        started = clock.seconds()
+        reply = await _exchange(reactor, config, endpoint)
+        return reply, clock.seconds() - started
+    try:
+        exchange = Deferred.fromCoroutine(session.ask())
+        return await _bounded(exchange, reactor, config["timeout"])
+    except Exception:
+        # The connection is in an unknown state: the next attempt, or the
+        # next probe, opens a new one.
+        session.drop()
+        raise
 
 
 def _ms(seconds: float) -> str:
@@ -843,13 +1017,16 @@ def _reportFailure(config: Options) -> NoReturn:
     raise SystemExit(1) from None
 
 
-async def _probeMain(reactor: IReactorCore, config: Options) -> None:
+async def _probeMain(reactor: IReactorCore, config: Options, random: Random | None) -> None:
     def report(result: ProbeResult) -> None:
         if not config["json"]:
             print(formatProbe(result), flush=True)
 
+    def notify(seq: int, retry: Retry) -> None:
+        print(formatRetry(retry, config, seq), file=sys.stderr, flush=True)
+
     try:
-        results = await probe(reactor, config, report)
+        results = await probe(reactor, config, report, random=random, notify=notify)
     except Exception:
         _reportFailure(config)
     if config["json"]:
@@ -861,7 +1038,14 @@ async def _probeMain(reactor: IReactorCore, config: Options) -> None:
         raise SystemExit(1)
 
 
-async def _main(reactor: IReactorCore, config: Options) -> None:
+async def _main(reactor: IReactorCore, config: Options, random: Random | None = None) -> None:
+    """
+    The command: one exchange (with C{--count}, the probes), its output and
+    its exit status.
+
+    @param random: the source of the backoff's jitter; seeded from the
+        system by default.
+    """
     if config["insecure"]:
         print(
             "Warning: --insecure: the server's TLS certificate is not verified; "
@@ -870,10 +1054,14 @@ async def _main(reactor: IReactorCore, config: Options) -> None:
             flush=True,
         )
     if config["count"] is not None:
-        await _probeMain(reactor, config)
+        await _probeMain(reactor, config, random)
         return
+
+    def notify(retry: Retry) -> None:
+        print(formatRetry(retry, config), file=sys.stderr, flush=True)
+
     try:
-        reply = await request(reactor, config)
+        reply = await request(reactor, config, random=random, notify=notify)
     except Exception:
         _reportFailure(config)
     print(formatReply(reply), flush=True)

@@ -278,6 +278,9 @@ def test_optionsDefaults() -> None:
         "interval": None,
         "keep-open": 0,
         "json": 0,
+        "retries": 0,
+        "backoff": 0.1,
+        "backoff-max": 5.0,
     }
 
 
@@ -286,7 +289,9 @@ def test_optionsDefaults() -> None:
     [["--port", "x"], ["--port", "0"], ["--port", "70000"], ["--framing", "xml"],
      ["--timeout", "0"], ["--timeout", "-1"], ["--bogus"],
      ["--count", "0"], ["--count", "x"], ["--count", "2", "--interval", "-1"],
-     ["--count", "2", "--interval", "nan"]],
+     ["--count", "2", "--interval", "nan"], ["--retries", "-1"], ["--retries", "x"],
+     ["--retries", "1", "--backoff", "-1"], ["--retries", "1", "--backoff", "inf"],
+     ["--retries", "1", "--backoff-max", "nan"]],
 )
 def test_optionsBad(argv: list[str]) -> None:
     """

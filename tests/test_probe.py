@@ -65,6 +65,29 @@ class MuteServer(Protocol):
     """
 
 
+def acceptLatest(reactor: MemoryReactorClock, server: Protocol) -> iosim.IOPump:
+    """
+    Connect the latest connection attempt on C{reactor} to C{server}.
+    """
+    _, _, factory, _, _ = reactor.tcpClients[-1]
+    client = factory.buildProtocol(None)
+    return iosim.connect(
+        server,
+        halfCloseableServer(server),
+        client,
+        halfCloseableClient(client),
+        greet=False,
+    )
+
+
+def refuseLatest(reactor: MemoryReactorClock) -> None:
+    """
+    Refuse the latest connection attempt on C{reactor}.
+    """
+    _, _, factory, _, _ = reactor.tcpClients[-1]
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+
+
 class Probing:
     """
     A probe running on a memory reactor.
@@ -92,22 +115,13 @@ class Probing:
         """
         Connect the latest connection attempt to C{server}.
         """
-        _, _, factory, _, _ = self.reactor.tcpClients[-1]
-        client = factory.buildProtocol(None)
-        return iosim.connect(
-            server,
-            halfCloseableServer(server),
-            client,
-            halfCloseableClient(client),
-            greet=False,
-        )
+        return acceptLatest(self.reactor, server)
 
     def refuse(self) -> None:
         """
         Refuse the latest connection attempt.
         """
-        _, _, factory, _, _ = self.reactor.tcpClients[-1]
-        factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+        refuseLatest(self.reactor)
 
 
 def outcome(d: Deferred[list[ProbeResult]]) -> list[ProbeResult] | Failure:
