@@ -181,32 +181,25 @@ class LineFramer(Framer):
         self._buffer = b""
 
     def feedUntilError(self, data: bytes) -> tuple[list[Message], MessageTooLong | None]:
-        limit = self.maxLength
         if LF not in data:
-            buffer = self._buffer + data
-            self._buffer = buffer
-            if len(buffer) > limit and not (
-                len(buffer) == limit + 1 and buffer.endswith(b"\r")
-            ):
+            self._buffer += data
+            if self._tooLong(self._buffer):
                 self._buffer = b""
-                return [], MessageTooLong(limit)
+                return [], MessageTooLong(self.maxLength)
             return [], None
         lines = (self._buffer + data).split(LF)
         rest = lines.pop()
-        messages: list[Message] = []
-        for line in lines:
-            if line.endswith(b"\r"):
-                payload, delimiter = line[:-1], CRLF
-            else:
-                payload, delimiter = line, LF
-            if len(payload) > limit:
-                self._buffer = b""
-                return messages, MessageTooLong(limit)
-            messages.append(Message(payload, delimiter))
-        self._buffer = rest
-        if len(rest) > limit and not (len(rest) == limit + 1 and rest.endswith(b"\r")):
-            return messages, MessageTooLong(limit)
-        return messages, None
+        return self._linesUntilTooLong(lines, rest)
+
+    def _tooLong(self, unterminated: bytes) -> bool:
+        """
+        Whether an unterminated line is already over the limit. One byte
+        more is allowed if it is a CR: it may begin the CRLF delimiter.
+        """
+        limit = self.maxLength
+        return len(unterminated) > limit and not (
+            len(unterminated) == limit + 1 and unterminated.endswith(b"\r")
+        )
 
     def feedReplies(self, data: bytes, prefix: bytes) -> tuple[bytes, int, MessageTooLong | None]:
         # The reply to a line is prefix + line + LF whether the line ended in
@@ -221,9 +214,7 @@ class LineFramer(Framer):
             messages, error = self._linesUntilTooLong(lines, rest)
             return self.encodeReplies(prefix, messages), len(messages), error
         self._buffer = rest
-        error = None
-        if len(rest) > limit and not (len(rest) == limit + 1 and rest.endswith(b"\r")):
-            error = MessageTooLong(limit)
+        error = MessageTooLong(limit) if self._tooLong(rest) else None
         return prefix + (LF + prefix).join(lines) + LF, len(lines), error
 
     def _linesUntilTooLong(
@@ -240,9 +231,7 @@ class LineFramer(Framer):
                 return messages, MessageTooLong(self.maxLength)
             messages.append(Message(payload, delimiter))
         self._buffer = rest
-        if len(rest) > self.maxLength and not (
-            len(rest) == self.maxLength + 1 and rest.endswith(b"\r")
-        ):
+        if self._tooLong(rest):
             return messages, MessageTooLong(self.maxLength)
         return messages, None
 

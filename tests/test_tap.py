@@ -5,12 +5,9 @@ builds, against a memory reactor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
-from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python import usage
 
 from sockplay.protocol import EchoReplyFactory
@@ -21,23 +18,6 @@ def parse(argv: list[str]) -> Options:
     config = Options()
     config.parseOptions(argv)
     return config
-
-
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """
-    The formatted text of every log event emitted during the test.
-    """
-    events: list[str] = []
-
-    def observer(event: LogEvent) -> None:
-        events.append(formatEvent(event))
-
-    globalLogPublisher.addObserver(observer)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(observer)
 
 
 def test_defaults() -> None:
