@@ -238,36 +238,39 @@ class EchoReplyProtocol(Protocol):
     log = Logger()
     factory: EchoReplyFactory
 
-    def __init__(self) -> None:
-        self.messages = 0
-        self.bytesIn = 0
-        self.bytesOut = 0
-        self.outcome: str | None = None
-        self.admitted = False
-        self.startedAt = 0.0
-        # Kept from the start: a closed TCP transport cannot tell them.
-        self.peerAddress: IAddress | None = None
-        self.hostAddress: IAddress | None = None
-        self._framer: Framer | None = None
-        self._prefix = b""
-        self._done = False
-        self._closed = False
-        self._producing = False
-        self._paused = False
-        self._linger: IDelayedCall | None = None
-        # Watched by the factory's idle sweep while True.
-        self.idleWatched = False
-        self.lastMessageAt = 0.0
-        # Replies waiting for --delay; made only when needed (a deque costs
-        # over 600 bytes, a third of an idle connection).
-        self._pending: deque[tuple[float, bytes]] | None = None
-        self._pendingTimer: IDelayedCall | None = None
-        self._closeWhenReplied = False
-        self._direct = False
-        self._batch = False
-        self._delay = 0.0
-        self._readClosed = False
-        self._writeClosed = False
+    # Per-connection state starts as these class attributes, so that making
+    # a connection sets only what differs (a one-shot connection is over in
+    # a few hundred microseconds; its set-up is a fair share of that).
+    messages = 0
+    bytesIn = 0
+    bytesOut = 0
+    outcome: str | None = None
+    admitted = False
+    startedAt = 0.0
+    # Kept from the start: a closed TCP transport cannot tell them.
+    peerAddress: IAddress | None = None
+    hostAddress: IAddress | None = None
+    # Watched by the factory's sweep: for the idle timeout while
+    # idleWatched, and once the conversation is over, until lingerDeadline.
+    idleWatched = False
+    lastMessageAt = 0.0
+    lingerDeadline = 0.0
+    _framer: Framer | None = None
+    _prefix = b""
+    _done = False
+    _closed = False
+    _producing = False
+    _paused = False
+    # Replies waiting for --delay; made only when needed (a deque costs over
+    # 600 bytes, a third of an idle connection).
+    _pending: deque[tuple[float, bytes]] | None = None
+    _pendingTimer: IDelayedCall | None = None
+    _closeWhenReplied = False
+    _direct = False
+    _batch = False
+    _delay = 0.0
+    _readClosed = False
+    _writeClosed = False
 
     # Connection lifecycle
 
@@ -323,7 +326,7 @@ class EchoReplyProtocol(Protocol):
         if settings.idleTimeout > 0:
             self.lastMessageAt = self.startedAt
             self.idleWatched = True
-            factory.watchIdle()
+            factory.watch()
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
@@ -387,16 +390,17 @@ class EchoReplyProtocol(Protocol):
         a fresh linger period to close its side (a slow reader of a large
         reply is not cut off while it is still reading).
         """
-        if self._linger is not None and self._linger.active():
-            self._linger.reset(self.factory.settings.lingerTimeout)
+        if self.lingerDeadline:
+            self.lingerDeadline = self.factory.clock.seconds() + self.factory.settings.lingerTimeout
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self.idleWatched = False
-        for timer in (self._linger, self._pendingTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._linger = self._pendingTimer = None
+        self.lingerDeadline = 0.0
+        timer = self._pendingTimer
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._pendingTimer = None
         self._pending = None
         if self.outcome is None:
             self.outcome = "ok" if reason.check(error.ConnectionDone) else "reset"
@@ -573,10 +577,11 @@ class EchoReplyProtocol(Protocol):
         if errorText is not None:
             self.sendError(errorText)
         # Bound the wait for the queued replies to flush and for the client
-        # to close; reset once our half-close has gone out.
-        self._linger = self.factory.clock.callLater(
-            self.factory.settings.lingerTimeout + self._queuedFor(), self._lingerExpired
-        )
+        # to close (the factory's sweep enforces it); restarted once our
+        # half-close has gone out.
+        linger = self.factory.settings.lingerTimeout
+        self.lingerDeadline = self.factory.clock.seconds() + linger + self._queuedFor()
+        self.factory.watch()
         self._closeWhenReplied = True
         self._closeIfReplied()
 
@@ -600,7 +605,14 @@ class EchoReplyProtocol(Protocol):
             transport.loseConnection()
         elif not self._writeClosed:
             self._writeClosed = True
-            asStream(transport).loseWriteConnection()
+            if self._direct and not (transport.dataBuffer or transport._tempDataBuffer):  # type: ignore[attr-defined]
+                # Nothing left to write: shut the write side now, as Twisted
+                # would on its next turn after loseWriteConnection (which
+                # costs two epoll_ctl calls and that turn).
+                transport._writeDisconnected = True  # type: ignore[attr-defined]
+                transport._closeWriteConnection()  # type: ignore[attr-defined]
+            else:
+                asStream(transport).loseWriteConnection()
 
     def _unregister(self) -> None:
         """
@@ -616,8 +628,11 @@ class EchoReplyProtocol(Protocol):
             self._paused = False
             transport.resumeProducing()
 
-    def _lingerExpired(self) -> None:
-        self._linger = None
+    def lingerExpired(self) -> None:
+        """
+        The client did not close its side in time after the last reply.
+        """
+        self.lingerDeadline = 0.0
         if self.outcome in (None, "ok", "shutdown"):
             self.outcome = "aborted"
         assert self.transport is not None
@@ -727,34 +742,41 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
 
     # Idle timeout
 
-    def idleSweepInterval(self) -> float:
+    def sweepInterval(self) -> float:
         """
-        How often idle connections are looked for: a tenth of the timeout, at
-        most a second. A connection is ended within that long after its
-        timeout.
+        How often the sweep looks for idle and lingering connections: a tenth
+        of the idle timeout and of the linger period, at most a second. A
+        connection is ended within that long after its time is up.
         """
-        return min(1.0, self.settings.idleTimeout / 10)
+        settings = self.settings
+        periods = [1.0, settings.lingerTimeout / 10]
+        if settings.idleTimeout > 0:
+            periods.append(settings.idleTimeout / 10)
+        return min(periods)
 
-    def watchIdle(self) -> None:
+    def watch(self) -> None:
         """
-        Make sure the idle sweep runs while there are connections.
+        Make sure the sweep runs while there are connections.
 
-        One timer for all connections, rather than one per connection reset
-        at every message: a message only notes the time, which is cheap at a
-        million messages a second, and an idle connection costs no timer.
+        One timer for all connections, rather than a timer per connection
+        reset at every message: a message only notes the time, which is
+        cheap at a million messages a second, and a connection costs no timer
+        to make or to cancel.
         """
         if self._idleSweep is None:
-            sweep = LoopingCall(self._sweepIdle)
+            sweep = LoopingCall(self._sweep)
             sweep.clock = self.clock
-            sweep.start(self.idleSweepInterval(), now=False)
+            sweep.start(self.sweepInterval(), now=False)
             self._idleSweep = sweep
 
-    def _sweepIdle(self) -> None:
+    def _sweep(self) -> None:
         now = self.clock.seconds()
-        deadline = now - self.settings.idleTimeout
-        for protocol in [p for p in self.connections if p.idleWatched]:
-            if protocol.lastMessageAt <= deadline:
+        idleDeadline = now - self.settings.idleTimeout
+        for protocol in list(self.connections):
+            if protocol.idleWatched and protocol.lastMessageAt <= idleDeadline:
                 protocol.idleExpired()
+            elif protocol.lingerDeadline and protocol.lingerDeadline <= now:
+                protocol.lingerExpired()
         self._stopIdleSweepIfUnused()
 
     def _stopIdleSweepIfUnused(self) -> None:

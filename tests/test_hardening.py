@@ -122,13 +122,16 @@ def test_idleTimeoutInt32Framed() -> None:
     assert transport.value() == len(body).to_bytes(4, "big") + body
 
 
-def test_idleSweepInterval() -> None:
+def test_sweepInterval() -> None:
     """
-    Idle connections are looked for every tenth of the timeout, at most
-    every second.
+    Idle and lingering connections are looked for every tenth of the idle
+    timeout or of the linger period, whichever is shorter, at most every
+    second.
     """
-    assert makeFactory(idleTimeout=3).idleSweepInterval() == pytest.approx(0.3)
-    assert makeFactory(idleTimeout=30).idleSweepInterval() == 1.0
+    assert makeFactory(idleTimeout=3).sweepInterval() == pytest.approx(0.3)
+    assert makeFactory(idleTimeout=30).sweepInterval() == pytest.approx(0.5)
+    assert makeFactory(idleTimeout=30, lingerTimeout=60).sweepInterval() == 1.0
+    assert makeFactory(idleTimeout=0, lingerTimeout=2).sweepInterval() == pytest.approx(0.2)
 
 
 def test_oneSweepForAllConnections() -> None:
