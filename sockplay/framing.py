@@ -215,6 +215,9 @@ class LineFramer(Framer):
             return self.encodeReplies(prefix, messages), len(messages), error
         self._buffer = rest
         error = MessageTooLong(limit) if self._tooLong(rest) else None
+        if len(lines) == 1:
+            # One request in flight: the usual case, spared the join.
+            return prefix + lines[0] + LF, 1, error
         return prefix + (LF + prefix).join(lines) + LF, len(lines), error
 
     def _linesUntilTooLong(
