@@ -1,0 +1,222 @@
+"""
+What the load generator sends and what it must get back, byte for byte.
+
+The framing of requests and expected replies is written out here on purpose
+instead of being borrowed from L{sockplay.framing}: the generator checks the
+server, so it must not share the server's encoder (a bug there would then
+go unnoticed on both sides).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "ERROR_KINDS",
+    "Exchange",
+    "ReplyChecker",
+    "ReplyError",
+    "describeMismatch",
+    "makeExchange",
+]
+
+# Every way an exchange can fail, in the order summaries list them:
+#  - connect: the connection could not be made;
+#  - reset: a socket error (ECONNRESET, EPIPE, ...) in the middle of a
+#    conversation;
+#  - early-close: the server closed before every reply it owed was in;
+#  - mismatch: a reply byte differs from the expected one;
+#  - extra: the server sent more than the replies it owed;
+#  - timeout: still unanswered at the hard deadline;
+#  - worker: a load process died without reporting (--processes).
+ERROR_KINDS = ("connect", "reset", "early-close", "mismatch", "extra", "timeout", "worker")
+
+_INT32 = struct.Struct(">I")
+
+# How much of a reply a mismatch report shows.
+_SHOW = 80
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """
+    One request and the reply it must get, both framed.
+
+    @ivar framing: C{raw}, C{line}, C{int32} or C{eof}.
+    @ivar request: the bytes of one request.
+    @ivar reply: the bytes of the one reply it must get.
+    @ivar halfClose: whether the request ends with a half-close (C{eof}
+        framing: the message ends where the client's input does).
+    """
+
+    framing: str
+    request: bytes
+    reply: bytes
+    halfClose: bool
+
+
+def makeExchange(framing: str, message: bytes, prefix: bytes) -> Exchange:
+    """
+    The request that carries C{message} in C{framing}, and the reply a
+    sockplay server with C{prefix} answers it with (see docs/protocol.md).
+
+    @raise ValueError: for an unknown framing.
+    """
+    payload = prefix + message
+    if framing == "line":
+        return Exchange(framing, message + b"\n", payload + b"\n", False)
+    if framing == "int32":
+        return Exchange(
+            framing,
+            _INT32.pack(len(message)) + message,
+            _INT32.pack(len(payload)) + payload,
+            False,
+        )
+    if framing in ("raw", "eof"):
+        return Exchange(framing, message, payload, framing == "eof")
+    raise ValueError(f"unknown framing {framing!r}")
+
+
+class ReplyError(Exception):
+    """
+    A conversation went wrong.
+
+    @ivar kind: one of L{ERROR_KINDS}.
+    @ivar detail: what went wrong (for a mismatch, what was expected and
+        what came instead).
+    @ivar done: replies that the same data completed, correctly, before the
+        error.
+    """
+
+    def __init__(self, kind: str, detail: str | None = None, done: int = 0) -> None:
+        super().__init__(kind if detail is None else f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.done = done
+
+
+def describeMismatch(expected: bytes, received: bytes) -> str:
+    """
+    One line that shows where C{received}, the start of a reply, departs
+    from the C{expected} reply.
+    """
+    at = 0
+    for want, got in zip(expected, received, strict=False):
+        if want != got:
+            break
+        at += 1
+    return (
+        f"byte {at} of a reply: expected {expected[:_SHOW]!r}, "
+        f"received {received[:_SHOW]!r}"
+    )
+
+
+class ReplyChecker:
+    """
+    Checks the bytes a connection receives against the replies it is owed:
+    every request sent adds one expected reply, and every byte received must
+    be the next byte of those replies.
+
+    Because every reply is the same, the expected stream is one reply
+    repeated, and a received chunk is checked with a single comparison
+    against that repetition, without copying it.
+
+    @ivar owed: replies owed, including one partly received.
+    @ivar offset: bytes of the current reply received so far.
+    """
+
+    def __init__(self, reply: bytes, readSize: int) -> None:
+        """
+        @param reply: the expected reply to every request.
+        @param readSize: the most bytes one L{feed} can get.
+        """
+        if not reply:
+            raise ValueError("an expected reply cannot be empty")
+        self.reply = reply
+        self.replyLength = len(reply)
+        # Long enough for any chunk to start anywhere inside the first reply.
+        self._stream = reply * (readSize // len(reply) + 2)
+        self.owed = 0
+        self.offset = 0
+
+    def fresh(self) -> ReplyChecker:
+        """
+        A checker for another connection, owed nothing yet, that shares
+        this one's expected stream (a few hundred kilobytes, built once).
+        """
+        checker = ReplyChecker.__new__(ReplyChecker)
+        checker.reply = self.reply
+        checker.replyLength = self.replyLength
+        checker._stream = self._stream
+        checker.owed = 0
+        checker.offset = 0
+        return checker
+
+    def expect(self, count: int) -> None:
+        """
+        C{count} more requests went out: as many more replies are owed.
+        """
+        self.owed += count
+
+    def feed(self, data: bytes | memoryview) -> int:
+        """
+        Check bytes just received (a memoryview of a read buffer will do:
+        nothing is kept or copied).
+
+        @return: how many replies they complete.
+        @raise ReplyError: C{mismatch} if a byte differs, C{extra} if there
+            are more bytes than the replies owed; its C{done} counts the
+            replies that were whole and right before that.
+        """
+        offset = self.offset
+        size = len(data)
+        room = self.owed * self.replyLength - offset
+        if size > room:
+            done = self.feed(data[:room]) if room > 0 else 0
+            raise ReplyError("extra", f"{size - room} bytes after the last reply owed", done)
+        if not self._stream.startswith(data, offset):
+            at = self._firstDifference(data)
+            # The replies before the one that differs are whole and right.
+            done = (offset + at) // self.replyLength
+            detail = self._mismatch(data, at)
+            self.owed -= done
+            raise ReplyError("mismatch", detail, done)
+        total = offset + size
+        done = total // self.replyLength
+        self.offset = total - done * self.replyLength
+        self.owed -= done
+        return done
+
+    def _firstDifference(self, data: bytes | memoryview) -> int:
+        """
+        Where in C{data}, which does not match, the first wrong byte is.
+        """
+        expected = self._stream[self.offset : self.offset + len(data)]
+        pairs = enumerate(zip(expected, data, strict=False))
+        return next(i for i, (want, got) in pairs if want != got)
+
+    def _mismatch(self, data: bytes | memoryview, at: int) -> str:
+        """
+        Describe the reply in C{data} whose byte C{at} is wrong, from its
+        first byte (taken from the expected reply if it began in an earlier,
+        matching, chunk).
+        """
+        start = at - (self.offset + at) % self.replyLength
+        if start < 0:
+            received = self.reply[:-start] + bytes(data[: self.replyLength + start])
+        else:
+            received = bytes(data[start : start + self.replyLength])
+        return describeMismatch(self.reply, received)
+
+    def endOfInput(self) -> None:
+        """
+        The server closed (or half-closed) the connection.
+
+        @raise ReplyError: C{early-close} if a reply is still owed.
+        """
+        if self.owed:
+            raise ReplyError(
+                "early-close",
+                f"{self.owed} replies owed, {self.offset} bytes of the next received",
+            )
