@@ -33,6 +33,8 @@ from twisted.python import usage
 from sockplay._benchcheck import makeExchange
 from sockplay._benchloop import Plan, Worker
 from sockplay._benchstats import Results, formatSummary
+from sockplay._options import number
+from sockplay._options import port as portOption
 from sockplay.framing import FRAMINGS
 
 if TYPE_CHECKING:
@@ -91,42 +93,6 @@ class BenchError(Exception):
     """
 
 
-def _positiveInt(name: str) -> Any:
-    def coerce(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number < 1:
-            raise ValueError(f"--{name} must be a whole number of at least 1, not {value!r}")
-        return number
-
-    return coerce
-
-
-def _positiveFloat(name: str) -> Any:
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = 0.0
-        if not 0 < number < float("inf"):
-            raise ValueError(f"--{name} must be a positive number, not {value!r}")
-        return number
-
-    return coerce
-
-
-def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if not 0 < number < 65536:
-        raise ValueError(f"--port must be a whole number from 1 to 65535, not {value!r}")
-    return number
-
-
 def _framing(value: str) -> str:
     if value not in FRAMINGS:
         raise ValueError(f"--framing must be one of {', '.join(FRAMINGS)}, not {value!r}")
@@ -161,7 +127,7 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["host", "H", DEFAULT_HOST, "Server host name or address."],
-        ["port", "p", DEFAULT_PORT, "Server TCP port.", _port],
+        ["port", "p", DEFAULT_PORT, "Server TCP port.", portOption],
         ["connect", "c", None, "A client endpoint string (tcp:host=H:port=P, tcp6:..., "
          "unix:path=...); overrides --host and --port."],
         ["framing", "f", "raw", "raw, line, int32 or eof: must match the server's.", _framing],
@@ -170,25 +136,25 @@ class Options(usage.Options):
         ["message-size", None, None, "Send a message of this many bytes (printable ASCII) "
          "instead of --message.", _messageSize],
         ["connections", None, DEFAULT_CONNECTIONS,
-         "Connections (--one-shot: exchanges at once).", _positiveInt("connections")],
+         "Connections (--one-shot: exchanges at once).", number("--connections", int, 1)],
         ["duration", "d", None, f"Seconds to send requests for. [default: {DEFAULT_DURATION:g}]",
-         _positiveFloat("duration")],
+         number("--duration", float, 0.0, positive=True)],
         ["requests", "n", None, "Send this many requests in all, instead of a duration.",
-         _positiveInt("requests")],
+         number("--requests", int, 1)],
         ["pipeline", None, 1, "Requests in flight per keep-open connection.",
-         _positiveInt("pipeline")],
+         number("--pipeline", int, 1)],
         ["rate", None, None, "Open loop: requests per second in all, latency counted from "
-         "when each was due. Default: closed loop.", _positiveFloat("rate")],
+         "when each was due. Default: closed loop.", number("--rate", float, 0.0, positive=True)],
         ["processes", None, 1, "Spread the load over this many processes.",
-         _positiveInt("processes")],
+         number("--processes", int, 1)],
         ["hold", None, None, "Make one exchange on each connection, then hold them all open, "
          "idle, this many seconds (to measure what idle connections cost).",
-         _positiveFloat("hold")],
+         number("--hold", float, 0.0, positive=True)],
         ["deadline", None, None, "Hard bound on the whole run, in seconds. [default: the "
          f"duration + {DEADLINE_MARGIN:g}; {REQUESTS_DEADLINE:g} with --requests; the hold "
-         f"+ {REQUESTS_DEADLINE:g} with --hold]", _positiveFloat("deadline")],
+         f"+ {REQUESTS_DEADLINE:g} with --hold]", number("--deadline", float, 0.0, positive=True)],
         ["max-errors", None, DEFAULT_MAX_ERRORS, "Stop after this many errors.",
-         _positiveInt("max-errors")],
+         number("--max-errors", int, 1)],
     ]
 
     def postOptions(self) -> None:
@@ -312,7 +278,7 @@ def parseEndpoint(description: str) -> tuple[int, Any]:
     if kind == "unix":
         return socket.AF_UNIX, values["path"]
     try:
-        port = _port(values["port"])
+        port = portOption(values["port"])
     except ValueError:
         raise BenchError(
             f"bad --connect endpoint {description!r}: bad port {values['port']!r}"

@@ -19,7 +19,6 @@ refused or reset connection, no reply, a timeout).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +47,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sockplay._options import number, port
 from sockplay._retry import Backoff, RetriesExhausted, Retry, retry
 from sockplay._transport import canHalfClose
 from sockplay.framing import (
@@ -392,62 +392,6 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "backslashreplace")
 
 
-def _positiveFloat(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise ValueError(f"--timeout must be a positive number of seconds, not {value!r}")
-    return number
-
-
-def _seconds(option: str) -> Callable[[str], float]:
-    """
-    The coerce function of an option that is a number of seconds, 0 or more.
-    """
-
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if not (number >= 0 and math.isfinite(number)):
-            raise ValueError(f"{option} must be a number of seconds, 0 or more, not {value!r}")
-        return number
-
-    return coerce
-
-
-def _wholeNumber(option: str, least: int) -> Callable[[str], int]:
-    """
-    The coerce function of an option that is a whole number, C{least} or
-    more (0 or 1).
-    """
-    what = "a positive whole number" if least == 1 else f"a whole number, {least} or more"
-
-    def coerce(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            number = least - 1
-        if number < least:
-            raise ValueError(f"{option} must be {what}, not {value!r}")
-        return number
-
-    return coerce
-
-
-def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if not 0 < number < 65536:
-        raise ValueError(f"--port must be a whole number from 1 to 65535, not {value!r}")
-    return number
-
-
 class Options(usage.Options):
     """
     Command-line options of the sockplay client.
@@ -470,31 +414,33 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["host", "H", DEFAULT_HOST, "Server host name or address."],
-        ["port", "p", DEFAULT_PORT, "Server TCP port.", _port],
+        ["port", "p", DEFAULT_PORT, "Server TCP port.", port],
         ["connect", "c", None, "A Twisted client endpoint string (tcp:host=...:port=..., "
          "unix:path=..., ...); overrides --host and --port."],
         ["message", "m", DEFAULT_MESSAGE, "The message to send."],
         ["framing", "f", "raw", "raw, line, eof or int32: must match the server's.", framingOption],
         ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply, for each "
-         "attempt (each message with --count; each retry has its own).", _positiveFloat],
+         "attempt (each message with --count; each retry has its own).",
+         number("--timeout", float, 0.0, positive=True)],
         ["ca", None, None, "With --tls: trust the CA certificates in this PEM file instead "
          "of the system's."],
         ["server-name", None, None, "With --tls: the name the server's certificate must be "
          "valid for (default: --host); also sent as the TLS server name."],
         ["count", "n", None, "Probe: send this many messages and print statistics.",
-         _wholeNumber("--count", 1)],
+         number("--count", int, 1)],
         ["interval", "i", None, f"With --count: seconds from one message to the next "
-         f"(default: {DEFAULT_INTERVAL:g}).", _seconds("--interval")],
+         f"(default: {DEFAULT_INTERVAL:g}).", number("--interval", float, 0.0)],
         ["retries", None, None, f"Try again, on a new connection, up to this many more times "
          f"after a failure that may pass: refused or reset connection, closed without a reply, "
          f"timed out; not a TLS or name error (default: {DEFAULT_RETRIES}; with --count, for "
          f"each message). Each retry is one line on stderr.",
-         _wholeNumber("--retries", 0)],
+         number("--retries", int, 0)],
         ["backoff", None, None, f"With --retries: the longest wait before the first retry, "
          f"in seconds; it doubles for each next one, and each wait is drawn at random from 0 "
-         f"up to it (default: {DEFAULT_BACKOFF:g}).", _seconds("--backoff")],
+         f"up to it (default: {DEFAULT_BACKOFF:g}).", number("--backoff", float, 0.0)],
         ["backoff-max", None, None, f"With --retries: the cap on that doubling, in seconds "
-         f"(default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more).", _seconds("--backoff-max")],
+         f"(default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more).",
+         number("--backoff-max", float, 0.0)],
     ]
 
     def postOptions(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from sockplay._listener import ListenerService, ListenFailed
+from sockplay._options import number
 from sockplay._proxy import ProxiedEndpoint
 from sockplay.framing import DEFAULT_MAX_MESSAGE, FRAMINGS, framingOption
 from sockplay.protocol import (
@@ -53,33 +54,6 @@ READY_MESSAGE = "Server is running, waiting for connections..."
 DEFAULT_DRAIN_TIMEOUT = 10.0
 
 
-_Number = TypeVar("_Number", int, float)
-
-
-def _number(
-    option: str, kind: type[_Number], minimum: _Number, maximum: _Number | None = None
-) -> Callable[[str], _Number]:
-    """
-    A coerce function for a numeric option; its errors name the option.
-    """
-    what = "whole number" if kind is int else "number"
-    bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
-
-    def coerce(value: str) -> _Number:
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        if number is None or number != number or number < minimum or (
-            maximum is not None and number > maximum
-        ):
-            raise ValueError(f"{option} must be a {what} {bounds}, not {value!r}")
-        return number
-
-    coerce.coerceDoc = ""  # type: ignore[attr-defined]
-    return coerce
-
-
 class Options(usage.Options):
     """
     Command-line options of the sockplay server.
@@ -104,30 +78,30 @@ class Options(usage.Options):
          "Text put before each message in its reply; {hostname}, {listener}, {peer} and "
          "{pid} are filled in per connection."],
         ["max-message", "m", DEFAULT_MAX_MESSAGE, "Largest message accepted, in bytes.",
-         _number("--max-message", int, 1)],
+         number("--max-message", int, 1)],
         ["idle-timeout", None, DEFAULT_IDLE_TIMEOUT,
          "Seconds a connection may go without completing a message (0: no limit).",
-         _number("--idle-timeout", float, 0.0)],
+         number("--idle-timeout", float, 0.0)],
         ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
-         "Most connections open at once (0: no limit).", _number("--max-connections", int, 0)],
+         "Most connections open at once (0: no limit).", number("--max-connections", int, 0)],
         ["max-per-peer", None, 0, "Most connections open at once from one IP address "
-         "(0: no limit).", _number("--max-per-peer", int, 0)],
+         "(0: no limit).", number("--max-per-peer", int, 0)],
         ["drain-timeout", None, DEFAULT_DRAIN_TIMEOUT, "On SIGTERM or SIGINT, seconds to let "
          "open connections finish before they are aborted.",
-         _number("--drain-timeout", float, 0.0)],
+         number("--drain-timeout", float, 0.0)],
         ["metrics", None, None, "Serve Prometheus /metrics and /healthz over HTTP on this "
          "endpoint, such as tcp:9100:interface=127.0.0.1."],
         ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to."],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
-         "typical). A worker that dies is restarted.", _number("--workers", int, 1)],
+         "typical). A worker that dies is restarted.", number("--workers", int, 1)],
         ["banner", None, None, "Text the server sends on connect, before reading, framed "
          "(for protocol-detection tests)."],
         ["delay", None, 0.0, "Seconds to wait before each reply (a timer; never blocks).",
-         _number("--delay", float, 0.0)],
+         number("--delay", float, 0.0)],
         ["drop-rate", None, 0.0, "Probability (0-1) that a message is answered by closing "
-         "without a reply.", _number("--drop-rate", float, 0.0, 1.0)],
+         "without a reply.", number("--drop-rate", float, 0.0, 1.0)],
         ["reset-rate", None, 0.0, "Probability (0-1) that a message is answered by a reset "
-         "(RST) without a reply.", _number("--reset-rate", float, 0.0, 1.0)],
+         "(RST) without a reply.", number("--reset-rate", float, 0.0, 1.0)],
     ]
 
     def __init__(self) -> None:
