@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred, succeed
@@ -42,7 +42,13 @@ from zope.interface import implementer
 
 from sockplay._address import describeAddress, hostOf
 from sockplay._proxy import localAddress
-from sockplay._transport import asStream, canHalfClose
+from sockplay._transport import (
+    asStream,
+    canHalfClose,
+    isPlainSocket,
+    sendNow,
+    shutDownWriteNow,
+)
 from sockplay.framing import (
     DEFAULT_MAX_MESSAGE,
     FRAMINGS,
@@ -183,21 +189,6 @@ def renderTemplate(
     )
 
 
-def _directTransports() -> tuple[type, ...]:
-    from twisted.internet import tcp
-
-    kinds: list[type] = [tcp.Server]
-    try:
-        from twisted.internet import unix
-    except ImportError:  # no UNIX sockets on this platform
-        pass
-    else:
-        kinds.append(unix.Server)
-    return tuple(kinds)
-
-
-# Transport classes whose socket _write may use directly.
-_DIRECT_TRANSPORTS = _directTransports()
 
 
 def renderProcessTemplate(template: bytes, hostname: bytes) -> bytes:
@@ -320,9 +311,7 @@ class EchoReplyProtocol(Protocol):
             self._producing = True
         # A plain TCP or UNIX socket (not TLS, not a wrapper) can be written
         # to directly; see _write.
-        self._direct = type(transport) in _DIRECT_TRANSPORTS and not getattr(
-            transport, "TLS", False
-        )
+        self._direct = isPlainSocket(transport)
         self._prefix = factory.render(settings.prefix, self)
         self._delay = settings.delay
         self._seconds = factory.clock.seconds
@@ -516,18 +505,12 @@ class EchoReplyProtocol(Protocol):
         order of bytes (nothing is ahead of them), and whatever the socket
         does not take goes through C{write} as usual.
         """
-        transport: Any = self.transport
-        if self._direct and not (transport.dataBuffer or transport._tempDataBuffer):
-            try:
-                sent = transport.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                # Let Twisted meet the error on its own write and report it.
-                sent = 0
-            if sent == len(data):
+        transport = self.transport
+        assert transport is not None
+        if self._direct:
+            data = sendNow(transport, data)
+            if not data:
                 return
-            data = data[sent:]
         transport.write(data)
 
     def _sendDue(self) -> None:
@@ -619,13 +602,7 @@ class EchoReplyProtocol(Protocol):
             transport.loseConnection()
         elif not self._writeClosed:
             self._writeClosed = True
-            if self._direct and not (transport.dataBuffer or transport._tempDataBuffer):  # type: ignore[attr-defined]
-                # Nothing left to write: shut the write side now, as Twisted
-                # would on its next turn after loseWriteConnection (which
-                # costs two epoll_ctl calls and that turn).
-                transport._writeDisconnected = True  # type: ignore[attr-defined]
-                transport._closeWriteConnection()  # type: ignore[attr-defined]
-            else:
+            if not (self._direct and shutDownWriteNow(transport)):
                 asStream(transport).loseWriteConnection()
 
     def _unregister(self) -> None:
