@@ -166,6 +166,19 @@ class ConnectionRecord:
     outcome: str
 
 
+def renderProcessTemplate(template: bytes, hostname: bytes, pid: int | None = None) -> bytes:
+    """
+    Fill in the placeholders that do not depend on a connection
+    (C{{hostname}}, C{{pid}}); replies without a connection (UDP) get only
+    these.
+    """
+    if b"{" not in template:
+        return template
+    return template.replace(b"{hostname}", hostname).replace(
+        b"{pid}", str(os.getpid() if pid is None else pid).encode("ascii")
+    )
+
+
 def renderTemplate(
     template: bytes,
     hostname: bytes,
@@ -176,28 +189,15 @@ def renderTemplate(
     """
     Fill in the placeholders of a prefix or banner for one connection.
 
-    Only the three placeholders are replaced; any other brace is kept as it
-    is, so a prefix never needs escaping.
+    Only the placeholders are replaced; any other brace is kept as it is,
+    so a prefix never needs escaping.
     """
     if b"{" not in template:
         return template
     return (
-        template.replace(b"{hostname}", hostname)
+        renderProcessTemplate(template, hostname, pid)
         .replace(b"{listener}", describeAddress(listener).encode("utf-8", "backslashreplace"))
         .replace(b"{peer}", hostOf(peer).encode("utf-8", "backslashreplace"))
-        .replace(b"{pid}", str(os.getpid() if pid is None else pid).encode("ascii"))
-    )
-
-
-
-
-def renderProcessTemplate(template: bytes, hostname: bytes) -> bytes:
-    """
-    Fill in the placeholders that do not depend on a connection
-    (C{{hostname}}, C{{pid}}), for replies that have no connection (UDP).
-    """
-    return template.replace(b"{hostname}", hostname).replace(
-        b"{pid}", str(os.getpid()).encode("ascii")
     )
 
 
@@ -716,8 +716,6 @@ class EchoReplyFactory(Factory[EchoReplyProtocol]):
         """
         Fill in a template's placeholders for C{protocol}'s connection.
         """
-        if b"{" not in template:
-            return template
         return renderTemplate(
             template, self.hostname, protocol.hostAddress, protocol.peerAddress
         )
