@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sockplay._address import describeAddress
+from sockplay._listener import ListenerService, ListenFailed
 from sockplay._proxy import ProxiedEndpoint
 from sockplay.protocol import EchoReplyFactory, ServerSettings
 
@@ -149,19 +150,14 @@ class WorkerPoolService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
-        from sockplay.tap import ListenFailed
-
         # The factory is never used here: this process does not accept.
         factory = EchoReplyFactory(self.settings, clock=cast(IReactorTime, self._reactor))
         for description, endpoint in self.listeners:
-            failures: list[Failure] = []
-            ports: list[IListeningPort] = []
-            endpoint.listen(factory).addCallbacks(ports.append, failures.append)
-            if failures:
-                raise ListenFailed(
-                    f"Error: cannot listen on {description}: {failures[0].getErrorMessage()}"
-                )
-            port = ports[0]
+            # Binds now, or ends the program with one line if it cannot.
+            listener = ListenerService(description, endpoint, factory, self._reactor)
+            listener.privilegedStartService()
+            port = listener.port
+            assert port is not None
             stopReading = getattr(port, "stopReading", None)
             if stopReading is None or not hasattr(port, "fileno"):
                 raise ListenFailed(f"Error: --workers cannot share the listener {description}")
@@ -288,7 +284,7 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
     """
     from twisted.logger import ILogObserver, LogEvent, globalLogBeginner, textFileLogObserver
 
-    from sockplay.tap import DrainService, ListenerService
+    from sockplay.tap import DrainService
 
     index = spec["index"]
     observer = textFileLogObserver(sys.stdout)
