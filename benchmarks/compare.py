@@ -263,7 +263,7 @@ def sockplayOptions() -> list[str]:
     version has: no per-connection log lines (the peers log nothing) and no
     cap on connections (the idle scenario opens 10,000).
     """
-    from sockplay.tap import Options
+    from sockplay.server.tap import Options
 
     help = Options().getUsage()
     options = []

@@ -5,8 +5,10 @@ Fixtures shared by the tests.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support.servers import ServerPool
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 
@@ -25,3 +27,15 @@ def logged() -> Iterator[list[str]]:
         yield events
     finally:
         globalLogPublisher.removeObserver(observer)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerPool]:
+    """
+    Real server processes for one test, all stopped at its end.
+    """
+    pool = ServerPool(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -8,13 +8,13 @@ from __future__ import annotations
 import struct
 from itertools import pairwise
 
-from _fakes import LOOPBACK_PEER, HalfCloseableTransport
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.fakes import LOOPBACK_PEER, HalfCloseableTransport
 from twisted.internet.task import Clock
 
 from sockplay.framing import makeFramer
-from sockplay.protocol import EchoReplyFactory, EchoReplyProtocol, ServerSettings
+from sockplay.server.protocol import EchoReplyFactory, EchoReplyProtocol, ServerSettings
 
 LIMIT = 64
 

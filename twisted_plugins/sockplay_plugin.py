@@ -9,7 +9,7 @@ from twisted.application.service import ServiceMaker
 
 sockplay = ServiceMaker(
     "sockplay",
-    "sockplay.tap",
+    "sockplay.server.tap",
     "A TCP echo-reply server: every message gets 'Message received: <message>' back.",
     "sockplay",
 )

@@ -1,0 +1,7 @@
+"""
+C{python -m sockplay.bench}: see L{sockplay.bench.command}.
+"""
+
+from sockplay.bench.command import main
+
+main()

@@ -1,0 +1,249 @@
+"""
+The load generator's accounting: requests, verified replies, errors by
+kind, and latencies in an HDR histogram, with the exact merge of the
+results of several processes and the summary (text or JSON).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from sockplay.bench.check import ERROR_KINDS
+
+__all__ = [
+    "HIGHEST_MICROSECONDS",
+    "PERCENTILES",
+    "Results",
+    "formatSummary",
+    "newHistogram",
+]
+
+# Latencies are recorded in microseconds, from 1 us up to an hour (far past
+# any deadline), to 3 significant digits: exact below 2048 us, within 0.1%
+# above.
+LOWEST_MICROSECONDS = 1
+HIGHEST_MICROSECONDS = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+
+# The percentiles a summary shows, with their names.
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+
+
+def newHistogram() -> Any:
+    """
+    An empty latency histogram (microseconds).
+    """
+    return HdrHistogram(LOWEST_MICROSECONDS, HIGHEST_MICROSECONDS, SIGNIFICANT_DIGITS)
+
+
+@dataclass
+class Results:
+    """
+    What one load process (or several, merged) measured.
+
+    @ivar requests: requests sent (in one-shot mode: exchanges started).
+    @ivar ok: replies received and verified, byte for byte.
+    @ivar unanswered: requests that were in flight behind a failed one on
+        the same connection, and so never got a reply.
+    @ivar errors: failures by kind (L{ERROR_KINDS}), each counted once.
+    @ivar histogram: latency of every verified reply, in microseconds.
+    @ivar minimum: the exact smallest latency, in microseconds (the
+        histogram's is rounded to its resolution).
+    @ivar maximum: the exact largest latency, in microseconds.
+    @ivar elapsed: seconds from the start of the run to its end.
+    @ivar cpuSeconds: CPU time the load process(es) used.
+    @ivar processes: how many load processes these results come from.
+    @ivar firstMismatch: how the first mismatching reply differed.
+    @ivar stopped: why the run ended before its planned end (C{"deadline"},
+        C{"max-errors"}, C{"interrupted"}), or C{None}.
+    """
+
+    requests: int = 0
+    ok: int = 0
+    unanswered: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    histogram: Any = field(default_factory=newHistogram)
+    minimum: int | None = None
+    maximum: int | None = None
+    elapsed: float = 0.0
+    cpuSeconds: float = 0.0
+    processes: int = 1
+    firstMismatch: str | None = None
+    stopped: str | None = None
+
+    @property
+    def errorCount(self) -> int:
+        """
+        All failures, of every kind.
+        """
+        return sum(self.errors.values())
+
+    @property
+    def failed(self) -> bool:
+        """
+        Whether anything went wrong: the run then exits 1.
+        """
+        return bool(self.errorCount or self.unanswered or self.stopped)
+
+    def addError(self, kind: str, detail: str | None = None) -> None:
+        """
+        Count one failure of C{kind}; keep the first mismatch's C{detail}.
+        """
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        if kind == "mismatch" and self.firstMismatch is None:
+            self.firstMismatch = detail
+
+    def addLatencies(self, counts: dict[int, int]) -> None:
+        """
+        Record latencies, given as a count per value in microseconds.
+        """
+        if not counts:
+            return
+        record = self.histogram.record_value
+        for value, count in counts.items():
+            record(min(value, HIGHEST_MICROSECONDS), count)
+        low, high = min(counts), max(counts)
+        self.minimum = low if self.minimum is None else min(self.minimum, low)
+        self.maximum = high if self.maximum is None else max(self.maximum, high)
+
+    def merge(self, other: Results) -> None:
+        """
+        Add C{other}'s results to these (the histograms merge exactly).
+        """
+        self.requests += other.requests
+        self.ok += other.ok
+        self.unanswered += other.unanswered
+        for kind, count in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + count
+        self.histogram.add(other.histogram)
+        for value in (other.minimum, other.maximum):
+            if value is not None:
+                self.minimum = value if self.minimum is None else min(self.minimum, value)
+                self.maximum = value if self.maximum is None else max(self.maximum, value)
+        self.elapsed = max(self.elapsed, other.elapsed)
+        self.cpuSeconds += other.cpuSeconds
+        self.processes += other.processes
+        self.firstMismatch = self.firstMismatch or other.firstMismatch
+        self.stopped = self.stopped or other.stopped
+
+    def toWire(self) -> dict[str, Any]:
+        """
+        These results as plain data (JSON-safe), to pass between processes:
+        the histogram in HdrHistogram's compressed base64 encoding.
+        """
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "unanswered": self.unanswered,
+            "errors": dict(self.errors),
+            "histogram": self.histogram.encode().decode("ascii"),
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "elapsed": self.elapsed,
+            "cpuSeconds": self.cpuSeconds,
+            "processes": self.processes,
+            "firstMismatch": self.firstMismatch,
+            "stopped": self.stopped,
+        }
+
+    @classmethod
+    def fromWire(cls, wire: dict[str, Any]) -> Results:
+        """
+        The inverse of L{toWire}.
+        """
+        histogram = newHistogram()
+        if wire["ok"]:
+            histogram.decode_and_add(wire["histogram"].encode("ascii"))
+        values = {key: value for key, value in wire.items() if key != "histogram"}
+        values["errors"] = {**dict.fromkeys(ERROR_KINDS, 0), **wire["errors"]}
+        return cls(histogram=histogram, **values)
+
+    def latencies(self) -> dict[str, int] | None:
+        """
+        Minimum, percentiles and maximum in microseconds, or C{None} if
+        there was no reply.
+        """
+        if not self.ok or self.minimum is None or self.maximum is None:
+            return None
+        result = {"min": self.minimum}
+        for name, percentile in PERCENTILES:
+            # The histogram answers with the top of a value's bucket, which
+            # at the far end can pass the exact maximum.
+            result[name] = min(self.histogram.get_value_at_percentile(percentile), self.maximum)
+        result["max"] = self.maximum
+        result["mean"] = round(self.histogram.get_mean_value())
+        return result
+
+    def summary(self, run: dict[str, Any]) -> dict[str, Any]:
+        """
+        The summary of a run, as printed by C{--json}.
+
+        @param run: what was run (target, framing, mode, load shape), put
+            first.
+        """
+        elapsed = self.elapsed
+        return {
+            **run,
+            "elapsed": round(elapsed, 6),
+            "requests": self.requests,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "errorCount": self.errorCount,
+            "unanswered": self.unanswered,
+            "repliesPerSecond": round(self.ok / elapsed, 1) if elapsed > 0 else 0.0,
+            "latencyMicroseconds": self.latencies(),
+            "cpu": {
+                "seconds": round(self.cpuSeconds, 3),
+                "percentOfOneCore": round(100 * self.cpuSeconds / elapsed, 1) if elapsed else 0.0,
+                "processes": self.processes,
+            },
+            "firstMismatch": self.firstMismatch,
+            "stopped": self.stopped,
+        }
+
+
+def _milliseconds(microseconds: int) -> str:
+    return f"{microseconds / 1000:.3f}"
+
+
+def formatSummary(summary: dict[str, Any]) -> str:
+    """
+    The human-readable summary of L{Results.summary}.
+    """
+    shape = summary["mode"]
+    if summary["mode"] == "keep-open":
+        shape += f", {summary['pipeline']} in flight"
+    lines = [
+        f"sockplay.bench: {summary['target']}, {summary['framing']} framing, {shape}, "
+        f"{summary['connections']} connections, {summary['messageSize']}-byte messages"
+        + (f", {summary['rate']:g} requests/s offered" if summary["rate"] else ""),
+        f"  requests    {summary['requests']:,} sent, {summary['ok']:,} ok, "
+        f"{summary['errorCount']:,} errors, {summary['unanswered']:,} unanswered",
+        f"  elapsed     {summary['elapsed']:.3f} s",
+        f"  replies/s   {summary['repliesPerSecond']:,.1f}",
+    ]
+    latency = summary["latencyMicroseconds"]
+    if latency is not None:
+        points = "  ".join(
+            f"{name} {_milliseconds(latency[name])}"
+            for name in ("min", *(name for name, _ in PERCENTILES), "max")
+        )
+        lines.append(f"  latency ms  {points}")
+    cpu = summary["cpu"]
+    lines.append(
+        f"  load CPU    {cpu['seconds']:.2f} s, {cpu['percentOfOneCore']:.0f}% of one core "
+        f"({cpu['processes']} process{'es' if cpu['processes'] != 1 else ''})"
+    )
+    if summary["errorCount"]:
+        kinds = ", ".join(
+            f"{kind} {count:,}" for kind, count in summary["errors"].items() if count
+        )
+        lines.append(f"  errors      {kinds}")
+    if summary["firstMismatch"]:
+        lines.append(f"  mismatch    {summary['firstMismatch']}")
+    if summary["stopped"]:
+        lines.append(f"  stopped     early: {summary['stopped']}")
+    return "\n".join(lines)

@@ -1,0 +1,7 @@
+"""
+C{python -m sockplay.client}: see L{sockplay.client.command}.
+"""
+
+from sockplay.client.command import main
+
+main()

@@ -1,0 +1,3 @@
+"""
+The sockplay server.
+"""

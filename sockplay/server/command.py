@@ -1,0 +1,61 @@
+"""
+C{python -m sockplay.server}: the twistd service without twistd.
+
+It takes the same options as C{twistd -n sockplay}, logs to standard output,
+and runs until interrupted (SIGINT or SIGTERM), for people who come from
+C{python3 server.py}.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.task import react
+from twisted.logger import globalLogBeginner, textFileLogObserver
+from twisted.python import usage
+
+from sockplay.server.tap import Options, makeService
+
+__all__ = ["main"]
+
+
+def _serve(reactor: IReactorCore, config: Options) -> Deferred[None]:
+    """
+    Listen, then start the service once the reactor runs, and run until the
+    reactor is stopped.
+
+    C{react} calls this before it runs the reactor, which is when SIGINT and
+    SIGTERM handlers are installed, so the service (which logs the ready
+    line) starts only then: a signal sent on that line must stop the server
+    cleanly. Listening happens at once, so that a listener that cannot start
+    ends the process with its one-line message.
+    """
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    service = makeService(config, reactor)
+    service.privilegedStartService()
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    # Never fires: the server runs until a signal stops the reactor.
+    return Deferred()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Parse C{argv} (default: C{sys.argv[1:]}) and serve. Exits 2 on a usage
+    error, 1 if a listener cannot start.
+    """
+    config = Options()
+    try:
+        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
+    except usage.UsageError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        print("Try 'python -m sockplay.server --help'.", file=sys.stderr)
+        sys.exit(2)
+    react(_serve, (config,))
+
+
+if __name__ == "__main__":
+    main()

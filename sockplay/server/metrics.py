@@ -1,0 +1,244 @@
+"""
+Prometheus metrics and a health check for a sockplay server, over HTTP.
+
+L{Metrics} holds one server's metrics in a registry of its own, so that
+several servers (or tests) in one process never clash. The server's factory
+tells it when a connection opens and, once, what a connection did when it
+closes: the metrics cost nothing per byte or per message.
+
+L{makeMetricsService} serves them on a Twisted endpoint:
+
+    - C{/metrics}: the Prometheus text format (or OpenMetrics, if the
+      scraper asks for it);
+    - C{/healthz}: 200 C{ok} while the server takes connections, 503
+      C{draining} once it is shutting down, so that a load balancer stops
+      sending it new clients;
+    - anything else: 404.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore
+from twisted.web.http import Request
+from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+
+from sockplay.server.listening import ListenerService
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "ConnectionSummary",
+    "Metrics",
+    "makeMetricsResource",
+    "makeMetricsService",
+]
+
+# Connection durations, in seconds: from a one-shot exchange on loopback
+# (about a millisecond) to keep-open sessions of minutes. 5 s is how long a
+# server lingers for a client that does not close, 10 s the drain timeout.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+_TEXT = "text/plain; charset=utf-8"
+
+
+class ConnectionSummary(typing.Protocol):
+    """
+    What one finished connection did, as L{Metrics.connectionClosed} reads
+    it (the server's connection record provides it).
+    """
+
+    @property
+    def outcome(self) -> str:
+        """
+        Why the connection ended (C{ok}, C{too-long}, ...): a label value.
+        """
+
+    @property
+    def messages(self) -> int:
+        """
+        Messages answered.
+        """
+
+    @property
+    def bytesIn(self) -> int:
+        """
+        Bytes received from the client.
+        """
+
+    @property
+    def bytesOut(self) -> int:
+        """
+        Bytes sent to the client.
+        """
+
+    @property
+    def duration(self) -> float:
+        """
+        Seconds from the connection's start to its end.
+        """
+
+
+class Metrics:
+    """
+    One server's metrics, in a L{CollectorRegistry} of their own:
+
+        - C{sockplay_connections_active}: connections open now;
+        - C{sockplay_connections_total{outcome}}: connections that have
+          ended, by why they ended;
+        - C{sockplay_messages_total}, C{sockplay_bytes_received_total},
+          C{sockplay_bytes_sent_total}: counted when a connection ends;
+        - C{sockplay_connection_duration_seconds}: a histogram of how long
+          connections lasted.
+
+    @ivar registry: the registry that holds them (not the global one).
+    @ivar draining: C{True} once the server has stopped taking connections;
+        C{/healthz} then answers 503.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.draining = False
+        self._active = Gauge(
+            "sockplay_connections_active",
+            "Client connections open now.",
+            registry=self.registry,
+        )
+        self._connections = Counter(
+            "sockplay_connections_total",
+            "Client connections that have ended, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._messages = Counter(
+            "sockplay_messages_total",
+            "Messages answered, counted when their connection ends.",
+            registry=self.registry,
+        )
+        self._bytesIn = Counter(
+            "sockplay_bytes_received_total",
+            "Bytes received from clients, counted when their connection ends.",
+            registry=self.registry,
+        )
+        self._bytesOut = Counter(
+            "sockplay_bytes_sent_total",
+            "Bytes sent to clients, counted when their connection ends.",
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "sockplay_connection_duration_seconds",
+            "How long client connections lasted.",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+
+    def connectionOpened(self) -> None:
+        """
+        A connection was accepted.
+        """
+        self._active.inc()
+
+    def connectionClosed(self, record: ConnectionSummary) -> None:
+        """
+        A connection that L{connectionOpened} counted has ended: account for
+        everything it did.
+        """
+        self._active.dec()
+        self._connections.labels(outcome=record.outcome).inc()
+        self._messages.inc(record.messages)
+        self._bytesIn.inc(record.bytesIn)
+        self._bytesOut.inc(record.bytesOut)
+        self._duration.observe(record.duration)
+
+
+class _Page(Resource):
+    """
+    A page whose sub-paths do not exist.
+    """
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        return notFound()
+
+
+class _MetricsPage(_Page):
+    """
+    C{/metrics}: the registry in the format the scraper asks for (its
+    C{Accept} header), the Prometheus text format by default.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        encode, contentType = choose_encoder(request.getHeader("accept") or "")
+        request.setHeader("content-type", contentType)
+        return encode(self._metrics.registry)
+
+
+class _HealthPage(_Page):
+    """
+    C{/healthz}: 200 C{ok} while serving, 503 C{draining} while shutting
+    down.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader("content-type", _TEXT)
+        request.setHeader("cache-control", "no-store")
+        if self._metrics.draining:
+            request.setResponseCode(503)
+            return b"draining"
+        return b"ok"
+
+
+def makeMetricsResource(metrics: Metrics) -> Resource:
+    """
+    The root of the metrics web site: C{/metrics} and C{/healthz}, and 404
+    for any other path (C{/} included).
+    """
+    root = _Page()  # type: ignore[no-untyped-call]
+    root.putChild(b"metrics", _MetricsPage(metrics))
+    root.putChild(b"healthz", _HealthPage(metrics))
+    return root
+
+
+class _QuietSite(Site):
+    """
+    A L{Site} without an access log: scrapers and probes call every few
+    seconds, and their lines would drown the server's own log.
+    """
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def makeMetricsService(
+    description: str, metrics: Metrics, reactor: IReactorCore | None = None
+) -> ListenerService:
+    """
+    A service that serves C{metrics} over HTTP (C{/metrics}, C{/healthz})
+    on the Twisted server endpoint C{description}, such as
+    C{tcp:9100:interface=127.0.0.1}.
+
+    @param reactor: the reactor to listen with; the global one by default.
+    @raise ValueError: if C{description} is not an endpoint string.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = cast(IReactorCore, globalReactor)
+    endpoint = serverFromString(reactor, description)
+    site = _QuietSite(makeMetricsResource(metrics), reactor=cast(Any, reactor))  # type: ignore[no-untyped-call]
+    site.displayTracebacks = False
+    return ListenerService(description, endpoint, site, reactor, purpose="metrics")

@@ -1,0 +1,386 @@
+"""
+Multi-process serving: C{--workers N}.
+
+The parent process binds every listener once, stops accepting on them
+itself, and starts N worker processes that adopt the listening sockets
+(L{IReactorSocket.adoptStreamPort}); the kernel hands each new connection
+to one of the workers. A worker that dies is restarted within a second. On
+SIGTERM or SIGINT the parent passes SIGTERM on: each worker drains its own
+connections (see L{sockplay.server.tap.DrainService}) and exits, then the parent
+exits.
+
+A worker is this module run as a program (C{python -m sockplay.server.workers});
+it gets its settings and socket list from the C{SOCKPLAY_WORKER}
+environment variable, as JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import socket
+import sys
+from typing import Any, cast
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProcessTransport,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from sockplay.server.address import describeAddress
+from sockplay.server.listening import ListenerService, ListenFailed
+from sockplay.server.protocol import EchoReplyFactory, ServerSettings
+from sockplay.server.proxy import ProxiedEndpoint
+
+__all__ = [
+    "ENVIRONMENT_KEY",
+    "AdoptedEndpoint",
+    "WorkerPoolService",
+    "decodeSettings",
+    "encodeSettings",
+]
+
+ENVIRONMENT_KEY = "SOCKPLAY_WORKER"
+
+# A worker that dies is restarted after this long, doubling while it keeps
+# dying quickly, up to RESTART_MAX: within a second, without a tight loop.
+RESTART_DELAY = 0.1
+RESTART_MAX = 1.0
+# A worker that ran this long before dying is not crash-looping.
+STABLE_AFTER = 5.0
+
+# Where adopted sockets start in a worker (0, 1, 2 are stdio).
+FIRST_FD = 3
+
+
+def encodeSettings(settings: ServerSettings) -> dict[str, Any]:
+    """
+    C{settings} as JSON-safe values (bytes as base64).
+    """
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if isinstance(value, bytes):
+            value = {"base64": base64.b64encode(value).decode("ascii")}
+        out[field.name] = value
+    return out
+
+
+def decodeSettings(data: dict[str, Any]) -> ServerSettings:
+    """
+    The inverse of L{encodeSettings}.
+    """
+    values: dict[str, Any] = {
+        key: base64.b64decode(value["base64"]) if isinstance(value, dict) else value
+        for key, value in data.items()
+    }
+    return ServerSettings(**values)
+
+
+class _WorkerProcess(ProcessProtocol):
+    """
+    Watches one worker process for its pool.
+    """
+
+    def __init__(self, pool: WorkerPoolService, index: int, statusFD: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.statusFD = statusFD
+        self.exited: Deferred[None] = Deferred()
+        self.ready: Deferred[None] = Deferred()
+        self.startedAt = 0.0
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == self.statusFD and b"ready" in data and not self.ready.called:
+            self.ready.callback(None)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exited.callback(None)
+        self.pool.workerEnded(self, reason)
+
+
+class WorkerPoolService(Service):
+    """
+    Bind the listeners, run N workers on them, keep them running, and stop
+    them gracefully.
+
+    @ivar ports: the listening ports, bound in this process but not read.
+    @ivar processes: the live worker processes, by index.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        count: int,
+        listeners: list[tuple[str, Any]],
+        settings: ServerSettings,
+        drainTimeout: float,
+        reactor: IReactorCore,
+    ) -> None:
+        self.count = count
+        self.listeners = listeners
+        self.settings = settings
+        self.drainTimeout = drainTimeout
+        self._reactor = reactor
+        self.ports: list[tuple[IListeningPort, int, bool]] = []
+        self.processes: dict[int, _WorkerProcess] = {}
+        self.transports: dict[int, IProcessTransport] = {}
+        self._delays: dict[int, float] = {}
+        self._restarts: dict[int, IDelayedCall] = {}
+        self._stopping = False
+        self._waitingFor: list[Deferred[None]] = []
+        self.ready: Deferred[None] = Deferred()
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        # The factory is never used here: this process does not accept.
+        factory = EchoReplyFactory(self.settings, clock=cast(IReactorTime, self._reactor))
+        for description, endpoint in self.listeners:
+            # Binds now, or ends the program with one line if it cannot.
+            listener = ListenerService(description, endpoint, factory, self._reactor)
+            listener.privilegedStartService()
+            port = listener.port
+            assert port is not None
+            stopReading = getattr(port, "stopReading", None)
+            if stopReading is None or not hasattr(port, "fileno"):
+                raise ListenFailed(f"Error: --workers cannot share the listener {description}")
+            stopReading()
+            family = getattr(port, "addressFamily", socket.AF_INET)
+            self.ports.append((port, family, description.startswith("haproxy:")))
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        for (port, _, _), (description, _) in zip(self.ports, self.listeners, strict=True):
+            self.log.info(
+                "Listening on {address} ({description}) with {count} workers",
+                address=describeAddress(port.getHost()),
+                description=description,
+                count=self.count,
+            )
+        for index in range(1, self.count + 1):
+            self._spawn(index)
+        # Ready once every first worker accepts (or has died trying, and
+        # will be restarted).
+        waits = [d.addErrback(lambda _: None) for d in self._waitingFor]
+        DeferredList(waits).addCallback(lambda _: self.ready.callback(None))
+
+    def _spec(self, index: int) -> str:
+        return json.dumps(
+            {
+                "index": index,
+                "settings": encodeSettings(self.settings),
+                "drainTimeout": self.drainTimeout,
+                "sockets": [
+                    {"fd": FIRST_FD + n, "family": int(family), "haproxy": haproxy}
+                    for n, (_, family, haproxy) in enumerate(self.ports)
+                ],
+                "statusFD": FIRST_FD + len(self.ports),
+            }
+        )
+
+    def _spawn(self, index: int) -> None:
+        self._restarts.pop(index, None)
+        childFDs: dict[int, int | str] = {1: 1, 2: 2}
+        for n, (port, _, _) in enumerate(self.ports):
+            childFDs[FIRST_FD + n] = cast(Any, port).fileno()
+        statusFD = FIRST_FD + len(self.ports)
+        childFDs[statusFD] = "r"
+        env = dict(os.environ)
+        env[ENVIRONMENT_KEY] = self._spec(index)
+        process = _WorkerProcess(self, index, statusFD)
+        process.startedAt = cast(IReactorTime, self._reactor).seconds()
+        transport = cast(IReactorProcess, self._reactor).spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-m", "sockplay.server.workers"],
+            env=env,
+            childFDs=childFDs,
+        )
+        self.processes[index] = process
+        if not self.ready.called:
+            self._waitingFor.append(process.ready)
+        self.transports[index] = transport
+        self.log.info(
+            "Worker {index} started (pid {pid})", index=index, pid=transport.pid
+        )
+
+    def workerEnded(self, process: _WorkerProcess, reason: Failure) -> None:
+        index = process.index
+        if self.processes.get(index) is process:
+            del self.processes[index]
+            self.transports.pop(index, None)
+        if self._stopping:
+            return
+        clock = cast(IReactorTime, self._reactor)
+        ranFor = clock.seconds() - process.startedAt
+        delay = self._delays.get(index, RESTART_DELAY)
+        delay = RESTART_DELAY if ranFor >= STABLE_AFTER else min(delay * 2, RESTART_MAX)
+        self._delays[index] = delay
+        how = "exited" if reason.check(ProcessDone) else reason.getErrorMessage()
+        self.log.warn(
+            "Worker {index} {how}; restarting in {delay:g} s", index=index, how=how, delay=delay
+        )
+        self._restarts[index] = clock.callLater(delay, self._spawn, index)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        waits = [process.exited for process in self.processes.values()]
+        self.log.info("Stopping {count} workers", count=len(waits))
+        for transport in list(self.transports.values()):
+            try:
+                transport.signalProcess("TERM")
+            except Exception:  # already gone
+                pass
+        clock = cast(IReactorTime, self._reactor)
+        # A worker that does not finish its drain in time is killed.
+        killer = clock.callLater(self.drainTimeout + 5, self._killAll)
+        done = DeferredList(waits) if waits else succeed([])
+
+        def finished(result: object) -> None:
+            if killer.active():
+                killer.cancel()
+            from sockplay.server.tap import exitCleanly
+
+            for port, _, _ in self.ports:
+                port.stopListening()
+            self.log.info("All workers stopped")
+            exitCleanly(self._reactor)
+
+        return done.addCallback(finished)
+
+    def _killAll(self) -> None:
+        for transport in list(self.transports.values()):
+            try:
+                transport.signalProcess("KILL")
+            except Exception:
+                pass
+
+
+def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
+    """
+    A worker: adopt the listening sockets, serve, drain on SIGTERM.
+    """
+    from twisted.logger import ILogObserver, LogEvent, globalLogBeginner, textFileLogObserver
+
+    from sockplay.server.tap import DrainService
+
+    index = spec["index"]
+    observer = textFileLogObserver(sys.stdout)
+
+    @implementer(ILogObserver)
+    def tagged(event: LogEvent) -> None:
+        event = dict(event)
+        event["log_system"] = f"worker {index}"
+        observer(event)
+
+    globalLogBeginner.beginLoggingTo([tagged], redirectStandardIO=False)
+    settings = decodeSettings(spec["settings"])
+    factory = EchoReplyFactory(settings, clock=cast(IReactorTime, reactor))
+    service = MultiService()
+    DrainService(factory, spec["drainTimeout"]).setServiceParent(service)  # type: ignore[no-untyped-call]
+    for entry in spec["sockets"]:
+        endpoint: IStreamServerEndpoint = AdoptedEndpoint(
+            cast(IReactorSocket, reactor), entry["fd"], entry["family"]
+        )
+        if entry["haproxy"]:
+            endpoint = ProxiedEndpoint(endpoint)
+        listener = ListenerService(f"fd:{entry['fd']}", endpoint, factory, reactor)
+        listener.setServiceParent(service)  # type: ignore[no-untyped-call]
+    service.privilegedStartService()
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+
+    def tellParent() -> None:
+        # Once the reactor runs, SIGTERM drains rather than kills: only now
+        # may the parent announce that the server is ready.
+        statusFD = spec["statusFD"]
+        os.write(statusFD, b"ready\n")
+        os.close(statusFD)
+
+    reactor.callWhenRunning(tellParent)
+    # SIGTERM from the parent stops the reactor, which runs the drain.
+    return Deferred()
+
+
+@implementer(IStreamServerEndpoint)
+class AdoptedEndpoint:
+    """
+    A server endpoint for a socket that is already bound and listening
+    (inherited from the parent process).
+    """
+
+    def __init__(self, reactor: IReactorSocket, fd: int, family: int) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._family = family
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def adopt() -> IListeningPort:
+            port = self._reactor.adoptStreamPort(
+                self._fd, socket.AddressFamily(self._family), cast(Any, protocolFactory)
+            )
+            os.close(self._fd)  # adoptStreamPort works on a duplicate
+            return port
+
+        return maybeDeferred(adopt)
+
+
+def main() -> None:
+    """
+    Entry point of a worker process.
+    """
+    from twisted.internet.task import react
+
+    raw = os.environ.get(ENVIRONMENT_KEY)
+    if not raw:
+        print(
+            "Error: this is a sockplay worker, started by `twistd sockplay --workers N`",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    _dieWithParent()
+    react(_runWorker, (json.loads(raw),))
+
+
+def _dieWithParent() -> None:
+    """
+    Ask Linux to send this worker SIGTERM if its parent dies, so that a
+    killed parent leaves no orphans serving on its sockets.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""
+Tests for the client as a probe (C{python -m sockplay.client --count N}):
+the probe loop on a memory reactor whose clock the tests move, with the real
+server protocol on the other end of an L{twisted.test.iosim} pump; the
+keep-open client protocol on an in-memory transport; the printed and JSON
+reports; and the command against a real C{twistd -n sockplay} on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.fakes import (
+    HalfCloseableTransport,
+    MuteServer,
+    acceptLatest,
+    pumpWithHalfClose,
+    refuseLatest,
+)
+from support.servers import CLIENT, LOOPBACK, TWISTD, ServerPool, ServerProcess, run
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from sockplay.client.command import (
+    KeepOpenClientProtocol,
+    NoReply,
+    Options,
+    ProbeResult,
+    _main,
+    formatProbe,
+    formatSummary,
+    probe,
+    probeReport,
+)
+from sockplay.framing import MessageTooLong
+from sockplay.server.protocol import EchoReplyFactory, ServerSettings
+
+HELLO = b"Hello Server !"
+REPLY = b"Message received: Hello Server !"
+CONNECT = "tcp:host=127.0.0.1:port=12345"
+
+
+def serverFactory(
+    reactor: MemoryReactorClock, framing: str = "line", keepOpen: bool = False
+) -> EchoReplyFactory:
+    """
+    The real server's factory, on the test's clock.
+    """
+    return EchoReplyFactory(ServerSettings(framing, keepOpen), clock=reactor)
+
+
+class Probing:
+    """
+    A probe running on a memory reactor.
+
+    @ivar reactor: the reactor, and the clock.
+    @ivar done: fires with the results when the probe ends.
+    @ivar reported: the results reported so far, in order.
+    """
+
+    def __init__(self, *argv: str) -> None:
+        self.reactor = MemoryReactorClock()
+        self.config = Options()
+        self.config.parseOptions(["--connect", CONNECT, *argv])
+        self.reported: list[ProbeResult] = []
+        self.done = Deferred.fromCoroutine(probe(self.reactor, self.config, self.reported.append))
+
+    @property
+    def attempts(self) -> int:
+        """
+        How many connections the probe has asked for.
+        """
+        return len(self.reactor.tcpClients)
+
+    def accept(self, server: Protocol) -> iosim.IOPump:
+        """
+        Connect the latest connection attempt to C{server}.
+        """
+        return acceptLatest(self.reactor, server)
+
+    def refuse(self) -> None:
+        """
+        Refuse the latest connection attempt.
+        """
+        refuseLatest(self.reactor)
+
+
+def outcome(d: Deferred[list[ProbeResult]]) -> list[ProbeResult] | Failure:
+    """
+    What C{d} fired with, which must be already.
+    """
+    out: list[list[ProbeResult] | Failure] = []
+    d.addBoth(out.append)
+    assert out, "the probe has not ended"
+    return out[0]
+
+
+def test_newConnectionPerProbe() -> None:
+    """
+    By default each probe opens its own connection, the probes start
+    C{--interval} seconds apart, and each round-trip time runs from the
+    start of the probe (connect included) to the complete reply.
+    """
+    probing = Probing("--count", "3", "--interval", "1", "--framing", "line")
+    factory = serverFactory(probing.reactor)
+    for seq in (1, 2, 3):
+        assert probing.attempts == seq
+        pump = probing.accept(factory.buildProtocol(None))
+        probing.reactor.advance(0.25)
+        pumpWithHalfClose(pump)
+        assert probing.reported[-1] == ProbeResult(seq, 0.25, REPLY)
+        assert pump.clientIO.disconnecting
+        if seq < 3:
+            probing.reactor.advance(0.74)
+            assert probing.attempts == seq
+            probing.reactor.advance(0.01)
+    assert outcome(probing.done) == probing.reported
+
+
+def test_slowProbeDelaysTheNext() -> None:
+    """
+    Probes never overlap: one that takes longer than the interval is
+    followed by the next at once.
+    """
+    probing = Probing("--count", "2", "--interval", "1", "--framing", "line")
+    pump = probing.accept(serverFactory(probing.reactor).buildProtocol(None))
+    probing.reactor.advance(1.5)
+    pumpWithHalfClose(pump)
+    assert probing.attempts == 1
+    probing.reactor.advance(0)
+    assert probing.attempts == 2
+
+
+def test_keepOpenUsesOneConnection() -> None:
+    """
+    With C{--keep-open} every probe goes over one connection, and the
+    round-trip time runs from sending the message to its reply; the
+    connection is closed after the last probe.
+    """
+    probing = Probing("--count", "3", "--interval", "1", "--framing", "int32", "--keep-open")
+    server = serverFactory(probing.reactor, "int32", keepOpen=True).buildProtocol(None)
+    pump = probing.accept(server)
+    for seq in (1, 2, 3):
+        probing.reactor.advance(0.125)
+        pump.flush()
+        assert probing.reported[-1] == ProbeResult(seq, 0.125, REPLY)
+        probing.reactor.advance(0.875)
+    pump.flush()
+    assert probing.attempts == 1
+    assert pump.clientIO.disconnecting
+    assert outcome(probing.done) == probing.reported
+    assert server.messages == 3
+
+
+def test_keepOpenReconnectsAfterServerClose() -> None:
+    """
+    A keep-open connection that the server closed between probes (an idle
+    timeout, say) is opened again by the next probe, which is not lost.
+    """
+    probing = Probing("--count", "2", "--interval", "1", "--framing", "line", "--keep-open")
+    factory = serverFactory(probing.reactor, keepOpen=True)
+    server = factory.buildProtocol(None)
+    pump = probing.accept(server)
+    pump.flush()
+    assert server.transport is not None
+    server.transport.loseConnection()
+    pump.flush()
+    probing.reactor.advance(1)
+    assert probing.attempts == 2
+    pump = probing.accept(factory.buildProtocol(None))
+    pump.flush()
+    probing.reactor.advance(0)
+    pump.flush()
+    assert [r.error for r in outcome(probing.done)] == [None, None]  # type: ignore[union-attr]
+
+
+def test_timeoutLosesOneProbe() -> None:
+    """
+    A probe that gets no reply within C{--timeout} is lost, with its
+    reason; on a keep-open connection, which is then in an unknown state,
+    the connection is aborted and the next probe opens a new one.
+    """
+    probing = Probing(
+        "--count", "2", "--interval", "1", "--timeout", "2", "--framing", "line", "--keep-open"
+    )
+    pump = probing.accept(MuteServer())
+    pump.flush()
+    probing.reactor.advance(2)
+    assert probing.reported == [
+        ProbeResult(1, error=f"no reply from {CONNECT} within 2 s"),
+    ]
+    assert pump.clientIO.disconnecting
+    probing.reactor.advance(0)
+    assert probing.attempts == 2
+    pump = probing.accept(serverFactory(probing.reactor, keepOpen=True).buildProtocol(None))
+    pump.flush()
+    probing.reactor.advance(0)
+    pump.flush()
+    results = outcome(probing.done)
+    assert isinstance(results, list)
+    assert [(r.seq, r.reply) for r in results] == [(1, None), (2, REPLY)]
+
+
+def test_refusedProbeReported() -> None:
+    """
+    A connection failure loses that probe only, reported by sequence
+    number, and the next probe still runs.
+    """
+    probing = Probing("--count", "2", "--interval", "0.5", "--framing", "line")
+    probing.refuse()
+    probing.reactor.advance(0.5)
+    pumpWithHalfClose(probing.accept(serverFactory(probing.reactor).buildProtocol(None)))
+    assert probing.reported == [
+        ProbeResult(1, error=f"connection refused by {CONNECT}"),
+        ProbeResult(2, 0.0, REPLY),
+    ]
+
+
+def test_badEndpointFailsBeforeProbing() -> None:
+    """
+    An endpoint that cannot be made is one error for the whole command, not
+    one per probe.
+    """
+    reactor = MemoryReactorClock()
+    config = Options()
+    config.parseOptions(["--connect", "foo:bar", "--count", "3"])
+    reported: list[ProbeResult] = []
+    d = Deferred.fromCoroutine(probe(reactor, config, reported.append))
+    failure = outcome(d)
+    assert isinstance(failure, Failure) and "bad --connect endpoint" in str(failure.value)
+    assert reported == []
+
+
+def connectKeepOpen(framing: str) -> tuple[KeepOpenClientProtocol, HalfCloseableTransport]:
+    protocol = KeepOpenClientProtocol(framing)
+    transport = HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def fired(d: Deferred[bytes]) -> bytes | Failure:
+    out: list[bytes | Failure] = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    return out[0]
+
+
+def test_keepOpenProtocolRawEcho() -> None:
+    """
+    In raw framing a keep-open server never closes, so a reply is complete
+    when it ends with the message sent; the next exchange starts afresh.
+    """
+    protocol, transport = connectKeepOpen("raw")
+    first = protocol.ask(b"hi")
+    assert transport.value() == b"hi"
+    protocol.dataReceived(b"Message received: h")
+    assert not first.called
+    protocol.dataReceived(b"i")
+    assert fired(first) == b"Message received: hi"
+    second = protocol.ask(b"yo")
+    protocol.dataReceived(b"Message received: yo")
+    assert fired(second) == b"Message received: yo"
+    assert not transport.disconnecting
+
+
+def test_keepOpenProtocolInt32() -> None:
+    """
+    In int32 framing each reply is one frame, however it is split.
+    """
+    protocol, transport = connectKeepOpen("int32")
+    d = protocol.ask(HELLO)
+    assert transport.value() == struct.pack(">I", len(HELLO)) + HELLO
+    wire = struct.pack(">I", len(REPLY)) + REPLY
+    protocol.dataReceived(wire[:2])
+    protocol.dataReceived(wire[2:])
+    assert fired(d) == REPLY
+
+
+def test_keepOpenProtocolClosedWithoutReply() -> None:
+    """
+    A connection closed while a reply is awaited fails that exchange with
+    L{NoReply}; asking on a closed connection fails at once.
+    """
+    protocol, _ = connectKeepOpen("line")
+    d = protocol.ask(HELLO)
+    protocol.connectionLost(Failure(error.ConnectionDone()))
+    failure = fired(d)
+    assert isinstance(failure, Failure) and failure.check(NoReply)
+    assert not protocol.isOpen
+    failure = fired(protocol.ask(HELLO))
+    assert isinstance(failure, Failure) and failure.check(NoReply)
+
+
+def test_keepOpenProtocolReplyTooLong() -> None:
+    """
+    An over-long reply fails its exchange and aborts the connection: what
+    follows could not be told apart from the next reply.
+    """
+    protocol = KeepOpenClientProtocol("line", maxReply=10)
+    transport = HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    d = protocol.ask(HELLO)
+    protocol.dataReceived(b"x" * 11)
+    failure = fired(d)
+    assert isinstance(failure, Failure) and failure.check(MessageTooLong)
+    assert transport.aborted
+
+
+def test_keepOpenProtocolRejectsEOF() -> None:
+    """
+    eof framing cannot keep a connection open.
+    """
+    with pytest.raises(ValueError):
+        KeepOpenClientProtocol("eof")
+
+
+RESULTS = [
+    ProbeResult(1, 0.0003, REPLY),
+    ProbeResult(2, error="connection refused by 127.0.0.1:12345"),
+    ProbeResult(3, 0.0005, b"caf\xe9"),
+]
+
+
+def test_formatProbe() -> None:
+    """
+    A probe is one line: its sequence number, then its round-trip time in
+    milliseconds and the reply (invalid UTF-8 escaped), or why it was lost.
+    """
+    assert [formatProbe(r) for r in RESULTS] == [
+        "seq=1 rtt=0.300 ms reply=Message received: Hello Server !",
+        "seq=2 error=connection refused by 127.0.0.1:12345",
+        "seq=3 rtt=0.500 ms reply=caf\\xe9",
+    ]
+
+
+def test_formatSummary() -> None:
+    """
+    The statistics are ping's: sent, received, loss, and the minimum,
+    average, maximum and mean deviation of the round-trip times.
+    """
+    assert formatSummary(RESULTS, "127.0.0.1:12345") == [
+        "--- 127.0.0.1:12345 probe statistics ---",
+        "3 sent, 2 received, 33.3333% loss, rtt min/avg/max/mdev = 0.300/0.400/0.500/0.100 ms",
+    ]
+
+
+def test_formatSummaryNothingReceived() -> None:
+    """
+    With no reply at all there are no round-trip times to summarize.
+    """
+    assert formatSummary(RESULTS[1:2], "x")[1] == "1 sent, 0 received, 100% loss"
+
+
+def test_probeReport() -> None:
+    """
+    C{--json} holds every probe and the statistics, times in milliseconds.
+    """
+    assert probeReport(RESULTS, "127.0.0.1:12345") == {
+        "target": "127.0.0.1:12345",
+        "probes": [
+            {"seq": 1, "rtt_ms": 0.3, "reply": "Message received: Hello Server !"},
+            {"seq": 2, "error": "connection refused by 127.0.0.1:12345"},
+            {"seq": 3, "rtt_ms": 0.5, "reply": "caf\\xe9"},
+        ],
+        "sent": 3,
+        "received": 2,
+        "loss_percent": pytest.approx(100 / 3),
+        "rtt_ms": {"min": 0.3, "avg": 0.4, "max": 0.5, "mdev": 0.1},
+    }
+    assert probeReport([], "x")["rtt_ms"] is None
+
+
+def test_commandExitsOneOnLoss(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    The command prints a line per probe as it ends, then the statistics,
+    and exits 1 if any probe was lost.
+    """
+    reactor = MemoryReactorClock()
+    config = Options()
+    config.parseOptions(["--connect", CONNECT, "--count", "2", "--interval", "0"])
+    d = Deferred.fromCoroutine(_main(reactor, config))
+    _, _, factory, _, _ = reactor.tcpClients[0]
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    reactor.advance(0)
+    _, _, factory, _, _ = reactor.tcpClients[1]
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    failure: list[Failure] = []
+    d.addErrback(failure.append)
+    assert failure and failure[0].check(SystemExit) and failure[0].value.code == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"seq=1 error=connection refused by {CONNECT}",
+        f"seq=2 error=connection refused by {CONNECT}",
+        f"--- {CONNECT} probe statistics ---",
+        "2 sent, 0 received, 100% loss",
+    ]
+
+
+# Real processes on loopback.
+
+_PROBE_LINE = re.compile(r"seq=(\d+) rtt=\d+\.\d{3} ms reply=Message received: Hello Server !")
+_SUMMARY = re.compile(
+    r"5 sent, 5 received, 0% loss, rtt min/avg/max/mdev = "
+    r"\d+\.\d{3}/\d+\.\d{3}/\d+\.\d{3}/\d+\.\d{3} ms"
+)
+PROBE = ["--count", "5", "--interval", "0.01", "--framing", "line"]
+
+
+@pytest.fixture(scope="module")
+def keepOpenLineServer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """
+    C{twistd -n sockplay --keep-open --framing line} on an ephemeral
+    loopback port.
+    """
+    pool = ServerPool(tmp_path_factory.mktemp("probe"))
+    try:
+        yield pool.start(TWISTD, "--keep-open", "--framing", "line")
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("keepOpen", [True, False], ids=["keep-open", "new-connections"])
+def test_probeAgainstTwistd(
+    keepOpen: bool, keepOpenLineServer: ServerProcess, tmp_path: Path
+) -> None:
+    """
+    C{--count 5 --interval 0.01} against a real keep-open line server: five
+    replies, each with its round-trip time, in order, then the statistics,
+    and exit status 0; on one connection or on one each.
+    """
+    extra = ["--keep-open"] if keepOpen else []
+    result = run([*CLIENT, "--port", str(keepOpenLineServer.port), *PROBE, *extra], tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) == 7, result.stdout
+    seqs = [_PROBE_LINE.fullmatch(line) for line in lines[:5]]
+    assert [int(m.group(1)) if m else None for m in seqs] == [1, 2, 3, 4, 5], result.stdout
+    assert lines[5] == f"--- {LOOPBACK}:{keepOpenLineServer.port} probe statistics ---"
+    assert _SUMMARY.fullmatch(lines[6]), result.stdout
+
+
+def test_probeJSONAgainstTwistd(keepOpenLineServer: ServerProcess, tmp_path: Path) -> None:
+    """
+    C{--json} prints one JSON object with every probe and the statistics.
+    """
+    port = keepOpenLineServer.port
+    result = run([*CLIENT, "--port", str(port), *PROBE, "--keep-open", "--json"], tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    report = json.loads(result.stdout)
+    assert [p["seq"] for p in report["probes"]] == [1, 2, 3, 4, 5]
+    assert {p["reply"] for p in report["probes"]} == {REPLY.decode()}
+    assert (report["sent"], report["received"], report["loss_percent"]) == (5, 5, 0.0)
+    rtt = report["rtt_ms"]
+    assert 0 <= rtt["min"] <= rtt["avg"] <= rtt["max"]
+
+
+def test_probeLossExitsOne(tmp_path: Path) -> None:
+    """
+    Against a port where nothing listens every probe is lost, reported by
+    sequence number, and the exit status is 1.
+    """
+    with socket.socket() as unused:
+        unused.bind((LOOPBACK, 0))
+        port = unused.getsockname()[1]
+    result = run([*CLIENT, "--port", str(port), "--count", "2", "--interval", "0"], tmp_path)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout.splitlines() == [
+        f"seq=1 error=connection refused by {LOOPBACK}:{port}",
+        f"seq=2 error=connection refused by {LOOPBACK}:{port}",
+        f"--- {LOOPBACK}:{port} probe statistics ---",
+        "2 sent, 0 received, 100% loss",
+    ]

@@ -1,0 +1,431 @@
+"""
+Real-socket integration tests: the installed C{twistd} plugin, C{python -m
+sockplay.server} and C{python -m sockplay.client} as separate processes, over
+loopback TCP on ephemeral ports.
+
+Every process is started with C{sys.executable}, from a scratch directory so
+that the installed package (and its twistd dropin) is what runs. Nothing
+sleeps: servers are awaited on their log lines and sockets on their data,
+each with a bound.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.servers import (
+    CLIENT,
+    DEADLINE,
+    EPHEMERAL,
+    HELLO,
+    HELLO_LINE,
+    HELLO_REPLY,
+    LOOPBACK,
+    PREFIX,
+    SERVER,
+    TWIST,
+    TWISTD,
+    BlockingServer,
+    ServerPool,
+    ServerProcess,
+    assertOneErrorLine,
+    connect,
+    muteHandler,
+    readExactly,
+    readToEOF,
+    run,
+    serverCommands,
+    silentHandler,
+    tutorialClient,
+    tutorialHandler,
+)
+
+
+@pytest.fixture(scope="module")
+def sharedServers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """
+    Servers shared by the tests of this module: they hold no state between
+    connections, and starting each costs a Python start-up.
+    """
+    pool = ServerPool(tmp_path_factory.mktemp("servers"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+@pytest.fixture(scope="module")
+def rawServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay} with its defaults: raw framing, one reply, close.
+    """
+    return sharedServers.start(TWISTD)
+
+@pytest.fixture(scope="module")
+def lineServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --framing line --keep-open}.
+    """
+    return sharedServers.start(TWISTD, "--framing", "line", "--keep-open")
+
+@pytest.fixture(scope="module")
+def int32Server(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --framing int32 --keep-open}.
+    """
+    return sharedServers.start(TWISTD, "--framing", "int32", "--keep-open")
+
+@pytest.fixture(scope="module")
+def eofServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --framing eof}.
+    """
+    return sharedServers.start(TWISTD, "--framing", "eof")
+
+@pytest.fixture(scope="module")
+def limitedLineServer(sharedServers: ServerPool) -> ServerProcess:
+    """
+    C{twistd -n sockplay --max-message 10 --framing line --keep-open}.
+    """
+    return sharedServers.start(
+        TWISTD, "--max-message", "10", "--framing", "line", "--keep-open"
+    )
+
+@pytest.fixture
+def framedServers(
+    lineServer: ServerProcess, int32Server: ServerProcess, eofServer: ServerProcess
+) -> dict[str, ServerProcess]:
+    """
+    The shared servers by framing.
+    """
+    return {"line": lineServer, "int32": int32Server, "eof": eofServer}
+
+
+def test_pluginListedByTwist(tmp_path: Path) -> None:
+    """
+    C{python -m twisted --help} lists the sockplay plugin, so the dropin is
+    installed where Twisted looks for it.
+    """
+    result = run([sys.executable, "-m", "twisted", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\s+sockplay\s", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_pluginHelpShowsFraming(tmp_path: Path) -> None:
+    """
+    C{python -m twisted sockplay --help} shows the plugin's own options.
+    """
+    result = run([sys.executable, "-m", "twisted", "sockplay", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--framing=" in result.stdout
+
+
+def test_twistdAnswersTutorialClient(rawServer: ServerProcess) -> None:
+    """
+    C{twistd -n sockplay} with its defaults answers the tutorial client's
+    message with the prefixed message, then closes.
+    """
+    assert tutorialClient(rawServer.port) == (HELLO_REPLY, b"")
+
+
+def test_twistdServesAfterClosingAClient(rawServer: ServerProcess) -> None:
+    """
+    After answering and closing one client, the one-shot server answers the
+    next one the same way.
+    """
+    first = tutorialClient(rawServer.port)
+    second = tutorialClient(rawServer.port)
+    assert (first, second) == ((HELLO_REPLY, b""), (HELLO_REPLY, b""))
+
+
+def test_twistAnswersTutorialClient(servers: ServerPool) -> None:
+    """
+    The plugin also runs under C{python -m twisted} (the C{twist} runner).
+    """
+    server = servers.start(TWIST)
+    assert tutorialClient(server.port) == (HELLO_REPLY, b"")
+
+
+def test_clientAgainstTwistd(rawServer: ServerProcess, tmp_path: Path) -> None:
+    """
+    The package client prints the tutorial's line for the server's reply and
+    exits 0.
+    """
+    result = run([*CLIENT, "--port", str(rawServer.port)], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+
+
+def test_clientAgainstTutorialServer(tmp_path: Path) -> None:
+    """
+    The package client works against the tutorial's blocking server, which
+    reads once, replies and closes.
+    """
+    server = BlockingServer(tutorialHandler)
+    result = run([*CLIENT, "--port", str(server.port)], tmp_path)
+    server.join()
+    assert server.received == HELLO
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+
+
+def test_lineFramingKeepOpen(lineServer: ServerProcess) -> None:
+    """
+    With C{--framing line --keep-open}, two lines in one send get two
+    replies, each ending with its line's own delimiter, and the connection
+    stays open until the client closes.
+    """
+    expected = b"Message received: a\r\nMessage received: b\n"
+    with connect(lineServer.port) as sock:
+        sock.sendall(b"a\r\nb\n")
+        replies = readExactly(sock, len(expected))
+        sock.shutdown(socket.SHUT_WR)
+        rest = readToEOF(sock)
+    assert (replies, rest) == (expected, b"")
+
+
+def test_int32FramingKeepOpen(int32Server: ServerProcess) -> None:
+    """
+    With C{--framing int32 --keep-open}, each length-prefixed request gets a
+    length-prefixed reply.
+    """
+    request = struct.pack(">I", 5) + b"hello" + struct.pack(">I", 3) + b"\x00\n\xff"
+    first = PREFIX + b"hello"
+    second = PREFIX + b"\x00\n\xff"
+    expected = struct.pack(">I", len(first)) + first + struct.pack(">I", len(second)) + second
+    with connect(int32Server.port) as sock:
+        sock.sendall(request)
+        replies = readExactly(sock, len(expected))
+        sock.shutdown(socket.SHUT_WR)
+        rest = readToEOF(sock)
+    assert (replies, rest) == (expected, b"")
+
+
+def test_eofFraming(eofServer: ServerProcess) -> None:
+    """
+    With C{--framing eof}, everything up to the client's half-close is one
+    message, newlines included, and the reply is followed by a close.
+    """
+    with connect(eofServer.port) as sock:
+        sock.sendall(b"first part\n")
+        sock.sendall(b"second part")
+        sock.shutdown(socket.SHUT_WR)
+        reply = readToEOF(sock)
+    assert reply == b"Message received: first part\nsecond part"
+
+
+def test_rawFramingBinary(rawServer: ServerProcess) -> None:
+    """
+    Raw framing passes bytes that are not UTF-8 through unchanged.
+    """
+    with connect(rawServer.port) as sock:
+        sock.sendall(b"\x00\xff\xfe\x80")
+        reply = readToEOF(sock)
+    assert reply == b"Message received: \x00\xff\xfe\x80"
+
+
+@pytest.mark.parametrize("framing", ["line", "int32", "eof"])
+def test_clientFraming(
+    framing: str, framedServers: dict[str, ServerProcess], tmp_path: Path
+) -> None:
+    """
+    The package client, given the server's framing, frames its message and
+    reads the framed reply.
+    """
+    port = framedServers[framing].port
+    result = run([*CLIENT, "--port", str(port), "--framing", framing], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+
+
+def test_oneShotReplySurvivesUnreadInput(rawServer: ServerProcess) -> None:
+    """
+    A one-shot server that gets far more than one message still delivers its
+    whole reply to the first read's message, then a clean end of input: it
+    half-closes and discards the rest instead of resetting the connection.
+    """
+    data = bytes(range(256)) * 800  # 200 KiB, no two neighbouring reads alike.
+    with connect(rawServer.port) as sock:
+        sock.sendall(data)
+        reply = readToEOF(sock)
+    assert reply.startswith(PREFIX)
+    echoed = reply[len(PREFIX) :]
+    assert 0 < len(echoed) <= 65536
+    assert echoed == data[: len(echoed)]
+
+
+def test_overlongLineGetsError(limitedLineServer: ServerProcess) -> None:
+    """
+    A line longer than C{--max-message} gets a framed error line naming the
+    limit, then the server closes.
+    """
+    with connect(limitedLineServer.port) as sock:
+        sock.sendall(b"x" * 20 + b"\n")
+        reply = readToEOF(sock)
+    assert reply == b"Error: message too long (limit 10 bytes)\n"
+
+
+def test_overlongLineSparesOtherConnections(limitedLineServer: ServerProcess) -> None:
+    """
+    An over-long line ends only its own connection: one opened before it
+    goes on being answered.
+    """
+    with connect(limitedLineServer.port) as other:
+        with connect(limitedLineServer.port) as offender:
+            offender.sendall(b"x" * 20 + b"\n")
+            assert readToEOF(offender).startswith(b"Error: ")
+        other.sendall(b"ok\n")
+        reply = readExactly(other, len(b"Message received: ok\n"))
+    assert reply == b"Message received: ok\n"
+
+
+def test_clientConnectionRefused(tmp_path: Path) -> None:
+    """
+    A refused connection is one error line and exit status 1.
+    """
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    result = run([*CLIENT, "--port", str(port)], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"Error: connection refused by {LOOPBACK}:{port}\n",
+    )
+
+
+def test_clientClosedWithoutReply(tmp_path: Path) -> None:
+    """
+    A server that reads the message and closes without a reply is reported
+    as such, with exit status 1.
+    """
+    server = BlockingServer(silentHandler)
+    result = run([*CLIENT, "--port", str(server.port)], tmp_path)
+    server.join()
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: connection closed without a reply\n",
+    )
+
+
+def drainingHandler(connection: socket.socket, server: BlockingServer) -> None:
+    """
+    Read until the client half-closes, then close without a reply.
+    """
+    server.received = readToEOF(connection)
+
+
+def test_clientEOFFramingClosedWithoutReply(tmp_path: Path) -> None:
+    """
+    In eof framing, after the client has half-closed, a server that closes
+    without a reply is reported once, as such, without a traceback.
+    """
+    server = BlockingServer(drainingHandler)
+    result = run([*CLIENT, "--port", str(server.port), "--framing", "eof"], tmp_path)
+    server.join()
+    assert server.received == HELLO
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: connection closed without a reply\n",
+    )
+
+
+def test_clientTimeout(tmp_path: Path) -> None:
+    """
+    A server that never answers makes the client give up after C{--timeout}
+    with one error line and exit status 1.
+    """
+    server = BlockingServer(muteHandler)
+    result = run([*CLIENT, "--port", str(server.port), "--timeout", "0.5"], tmp_path)
+    server.join()
+    assert server.received == HELLO
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        f"Error: no reply from {LOOPBACK}:{server.port} within 0.5 s\n",
+    )
+
+
+def test_clientBadEndpoint(tmp_path: Path) -> None:
+    """
+    A C{--connect} that is not an endpoint string is one error line and exit
+    status 1.
+    """
+    result = run([*CLIENT, "--connect", "foo:bar"], tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assertOneErrorLine(result.stderr, "Error: bad --connect endpoint 'foo:bar'")
+
+
+def test_clientUsageError(tmp_path: Path) -> None:
+    """
+    A malformed option is a usage error: exit status 2, no traceback.
+    """
+    result = run([*CLIENT, "--port", "notanumber"], tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.stderr
+
+
+@serverCommands
+def test_portInUse(command: list[str], rawServer: ServerProcess, tmp_path: Path) -> None:
+    """
+    A server that cannot listen because the port is taken exits non-zero
+    with one C{Error: cannot listen on ...} line and no traceback.
+    """
+    listen = f"tcp:{rawServer.port}:interface={LOOPBACK}"
+    result = run([*command, "--listen", listen], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if f"Error: cannot listen on {listen}" in line]
+    assert len(errors) == 1, output
+
+
+@serverCommands
+def test_badListenEndpoint(command: list[str], tmp_path: Path) -> None:
+    """
+    A C{--listen} that is not an endpoint string is refused at startup,
+    naming it, without a traceback.
+    """
+    result = run([*command, "--listen", "bogus:1"], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert "bad --listen 'bogus:1'" in output
+
+
+def test_serverModuleAnswersTutorialClient(servers: ServerPool) -> None:
+    """
+    C{python -m sockplay.server} serves the tutorial client like twistd.
+    """
+    server = servers.start(SERVER)
+    assert tutorialClient(server.port) == (HELLO_REPLY, b"")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serverModuleStopsOnSignal(signum: signal.Signals, servers: ServerPool) -> None:
+    """
+    C{python -m sockplay.server} stops cleanly, with exit status 0, on
+    SIGINT or SIGTERM.
+    """
+    server = servers.start(SERVER)
+    server.process.send_signal(signum)
+    assert server.process.wait(timeout=DEADLINE) == 0, server.transcript()
+
+
+@serverCommands
+def test_keepOpenWithEOFFramingRejected(command: list[str], tmp_path: Path) -> None:
+    """
+    C{--keep-open} with C{--framing eof} is refused at startup: the message
+    would never end.
+    """
+    result = run([*command, "--keep-open", "--framing", "eof", "--listen", EPHEMERAL], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--keep-open cannot be used with --framing eof" in output
+

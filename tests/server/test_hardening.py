@@ -1,0 +1,553 @@
+"""
+Tests for the server's defences (L{sockplay.server.protocol}): idle timeout,
+connection limits, backpressure, graceful drain, connection records and
+the test-endpoint knobs, all on in-memory transports and a fake clock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import pytest
+from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, HalfCloseableTransport
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python.failure import Failure
+
+from sockplay.server.protocol import (
+    DEFAULT_LINGER,
+    DEFAULT_PREFIX,
+    ConnectionRecord,
+    EchoReplyFactory,
+    EchoReplyProtocol,
+    ServerSettings,
+)
+
+P = DEFAULT_PREFIX
+
+# The idle sweep's interval for a 3 s timeout: a connection is ended within
+# this long after its timeout.
+SWEEP = 0.3
+
+
+def makeFactory(clock: Clock | None = None, **settings: Any) -> EchoReplyFactory:
+    return EchoReplyFactory(ServerSettings(**settings), clock=clock or Clock(), hostname="box")
+
+
+def open_(
+    factory: EchoReplyFactory, peer: str = "127.0.0.1", port: int = 40000
+) -> tuple[EchoReplyProtocol, HalfCloseableTransport]:
+    """
+    Connect a new protocol of C{factory} from C{peer}.
+    """
+    transport = HalfCloseableTransport()
+    transport.peerAddr = IPv4Address("TCP", peer, port)
+    protocol = factory.buildProtocol(transport.peerAddr)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def close(protocol: EchoReplyProtocol, reason: type[Exception] = ConnectionDone) -> None:
+    protocol.connectionLost(Failure(reason()))
+
+
+@pytest.fixture
+def records() -> list[ConnectionRecord]:
+    return []
+
+
+# Idle timeout
+
+
+def test_idleTimeoutBeforeFirstMessage() -> None:
+    """
+    A client that connects and says nothing gets a framed idle-timeout error
+    after the timeout, and the server closes its side.
+    """
+    clock = Clock()
+    protocol, transport = open_(makeFactory(clock, framing="line", idleTimeout=3))
+    clock.advance(2.9)
+    assert transport.value() == b""
+    clock.advance(0.1 + SWEEP)
+    assert transport.value() == b"Error: idle timeout (3 s)\n"
+    assert transport.writeClosed
+    assert protocol.outcome == "idle-timeout"
+
+
+def test_slowlorisIsCutOff() -> None:
+    """
+    Trickling a message that never completes does not keep a connection
+    alive: only complete messages count as activity.
+    """
+    clock = Clock()
+    protocol, transport = open_(makeFactory(clock, framing="line", idleTimeout=3))
+    for _ in range(5):
+        protocol.dataReceived(b"x")
+        clock.advance(1)
+    assert protocol.outcome == "idle-timeout"
+    assert transport.value() == b"Error: idle timeout (3 s)\n"
+
+
+def test_idleTimeoutCountsFromLastMessage() -> None:
+    """
+    With keep-open, each complete message starts the idle period anew.
+    """
+    clock = Clock()
+    protocol, transport = open_(
+        makeFactory(clock, framing="line", keepOpen=True, idleTimeout=3)
+    )
+    clock.advance(2)
+    protocol.dataReceived(b"a\n")
+    clock.advance(2)
+    protocol.dataReceived(b"b\n")
+    clock.advance(2.9)
+    assert protocol.outcome is None
+    clock.advance(0.1 + SWEEP)
+    assert protocol.outcome == "idle-timeout"
+    assert transport.value() == P + b"a\n" + P + b"b\n" + b"Error: idle timeout (3 s)\n"
+
+
+def test_idleTimeoutInt32Framed() -> None:
+    """
+    The idle error is framed like any reply: int32 gets a length prefix.
+    """
+    clock = Clock()
+    _protocol, transport = open_(makeFactory(clock, framing="int32", idleTimeout=1))
+    clock.advance(1.1)
+    body = b"Error: idle timeout (1 s)"
+    assert transport.value() == len(body).to_bytes(4, "big") + body
+
+
+def test_sweepInterval() -> None:
+    """
+    Idle and lingering connections are looked for every tenth of the idle
+    timeout or of the linger period, whichever is shorter, at most every
+    second.
+    """
+    assert makeFactory(idleTimeout=3).sweepInterval() == pytest.approx(0.3)
+    assert makeFactory(idleTimeout=30).sweepInterval() == pytest.approx(0.5)
+    assert makeFactory(idleTimeout=30, lingerTimeout=60).sweepInterval() == 1.0
+    assert makeFactory(idleTimeout=0, lingerTimeout=2).sweepInterval() == pytest.approx(0.2)
+
+
+def test_oneSweepForAllConnections() -> None:
+    """
+    Idle connections cost no timer of their own: one sweep serves them all,
+    and it stops when the last connection closes.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, idleTimeout=3)
+    protocols = [open_(factory, port=port)[0] for port in range(100)]
+    assert len(clock.getDelayedCalls()) == 1
+    for protocol in protocols:
+        close(protocol)
+    assert clock.getDelayedCalls() == []
+
+
+def test_idleTimeoutOff() -> None:
+    """
+    An idle timeout of 0 turns it off: no timer at all.
+    """
+    clock = Clock()
+    protocol, _ = open_(makeFactory(clock, idleTimeout=0))
+    assert clock.getDelayedCalls() == []
+    clock.advance(3600)
+    assert protocol.outcome is None
+
+
+def test_nonReadingClientAbortedAfterGrace() -> None:
+    """
+    A client that does not read its idle-timeout error (so the half-close
+    never goes out) is aborted after the linger grace period.
+    """
+    clock = Clock()
+    protocol, transport = open_(makeFactory(clock, idleTimeout=1))
+    clock.advance(1.1)
+    assert protocol.outcome == "idle-timeout"
+    assert not transport.aborted
+    clock.advance(DEFAULT_LINGER)
+    assert transport.aborted
+
+
+def test_timersDieWithConnection() -> None:
+    """
+    No timer outlives its connection, whatever state it closes in.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True, delay=1)
+    protocol, _ = open_(factory)
+    protocol.dataReceived(b"a\n")
+    assert clock.getDelayedCalls()
+    close(protocol, ConnectionLost)
+    assert clock.getDelayedCalls() == []
+
+
+# Connection limits
+
+
+def test_maxConnectionsBusy() -> None:
+    """
+    The connection over the limit gets a framed C{Error: server busy} and is
+    closed at once; the ones within the limit are untouched, and a place
+    frees up when one closes.
+    """
+    factory = makeFactory(framing="line", maxConnections=2)
+    first, _ = open_(factory)
+    open_(factory)
+    third, thirdTransport = open_(factory)
+    assert thirdTransport.value() == b"Error: server busy\n"
+    assert thirdTransport.disconnecting
+    assert third.outcome == "busy"
+    assert len(factory.connections) == 2
+    close(third)
+    assert len(factory.connections) == 2
+    close(first)
+    fourth, fourthTransport = open_(factory)
+    assert fourthTransport.value() == b""
+    assert fourth.admitted
+
+
+def test_maxConnectionsZeroIsUnlimited() -> None:
+    """
+    0 means no connection limit.
+    """
+    factory = makeFactory(maxConnections=0)
+    for port in range(50):
+        protocol, _ = open_(factory, port=port)
+        assert protocol.admitted
+
+
+def test_maxPerPeer() -> None:
+    """
+    One IP address may hold at most C{maxPerPeer} connections; others are
+    not affected, and the count goes down as connections close.
+    """
+    factory = makeFactory(framing="line", maxPerPeer=2)
+    a1, _ = open_(factory, "127.0.0.2", 1)
+    open_(factory, "127.0.0.2", 2)
+    a3, a3Transport = open_(factory, "127.0.0.2", 3)
+    assert a3Transport.value() == b"Error: too many connections from 127.0.0.2\n"
+    assert a3.outcome == "peer-limit"
+    b1, _ = open_(factory, "127.0.0.3", 1)
+    assert b1.admitted
+    close(a3)
+    close(a1)
+    a4, _ = open_(factory, "127.0.0.2", 4)
+    assert a4.admitted
+
+
+# Backpressure
+
+
+def test_registersAsStreamingProducer() -> None:
+    """
+    The protocol is the streaming producer of its own transport.
+    """
+    protocol, transport = open_(makeFactory(keepOpen=True))
+    assert transport.producer is protocol
+    assert transport.streaming
+
+
+def test_pausesReadingWhileWriteBufferFull() -> None:
+    """
+    When the transport says its buffer is full, the protocol stops reading;
+    it reads again when told the buffer drained.
+    """
+    protocol, transport = open_(makeFactory(framing="line", keepOpen=True))
+    protocol.pauseProducing()
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_unregistersBeforeClosing() -> None:
+    """
+    The producer is unregistered before the server closes its side, and
+    reading resumes if it was paused, so the client's close is seen.
+    """
+    protocol, transport = open_(makeFactory(framing="line", keepOpen=True, maxMessage=3))
+    protocol.pauseProducing()
+    protocol.dataReceived(b"too long\n")
+    assert transport.writeClosed
+    assert transport.producer is None
+    assert transport.producerState == "producing"
+
+
+# Graceful drain
+
+
+def test_drainClosesKeepOpenConnections() -> None:
+    """
+    Draining half-closes every open connection after the replies already
+    owed; the drain completes when the clients close.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True)
+    a, aTransport = open_(factory)
+    b, bTransport = open_(factory)
+    a.dataReceived(b"hi\n")
+    done = factory.drain(10)
+    assert aTransport.writeClosed and bTransport.writeClosed
+    assert aTransport.value() == P + b"hi\n"
+    a.dataReceived(b"late\n")
+    assert aTransport.value() == P + b"hi\n"
+    assert not done.called
+    a.readConnectionLost()
+    close(a)
+    b.readConnectionLost()
+    close(b)
+    assert done.called
+    assert (factory.drained, factory.aborted) == (2, 0)
+    assert a.outcome == "shutdown"
+    assert clock.getDelayedCalls() == []
+
+
+def test_drainTimeoutAborts() -> None:
+    """
+    Connections still open when the drain timeout runs out are aborted.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True, lingerTimeout=60)
+    a, aTransport = open_(factory)
+    b, bTransport = open_(factory)
+    done = factory.drain(2)
+    b.readConnectionLost()
+    close(b)
+    clock.advance(2)
+    assert aTransport.aborted and not bTransport.aborted
+    close(a, ConnectionLost)
+    assert done.called
+    assert (factory.drained, factory.aborted) == (1, 1)
+    assert (a.outcome, b.outcome) == ("aborted", "shutdown")
+
+
+def test_drainWaitsForDelayedReply() -> None:
+    """
+    A reply owed when the drain starts (here, delayed) is still sent before
+    the server closes its side.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True, delay=1)
+    protocol, transport = open_(factory)
+    protocol.dataReceived(b"owed\n")
+    factory.drain(10)
+    assert transport.value() == b"" and not transport.writeClosed
+    clock.advance(1)
+    assert transport.value() == P + b"owed\n"
+    assert transport.writeClosed
+
+
+def test_drainWithNothingOpen() -> None:
+    """
+    With no connection open, the drain is done at once.
+    """
+    factory = makeFactory()
+    assert factory.drain(10).called
+
+
+# Connection records and logs
+
+
+def test_recordOnClose(records: list[ConnectionRecord]) -> None:
+    """
+    Each connection yields one record when it closes, with its peer,
+    listener, framing, counts, duration and outcome.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True)
+    factory.observers.append(records.append)
+    protocol, _ = open_(factory, "127.0.0.9", 5555)
+    protocol.dataReceived(b"ab\ncd\n")
+    clock.advance(1.5)
+    close(protocol)
+    assert records == [
+        ConnectionRecord(
+            peer="tcp:127.0.0.9:5555",
+            listener="tcp:127.0.0.1:12345",
+            framing="line",
+            messages=2,
+            bytesIn=6,
+            bytesOut=2 * len(P) + 6,
+            duration=1.5,
+            outcome="ok",
+        )
+    ]
+
+
+def test_recordOutcomeReset(records: list[ConnectionRecord]) -> None:
+    """
+    A connection the client resets mid-conversation is recorded as C{reset}.
+    """
+    factory = makeFactory(framing="line", keepOpen=True)
+    factory.observers.append(records.append)
+    protocol, _ = open_(factory)
+    protocol.dataReceived(b"partial")
+    close(protocol, ConnectionLost)
+    assert records[0].outcome == "reset"
+
+
+def test_connectionLogEvent() -> None:
+    """
+    A closed connection is logged as one event with keyword fields, and no
+    client bytes in it.
+    """
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory = makeFactory(framing="line", keepOpen=True)
+        protocol, _ = open_(factory)
+        protocol.dataReceived(b"\x1b[31msecret\n")
+        close(protocol)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if e.get("event") == "connection"]
+    assert event["outcome"] == "ok"
+    assert event["messages"] == 1
+    assert event["peer"] == "tcp:127.0.0.1:40000"
+    assert not any(b"secret" in v for v in event.values() if isinstance(v, bytes))
+    assert not any("secret" in v for v in event.values() if isinstance(v, str))
+
+
+def test_quietLogsNothingPerConnection() -> None:
+    """
+    With quiet, no per-connection event is logged (observers still run).
+    """
+    events: list[LogEvent] = []
+    records: list[ConnectionRecord] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory = makeFactory(quiet=True)
+        factory.observers.append(records.append)
+        protocol, _ = open_(factory)
+        close(protocol)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e for e in events if e.get("event") == "connection"] == []
+    assert len(records) == 1
+
+
+# Templates, banner, delay, faults
+
+
+def test_prefixTemplate() -> None:
+    """
+    {hostname}, {listener}, {peer} and {pid} are filled in once per connection;
+    other braces are kept.
+    """
+    factory = makeFactory(
+        framing="line", keepOpen=True, prefix=b"{hostname}|{listener}|{peer}|{pid}|{other}: "
+    )
+    protocol, transport = open_(factory, "127.0.0.7")
+    protocol.dataReceived(b"a\nb\n")
+    line = b"box|tcp:127.0.0.1:12345|127.0.0.7|%d|{other}: " % os.getpid()
+    assert transport.value() == line + b"a\n" + line + b"b\n"
+
+
+def test_banner() -> None:
+    """
+    A banner is sent, framed, as soon as the client connects.
+    """
+    protocol, transport = open_(makeFactory(framing="line", banner=b"hello {peer}"))
+    assert transport.value() == b"hello 127.0.0.1\n"
+    protocol.dataReceived(b"x\n")
+    assert transport.value() == b"hello 127.0.0.1\n" + P + b"x\n"
+
+
+def test_delayKeepsOrder() -> None:
+    """
+    With a delay, each reply is sent that long after its message, in order,
+    by a timer.
+    """
+    clock = Clock()
+    protocol, transport = open_(makeFactory(clock, framing="line", keepOpen=True, delay=2))
+    protocol.dataReceived(b"a\n")
+    clock.advance(1)
+    protocol.dataReceived(b"b\n")
+    assert transport.value() == b""
+    clock.advance(1)
+    assert transport.value() == P + b"a\n"
+    clock.advance(1)
+    assert transport.value() == P + b"a\n" + P + b"b\n"
+
+
+def test_dropRateClosesWithoutReply() -> None:
+    """
+    With a drop rate of 1, every message is answered by a close.
+    """
+    protocol, transport = open_(makeFactory(framing="line", keepOpen=True, dropRate=1))
+    protocol.dataReceived(b"a\n")
+    assert transport.value() == b""
+    assert transport.disconnecting and not transport.aborted
+    assert protocol.outcome == "dropped"
+
+
+def test_resetRateAborts() -> None:
+    """
+    With a reset rate of 1, every message is answered by an abort (a RST on
+    a real socket).
+    """
+    protocol, transport = open_(makeFactory(framing="line", keepOpen=True, resetRate=1))
+    protocol.dataReceived(b"a\n")
+    assert transport.value() == b""
+    assert transport.aborted
+    assert protocol.outcome == "reset-injected"
+
+
+def test_faultRatesAreProbabilities() -> None:
+    """
+    A fractional rate hits about that share of messages (seeded draws).
+    """
+    factory = makeFactory(framing="line", dropRate=0.3)
+    factory.random = random.Random(1)
+    outcomes = []
+    for port in range(1000):
+        protocol, _ = open_(factory, port=port)
+        protocol.dataReceived(b"a\n")
+        outcomes.append(protocol.outcome)
+        close(protocol)
+    assert 250 < outcomes.count("dropped") < 350
+
+
+def test_hostAndPeerKeptAfterClose() -> None:
+    """
+    The addresses are taken at connect: a closed TCP transport no longer
+    knows them.
+    """
+    protocol, _ = open_(makeFactory())
+    assert protocol.hostAddress == LOOPBACK_HOST
+    assert protocol.peerAddress == LOOPBACK_PEER
+
+
+def test_noDelay() -> None:
+    """
+    Keep-open replies are sent at once: Nagle's algorithm is turned off.
+    """
+    _, transport = open_(makeFactory(keepOpen=True))
+    assert transport.noDelay
+
+
+def test_oneShotSkipsKeepOpenSetUp() -> None:
+    """
+    A one-shot connection sends one reply, the first data on the socket:
+    neither Nagle nor backpressure applies, so neither costs a call.
+    """
+    _, transport = open_(makeFactory())
+    assert not transport.noDelay
+    assert transport.producer is None
+
+
+def test_localAddressOnlyWhenNeeded() -> None:
+    """
+    The local address (a getsockname call) is looked up only for the log,
+    the observers, or a {listener} template.
+    """
+    quiet, _ = open_(makeFactory(quiet=True))
+    assert quiet.hostAddress is None
+    logged, _ = open_(makeFactory())
+    assert logged.hostAddress == LOOPBACK_HOST
+    templated, _ = open_(makeFactory(quiet=True, prefix=b"{listener} "))
+    assert templated.hostAddress == LOOPBACK_HOST

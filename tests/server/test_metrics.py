@@ -1,0 +1,345 @@
+"""
+Tests for L{sockplay.server.metrics}: the metrics a server keeps, the web pages
+that show them (rendered with Twisted's fake requests), and the service
+that serves them, against a memory reactor and on a real loopback socket.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from support.realreactor import DEADLINE, resultOf, spinUntil
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.web.resource import getChildForRequest
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.test.requesthelper import DummyRequest
+
+from sockplay.server.metrics import (
+    ListenerService,
+    Metrics,
+    makeMetricsResource,
+    makeMetricsService,
+)
+
+LOOPBACK = "127.0.0.1"
+
+METRIC_NAMES = [
+    "sockplay_connections_active",
+    "sockplay_connections_total",
+    "sockplay_messages_total",
+    "sockplay_bytes_received_total",
+    "sockplay_bytes_sent_total",
+    "sockplay_connection_duration_seconds",
+]
+
+
+@dataclass(frozen=True)
+class Record:
+    """
+    A connection summary, as the server's factory hands it over.
+    """
+
+    outcome: str = "ok"
+    messages: int = 0
+    bytesIn: int = 0
+    bytesOut: int = 0
+    duration: float = 0.0
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    """
+    The current value of one sample of C{metrics}.
+    """
+    return metrics.registry.get_sample_value(name, labels)
+
+
+@dataclass
+class Response:
+    """
+    What a resource answered to a fake request.
+    """
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def get(metrics: Metrics, path: bytes, accept: bytes | None = None) -> Response:
+    """
+    Render C{GET path} on the metrics site's resources with a fake request.
+    """
+    request = DummyRequest(path.split(b"/")[1:])
+    if accept is not None:
+        request.requestHeaders.setRawHeaders(b"accept", [accept])
+    resource = getChildForRequest(makeMetricsResource(metrics), request)
+    body = resource.render(request)
+    if body == NOT_DONE_YET:
+        assert request.finished
+        body = b"".join(request.written)
+    assert isinstance(body, bytes)
+    return Response(
+        status=request.responseCode or 200,
+        headers={
+            name.decode().lower(): values[-1].decode()
+            for name, values in request.responseHeaders.getAllRawHeaders()
+        },
+        body=body,
+    )
+
+
+def test_metricsStartAtZero() -> None:
+    """
+    A new L{Metrics} shows no connection, no message, no byte and an empty
+    duration histogram.
+    """
+    metrics = Metrics()
+    assert [
+        sample(metrics, "sockplay_connections_active"),
+        sample(metrics, "sockplay_messages_total"),
+        sample(metrics, "sockplay_bytes_received_total"),
+        sample(metrics, "sockplay_bytes_sent_total"),
+        sample(metrics, "sockplay_connection_duration_seconds_count"),
+    ] == [0, 0, 0, 0, 0]
+    assert metrics.draining is False
+
+
+def test_connectionOpenedCountsActive() -> None:
+    """
+    Each opened connection adds one to the active gauge; none is counted as
+    ended yet.
+    """
+    metrics = Metrics()
+    metrics.connectionOpened()
+    metrics.connectionOpened()
+    assert sample(metrics, "sockplay_connections_active") == 2
+    assert sample(metrics, "sockplay_connections_total", outcome="ok") is None
+
+
+def test_connectionClosedAccountsForTheConnection() -> None:
+    """
+    A closed connection leaves the active gauge and adds its outcome, its
+    messages, its bytes and its duration, all at once.
+    """
+    metrics = Metrics()
+    metrics.connectionOpened()
+    metrics.connectionOpened()
+    metrics.connectionClosed(
+        Record(outcome="ok", messages=3, bytesIn=30, bytesOut=84, duration=0.25)
+    )
+    assert sample(metrics, "sockplay_connections_active") == 1
+    assert sample(metrics, "sockplay_connections_total", outcome="ok") == 1
+    assert sample(metrics, "sockplay_messages_total") == 3
+    assert sample(metrics, "sockplay_bytes_received_total") == 30
+    assert sample(metrics, "sockplay_bytes_sent_total") == 84
+    assert sample(metrics, "sockplay_connection_duration_seconds_count") == 1
+    assert sample(metrics, "sockplay_connection_duration_seconds_sum") == 0.25
+    assert sample(metrics, "sockplay_connection_duration_seconds_bucket", le="0.1") == 0
+    assert sample(metrics, "sockplay_connection_duration_seconds_bucket", le="0.5") == 1
+
+
+def test_connectionsCountedByOutcome() -> None:
+    """
+    Each outcome is its own series of C{sockplay_connections_total}, and
+    the other counters add up across connections.
+    """
+    metrics = Metrics()
+    for record in [Record("ok", messages=1), Record("too-long"), Record("ok", messages=2)]:
+        metrics.connectionOpened()
+        metrics.connectionClosed(record)
+    assert sample(metrics, "sockplay_connections_total", outcome="ok") == 2
+    assert sample(metrics, "sockplay_connections_total", outcome="too-long") == 1
+    assert sample(metrics, "sockplay_messages_total") == 3
+    assert sample(metrics, "sockplay_connections_active") == 0
+
+
+def test_registriesAreSeparate() -> None:
+    """
+    Two L{Metrics} (two servers, or two tests) keep their own counts, and
+    neither registers in prometheus_client's global registry.
+    """
+    first, second = Metrics(), Metrics()
+    first.connectionOpened()
+    assert sample(first, "sockplay_connections_active") == 1
+    assert sample(second, "sockplay_connections_active") == 0
+    assert REGISTRY.get_sample_value("sockplay_connections_active") is None
+
+
+def test_metricsPage() -> None:
+    """
+    C{/metrics} is the registry in the Prometheus text format, with that
+    format's content type, and lists every sockplay metric.
+    """
+    metrics = Metrics()
+    metrics.connectionOpened()
+    response = get(metrics, b"/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert response.body == generate_latest(metrics.registry)
+    for name in METRIC_NAMES:
+        assert f"# TYPE {name} ".encode() in response.body, name
+    assert b"\nsockplay_connections_active 1.0\n" in response.body
+
+
+def test_metricsPageOpenMetrics() -> None:
+    """
+    A scraper that asks for OpenMetrics gets that format, with its content
+    type.
+    """
+    response = get(Metrics(), b"/metrics", accept=b"application/openmetrics-text; version=1.0.0")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text;")
+    assert response.body.endswith(b"# EOF\n")
+
+
+def test_healthzServing() -> None:
+    """
+    While the server takes connections, C{/healthz} answers 200 C{ok}.
+    """
+    response = get(Metrics(), b"/healthz")
+    assert (response.status, response.body) == (200, b"ok")
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_healthzDraining() -> None:
+    """
+    Once the server drains, C{/healthz} answers 503 C{draining}, so that a
+    load balancer stops sending it clients.
+    """
+    metrics = Metrics()
+    metrics.draining = True
+    response = get(metrics, b"/healthz")
+    assert (response.status, response.body) == (503, b"draining")
+
+
+@pytest.mark.parametrize("path", [b"/", b"/nope", b"/metrics/extra", b"/healthz/"])
+def test_otherPathsNotFound(path: bytes) -> None:
+    """
+    Every path but C{/metrics} and C{/healthz} is 404.
+    """
+    assert get(Metrics(), path).status == 404
+
+
+def test_metricsServiceListens(logged: list[str]) -> None:
+    """
+    The service listens on its endpoint with a web site while running,
+    names the real address once started, and stops listening when stopped.
+    """
+    reactor = MemoryReactor()
+    service = makeMetricsService("tcp:9100:interface=127.0.0.1", Metrics(), reactor)
+    service.privilegedStartService()
+    service.startService()
+    [(port, factory, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (9100, LOOPBACK)
+    assert isinstance(factory, Site)
+    assert service.port is not None
+    assert logged == ["Serving metrics on tcp:0.0.0.0:9100 (tcp:9100:interface=127.0.0.1)"]
+    stopped: list[bool] = []
+    service.port.stopListening = lambda: stopped.append(True)  # type: ignore[method-assign]
+    service.stopService()
+    assert (service.port, stopped) == (None, [True])
+
+
+def test_metricsServiceCannotListen() -> None:
+    """
+    A metrics endpoint that cannot listen ends the program with one line
+    naming it (a L{SystemExit}, no traceback).
+    """
+    reactor = RaisingMemoryReactor(
+        listenException=CannotListenError(LOOPBACK, 9100, OSError(98, "in use"))
+    )
+    service = makeMetricsService("tcp:9100:interface=127.0.0.1", Metrics(), reactor)
+    with pytest.raises(SystemExit) as info:
+        service.privilegedStartService()
+    message = str(info.value.code)
+    assert message.startswith("Error: cannot listen on tcp:9100:interface=127.0.0.1 for metrics: ")
+    assert "\n" not in message
+
+
+def test_metricsServiceBadEndpoint() -> None:
+    """
+    A description that is not an endpoint string is refused when the
+    service is made.
+    """
+    with pytest.raises(ValueError):
+        makeMetricsService("bogus:1", Metrics(), MemoryReactor())
+
+
+class _Received:
+    """
+    A stand-in socket for L{http.client.HTTPResponse}: the bytes received.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(self._data)
+
+
+def httpGet(port: int, path: str) -> http.client.HTTPResponse:
+    """
+    C{GET path} over a real loopback connection to C{port}, served by the
+    global reactor, which is iterated until the server closes.
+    """
+    with socket.create_connection((LOOPBACK, port), timeout=DEADLINE) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {LOOPBACK}\r\n\r\n".encode())
+        sock.setblocking(False)
+        chunks: list[bytes] = []
+
+        def closed() -> bool:
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                return False
+            chunks.append(chunk)
+            return not chunk
+
+        spinUntil(closed, f"the response to GET {path}")
+    response = http.client.HTTPResponse(_Received(b"".join(chunks)))  # type: ignore[arg-type]
+    response.begin()
+    return response
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[ListenerService, Metrics]]:
+    """
+    A metrics service on an ephemeral loopback port of the real reactor,
+    stopped after the test.
+    """
+    metrics = Metrics()
+    service = makeMetricsService("tcp:0:interface=127.0.0.1", metrics)
+    service.privilegedStartService()
+    service.startService()
+    try:
+        yield service, metrics
+    finally:
+        resultOf(service.stopService(), "the metrics port to close")
+
+
+def test_metricsServiceOverRealSocket(running: tuple[ListenerService, Metrics]) -> None:
+    """
+    On a real port 0, the service's port tells the address it got, and an
+    HTTP client there gets the metrics, then a 503 from C{/healthz} once
+    the server drains.
+    """
+    service, metrics = running
+    assert service.port is not None
+    address = service.port.getHost()
+    assert address.host == LOOPBACK  # type: ignore[attr-defined]
+    port = address.port  # type: ignore[attr-defined]
+    metrics.connectionOpened()
+    response = httpGet(port, "/metrics")
+    assert response.status == 200
+    assert response.getheader("content-type") == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"\nsockplay_connections_active 1.0\n" in response.read()
+    assert (httpGet(port, "/healthz").status, httpGet(port, "/nope").status) == (200, 404)
+    metrics.draining = True
+    response = httpGet(port, "/healthz")
+    assert (response.status, response.read()) == (503, b"draining")

@@ -1,0 +1,233 @@
+"""
+Tests for L{sockplay.server.tap}: the server's command line and the service it
+builds, against a memory reactor.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.python import usage
+
+from sockplay.server.protocol import EchoReplyFactory
+from sockplay.server.tap import ListenerService, ListenFailed, Options, makeService, withBacklog
+
+
+def parse(argv: list[str]) -> Options:
+    config = Options()
+    config.parseOptions(argv)
+    return config
+
+
+def test_defaults() -> None:
+    """
+    With no options: raw framing, one-shot, the tutorial's prefix, a 64 KiB
+    limit, and one listener on loopback port 12345.
+    """
+    assert dict(parse([])) == {
+        "framing": "raw",
+        "keep-open": 0,
+        "quiet": 0,
+        "prefix": b"Message received: ",
+        "max-message": 65536,
+        "idle-timeout": 30.0,
+        "max-connections": 10000,
+        "max-per-peer": 0,
+        "drain-timeout": 10.0,
+        "banner": None,
+        "delay": 0.0,
+        "drop-rate": 0.0,
+        "reset-rate": 0.0,
+        "workers": 1,
+        "metrics": None,
+        "udp-interface": "127.0.0.1",
+        "udp": [],
+        "listen": ["tcp:12345:interface=127.0.0.1"],
+    }
+
+
+def test_allOptions() -> None:
+    """
+    Every option is parsed into its typed value; --listen repeats.
+    """
+    config = parse([
+        "--framing", "line", "--keep-open", "--prefix", "Reçu: ", "--max-message", "10",
+        "--listen", "tcp:0:interface=127.0.0.1", "-l", "tcp6:0:interface=\\:\\:1",
+        "--idle-timeout", "2.5", "--max-connections", "7", "--max-per-peer", "3",
+        "--drain-timeout", "0", "--quiet", "--banner", "hi {peer}", "--delay", "0.25",
+        "--drop-rate", "0.1", "--reset-rate", "0.2", "--workers", "2",
+        "--udp", "0", "--udp", "5353", "--udp-interface", "::1",
+    ])
+    assert dict(config) == {
+        "framing": "line",
+        "keep-open": 1,
+        "quiet": 1,
+        "prefix": "Reçu: ".encode(),
+        "max-message": 10,
+        "idle-timeout": 2.5,
+        "max-connections": 7,
+        "max-per-peer": 3,
+        "drain-timeout": 0.0,
+        "banner": b"hi {peer}",
+        "delay": 0.25,
+        "drop-rate": 0.1,
+        "reset-rate": 0.2,
+        "workers": 2,
+        "metrics": None,
+        "udp-interface": "::1",
+        "udp": [0, 5353],
+        "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
+    }
+    settings = config.settings()
+    assert (settings.idleTimeout, settings.maxConnections, settings.maxPerPeer) == (2.5, 7, 3)
+    assert (settings.quiet, settings.banner, settings.delay) == (True, b"hi {peer}", 0.25)
+
+
+def test_prefixBytesKept() -> None:
+    """
+    A prefix that is not valid UTF-8 on the command line is kept as the
+    bytes the shell passed.
+    """
+    config = parse(["--prefix", b"\xff> ".decode("utf-8", "surrogateescape")])
+    assert config["prefix"] == b"\xff> "
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--framing", "xml"], "framing"),
+        (["--max-message", "0"], "max-message"),
+        (["--max-message", "ten"], "max-message"),
+        (["--keep-open", "--framing", "eof"], "--keep-open"),
+        (["--listen", "bogus:1"], "bogus:1"),
+        (["--listen", "tcp:notaport"], "tcp:notaport"),
+        (["--listen", "ssl:0:privateKey=/nonexistent.pem"], "ssl:0"),
+        (["--no-such-option"], "no-such-option"),
+        (["--idle-timeout", "-1"], "--idle-timeout"),
+        (["--idle-timeout", "nan"], "--idle-timeout"),
+        (["--max-connections", "-1"], "--max-connections"),
+        (["--max-per-peer", "x"], "--max-per-peer"),
+        (["--drain-timeout", "-5"], "--drain-timeout"),
+        (["--delay", "-0.1"], "--delay"),
+        (["--drop-rate", "1.5"], "--drop-rate"),
+        (["--reset-rate", "-0.5"], "--reset-rate"),
+        (["--drop-rate", "0.6", "--reset-rate", "0.6"], "add up"),
+        (["--workers", "0"], "--workers"),
+        (["--listen", "systemd:domain=INET:index=0"], "socket activation"),
+        (["--udp", "70000"], "--udp"),
+        (["--udp", "x"], "--udp"),
+        (["--metrics", "bogus:1"], "--metrics"),
+        (["--metrics", "tcp:0", "--workers", "2"], "--metrics"),
+        (["--workers", "2", "--listen", "ssl:0:privateKey=x.pem"], "ssl:0"),
+    ],
+)
+def test_badOptions(argv: list[str], words: str) -> None:
+    """
+    Bad values and bad combinations are usage errors that name the culprit.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        parse(argv)
+    assert words in str(info.value)
+
+
+def test_makeServiceListensOnEachEndpoint(logged: list[str]) -> None:
+    """
+    makeService gives one listener per --listen, sharing one factory, and
+    says when the server is ready, naming each real address.
+    """
+    reactor = MemoryReactor()
+    config = parse(["--listen", "tcp:1234:interface=127.0.0.1", "--listen", "tcp:5678",
+                    "--framing", "int32", "--keep-open"])
+    service = makeService(config, reactor)
+    listeners = [s for s in service if isinstance(s, ListenerService)]
+    assert [s.description for s in listeners] == config["listen"]
+    service.privilegedStartService()
+    service.startService()
+    assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+        (1234, "127.0.0.1"),
+        (5678, ""),
+    ]
+    factories = {id(factory) for _, factory, _, _ in reactor.tcpServers}
+    assert len(factories) == 1
+    factory = reactor.tcpServers[0][1]
+    assert isinstance(factory, EchoReplyFactory)
+    assert (factory.settings.framing, factory.settings.keepOpen) == ("int32", True)
+    assert factory.clock is reactor
+    assert "Server is running, waiting for connections..." not in logged
+    reactor.run()
+    assert logged[-1] == "Server is running, waiting for connections..."
+    assert len([line for line in logged if line.startswith("Listening on tcp:")]) == 2
+
+
+def test_stopServiceStopsListening() -> None:
+    """
+    Stopping the service stops every listener.
+    """
+    reactor = MemoryReactor()
+    service = makeService(parse(["--listen", "tcp:0"]), reactor)
+    service.privilegedStartService()
+    service.startService()
+    listener = next(s for s in service if isinstance(s, ListenerService))
+    port = listener.port
+    assert port is not None
+    stopped: list[bool] = []
+    port.stopListening = lambda: stopped.append(True)  # type: ignore[method-assign]
+    service.stopService()
+    assert listener.port is None
+    assert stopped == [True]
+
+
+def test_listenFailureIsOneLine() -> None:
+    """
+    A listener that cannot start ends the program with a one-line message
+    naming the endpoint, as a SystemExit (no traceback).
+    """
+    reactor = RaisingMemoryReactor(
+        listenException=CannotListenError("127.0.0.1", 12345, OSError(98, "in use"))
+    )
+    service = makeService(parse([]), reactor)
+    with pytest.raises(ListenFailed) as info:
+        service.privilegedStartService()
+    assert isinstance(info.value, SystemExit)
+    message = str(info.value.code)
+    assert message.startswith("Error: cannot listen on tcp:12345:interface=127.0.0.1: ")
+    assert "\n" not in message
+
+
+def test_makeServiceUsesGlobalReactorByDefault() -> None:
+    """
+    Without a reactor argument, makeService still builds (the global reactor
+    is looked up only then, never at import time).
+    """
+    service = makeService(parse(["--listen", "tcp:0"]))
+    assert len([s for s in service if isinstance(s, ListenerService)]) == 1
+
+
+@pytest.mark.parametrize(
+    "description, expected",
+    [
+        ("tcp:0", "tcp:0:backlog=1024"),
+        ("tcp6:0:interface=\\:\\:1", "tcp6:0:interface=\\:\\:1:backlog=1024"),
+        ("haproxy:tcp:0", "haproxy:tcp:0:backlog=1024"),
+        ("unix:/tmp/s.sock", "unix:/tmp/s.sock:backlog=1024"),
+        ("tcp:0:backlog=5", "tcp:0:backlog=5"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_withBacklog(description: str, expected: str) -> None:
+    """
+    Listeners get a 1024-deep accept backlog unless the endpoint string sets
+    one or has no such parameter.
+    """
+    assert withBacklog(description) == expected
+
+
+def test_makeServiceRaisesBacklog() -> None:
+    """
+    makeService listens with the raised backlog.
+    """
+    reactor = MemoryReactor()
+    service = makeService(parse(["--listen", "tcp:0"]), reactor)
+    service.privilegedStartService()
+    assert reactor.tcpServers[0][2] == 1024

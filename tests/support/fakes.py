@@ -1,0 +1,123 @@
+"""
+Test doubles shared by the unit tests.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import error
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHalfCloseableDescriptor
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.test.iosim import FakeTransport, IOPump
+from zope.interface import implementer
+
+LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+LOOPBACK_HOST = IPv4Address("TCP", "127.0.0.1", 12345)
+
+
+@implementer(IHalfCloseableDescriptor)
+class HalfCloseableTransport(StringTransport):
+    """
+    A L{StringTransport} that, like a TCP connection, can close its write
+    side alone.
+
+    @ivar writeClosed: C{True} once L{loseWriteConnection} was called.
+    @ivar aborted: C{True} once L{abortConnection} was called.
+    """
+
+    writeClosed = False
+    aborted = False
+
+    def __init__(self) -> None:
+        super().__init__(hostAddress=LOOPBACK_HOST, peerAddress=LOOPBACK_PEER)
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+    noDelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay = enabled
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        pass
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        pass
+
+
+@implementer(IHalfCloseableDescriptor)
+class HalfCloseableFakeTransport(FakeTransport):
+    """
+    An L{iosim} transport that records a half-close, for L{pumpWithHalfClose}
+    to deliver to the peer.
+    """
+
+    writeClosed = False
+    halfCloseDelivered = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
+def halfCloseableClient(protocol: object) -> HalfCloseableFakeTransport:
+    return HalfCloseableFakeTransport(protocol, isServer=False)
+
+
+def halfCloseableServer(protocol: object) -> HalfCloseableFakeTransport:
+    return HalfCloseableFakeTransport(protocol, isServer=True)
+
+
+def pumpWithHalfClose(pump: IOPump) -> None:
+    """
+    Flush C{pump}, delivering each side's half-close to the other side's
+    protocol once the bytes written before it have arrived, as TCP does.
+    """
+    for _ in range(100):
+        pump.flush()
+        moved = False
+        for io, peer in ((pump.clientIO, pump.server), (pump.serverIO, pump.client)):
+            if getattr(io, "writeClosed", False) and not io.halfCloseDelivered:
+                io.halfCloseDelivered = True
+                if not io.disconnecting:
+                    peer.readConnectionLost()
+                moved = True
+        if not moved:
+            return
+    raise AssertionError("half-close pumping did not settle")
+
+
+class MuteServer(Protocol):
+    """
+    A server that accepts and never answers.
+    """
+
+
+def acceptLatest(reactor: MemoryReactorClock, server: Protocol) -> iosim.IOPump:
+    """
+    Connect the latest connection attempt on C{reactor} to C{server}.
+    """
+    _, _, factory, _, _ = reactor.tcpClients[-1]
+    client = factory.buildProtocol(None)
+    return iosim.connect(
+        server,
+        halfCloseableServer(server),
+        client,
+        halfCloseableClient(client),
+        greet=False,
+    )
+
+
+def refuseLatest(reactor: MemoryReactorClock) -> None:
+    """
+    Refuse the latest connection attempt on C{reactor}.
+    """
+    _, _, factory, _, _ = reactor.tcpClients[-1]
+    factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
