@@ -1,18 +1,41 @@
 """
-Coerce functions for numeric command-line options, shared by the server,
-the client and the bench tool. Their errors name the option, so that a
-usage error says which value was wrong.
+What the command lines of the server, the client and the load generator
+share: number checks, the connect target, the C{main} runner and the file
+limit. Each rule is written here once.
+
+This module imports nothing of sockplay's own, so that every package may
+use it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TypeVar
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
-__all__ = ["number", "port"]
+from twisted.python import usage
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "UNLIMITED",
+    "TargetOptions",
+    "exitWithError",
+    "number",
+    "parseOrExit",
+    "port",
+    "raiseFileLimit",
+]
 
 _Number = TypeVar("_Number", int, float)
+
+# The socket tutorial's server address, which every tool talks to by default.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 12345
+
+# What raiseFileLimit reports for a limit that is unlimited (or unknown).
+UNLIMITED = -1
 
 
 def number(
@@ -24,7 +47,8 @@ def number(
 ) -> Callable[[str], _Number]:
     """
     A coerce function for C{option}: a finite number of C{kind}, at least
-    C{minimum} (above it, if C{positive}), at most C{maximum}.
+    C{minimum} (above it, if C{positive}), at most C{maximum}. Its error
+    names the option, so that a usage error says which value was wrong.
     """
     what = "whole number" if kind is int else "number"
     if positive:
@@ -58,3 +82,88 @@ def port(value: str) -> int:
     A TCP port number to connect to: 1 to 65535.
     """
     return number("--port", int, 1, 65535)(value)
+
+
+class TargetOptions(usage.Options):
+    """
+    The options that name the server to talk to: C{--host} and C{--port},
+    or a Twisted client endpoint string in C{--connect}. Mixed into the
+    client's and the load generator's options.
+    """
+
+    optParameters = [
+        ["host", "H", DEFAULT_HOST, "Server host name or address."],
+        ["port", "p", DEFAULT_PORT, "Server TCP port.", port],
+        ["connect", "c", None, "A Twisted client endpoint string (tcp:host=...:port=..., "
+         "unix:path=..., ...); overrides --host and --port."],
+    ]
+
+    def target(self) -> str:
+        """
+        What the tool talks to, for messages: the C{--connect} string, or
+        C{host:port} (C{[host]:port} for an IPv6 address).
+        """
+        if self["connect"]:
+            return str(self["connect"])
+        host = self["host"]
+        return f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
+
+
+def exitWithError(message: str, status: int = 1) -> NoReturn:
+    """
+    End the program the way every sockplay command ends on an error the
+    user can fix: C{Error: <message>} on one line of standard error, and
+    C{status}, never a traceback.
+    """
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def parseOrExit(config: usage.Options, argv: Sequence[str] | None, program: str) -> None:
+    """
+    Parse C{argv} (default: C{sys.argv[1:]}) into C{config}; on a usage
+    error, say what is wrong and where help is, and exit 2.
+
+    @param program: the module run with C{python -m}, for the help hint.
+    """
+    try:
+        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
+    except usage.UsageError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        print(f"Try 'python -m {program} --help'.", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def raiseFileLimit(needed: int | None = None) -> tuple[int, int]:
+    """
+    Raise the soft limit on open file descriptors (RLIMIT_NOFILE): each
+    connection is one descriptor.
+
+    @param needed: raise it to this many, if it is lower (the hard limit
+        permitting); by default, as far as the hard limit allows.
+    @return: the soft and hard limits now in force (L{UNLIMITED} for
+        unlimited, or where the platform has no such limit).
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return UNLIMITED, UNLIMITED
+    infinity = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == infinity:
+        # The kernel refuses "infinity" for this limit; nr_open is its real cap.
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            target = 1024 * 1024
+    if needed is not None:
+        target = min(target, needed)
+    if soft != infinity and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (UNLIMITED if soft == infinity else soft, UNLIMITED if hard == infinity else hard)

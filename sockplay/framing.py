@@ -28,6 +28,7 @@ __all__ = [
     "Message",
     "MessageTooLong",
     "TruncatedMessage",
+    "checkKeepOpen",
     "framingOption",
     "makeFramer",
 ]
@@ -363,6 +364,21 @@ def framingOption(value: str) -> str:
 
 
 framingOption.coerceDoc = f"One of: {', '.join(FRAMINGS)}."  # type: ignore[attr-defined]
+
+
+def checkKeepOpen(name: str) -> None:
+    """
+    Check that a connection in framing C{name} can stay open for several
+    messages: the rule behind every C{--keep-open}.
+
+    @raise ValueError: saying why not, for a framing whose message ends only
+        at the end of input (C{eof}).
+    """
+    if FRAMINGS[name].needsEndOfInput:
+        raise ValueError(
+            f"--keep-open cannot be used with --framing {name}: "
+            "the message ends only when the client half-closes"
+        )
 
 
 def makeFramer(name: str, maxLength: int = DEFAULT_MAX_MESSAGE) -> Framer:
