@@ -28,8 +28,8 @@ RUN groupadd --system --gid 10001 sockplay \
 
 COPY . /tmp/sockplay
 # Installed as root, and Twisted's plugin cache written now: the server's
-# user cannot write to site-packages. For ssl: listeners, install
-# "/tmp/sockplay[tls]" instead.
+# user cannot write to site-packages. The base install has TLS (ssl:
+# listeners) and every other feature.
 RUN pip install /tmp/sockplay \
     && rm -rf /tmp/sockplay \
     && twistd --help >/dev/null

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             import uvloop
         except ImportError:
-            print("Error: --uvloop needs the uvloop package", file=sys.stderr)
+            print("Error: --uvloop needs the uvloop package: pip install 'sockplay[bench]'",
+                  file=sys.stderr)
             sys.exit(1)
         uvloop.run(serve(settings))
     else:

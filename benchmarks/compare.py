@@ -62,6 +62,10 @@ PEER = [sys.executable, str(HERE / "asyncio_server.py")]
 BLOCKING = [sys.executable, str(HERE / "blocking_server.py")]
 BENCH = [sys.executable, "-m", "sockplay.bench"]
 
+# What installs the optional parts of the comparison (the chart's
+# matplotlib, the uvloop peer): named in the one line said when one is missing.
+BENCH_EXTRA = "pip install 'sockplay[bench]'"
+
 
 class Failure(Exception):
     """
@@ -534,6 +538,7 @@ def compare(settings: Settings) -> Outcome:
         outcome.notes.append(f"sockplay ran with `{' '.join(extra)}`.")
     if not haveUvloop():
         outcome.notes.append("uvloop is not installed: no uvloop figures.")
+        print(f"uvloop is not installed: no uvloop figures ({BENCH_EXTRA})", file=sys.stderr)
     if not SERVER_CPU:
         outcome.notes.append("Servers and the load generator were not pinned to separate CPUs.")
     groups: dict[tuple[str, bool], list[Scenario]] = {}
@@ -827,7 +832,7 @@ def render(
         "## Running it",
         "",
         "```sh",
-        "pip install '.[bench]'                      # hdrhistogram, matplotlib, uvloop",
+        "pip install '.[bench]'                      # matplotlib, uvloop",
         "python benchmarks/compare.py                # ~10 minutes; rewrites docs/benchmarks.*",
         "python benchmarks/compare.py --smoke        # seconds; writes to a temp dir (CI)",
         "```",
@@ -841,7 +846,7 @@ def render(
         "python -m sockplay.bench --one-shot --connections 20 --requests 10000 --json",
         "```",
         "",
-        "See `python -m sockplay.bench --help` and the README's Benchmarks section for",
+        "See `python -m sockplay.bench --help` and [bench.md](bench.md) for",
         "every option.",
         "",
     ]
@@ -928,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     chart = plot(outcome, output / "benchmarks.png")
     if not chart:
-        print("matplotlib is not installed: no chart", file=sys.stderr)
+        print(f"matplotlib is not installed: no chart ({BENCH_EXTRA})", file=sys.stderr)
     (output / "benchmarks.md").write_text(render(outcome, settings, when, chart))
     print(f"Wrote {output / 'benchmarks.md'}", file=sys.stderr)
     return 0

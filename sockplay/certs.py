@@ -1,6 +1,7 @@
 """
 C{python -m sockplay.certs DIR}: a throwaway local CA and a server
-certificate for trying sockplay over TLS on this machine.
+certificate for trying sockplay over TLS on this machine, made with
+U{trustme<https://trustme.readthedocs.io/>}.
 
 It writes, in C{DIR}:
 
@@ -9,20 +10,28 @@ It writes, in C{DIR}:
     for C{localhost}, C{127.0.0.1} and C{::1}, and its key;
 
 then prints the C{twistd -n sockplay --listen ssl:...} and
-C{python -m sockplay.client --tls --ca ...} commands that use them. The
-certificates are valid for a short time (L{DEFAULT_DAYS}); the keys are
-readable by their owner only. Nothing is ever trusted system-wide.
+C{python -m sockplay.client --tls --ca ...} commands that use them. The keys
+are readable by their owner only. Nothing is ever trusted system-wide.
 
-Needs the C{cryptography} package (C{pip install 'sockplay[tls]'}).
+The server certificate is valid for a short time (L{DEFAULT_DAYS}, or
+C{--days}). The CA certificate is not: trustme dates every CA from 2000 to
+3000 and offers no way to change that. The CA is trusted only by a client
+given its C{ca.pem}, but for as long as one is, whoever holds
+C{ca-key.pem} can sign certificates that client accepts; delete the
+directory when done with it.
+
+trustme also marks the server certificate's subjectAltName and
+extendedKeyUsage critical. OpenSSL (so sockplay's client, Python's C{ssl},
+C{openssl s_client}) accepts that; a verifier that enforces the web PKI's
+rules to the letter, such as C{cryptography.x509.verification} by default,
+does not.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import shlex
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -30,15 +39,20 @@ from typing import NamedTuple
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
+from sockplay.cli import DEFAULT_PORT, exitWithError, number, parseOrExit
+
 try:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import trustme
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        load_pem_private_key,
+    )
 except ImportError:  # pragma: no cover - depends on the installation
-    _CRYPTOGRAPHY_MISSING = True
+    _TRUSTME_MISSING = True
 else:
-    _CRYPTOGRAPHY_MISSING = False
+    _TRUSTME_MISSING = False
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -61,11 +75,14 @@ DEFAULT_DAYS = 30
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 
 # The port in the printed server command: the server's default port.
-EXAMPLE_PORT = 12345
+EXAMPLE_PORT = DEFAULT_PORT
 
 # Start validity a little in the past, so that a clock that is slightly
 # behind does not reject a certificate made a moment ago.
 _BACKDATE = datetime.timedelta(minutes=5)
+
+# The organization named in both certificates, so that they say who made them.
+_ORGANIZATION = "sockplay"
 
 _KEY_MODE = 0o600
 _CERTIFICATE_MODE = 0o644
@@ -106,35 +123,13 @@ class CertificateFiles(NamedTuple):
         )
 
 
-def _subjectAltNames() -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
-    for name in SERVER_NAMES:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            names.append(x509.DNSName(name))
-    return x509.SubjectAlternativeName(names)
-
-
-def _keyUsage(*, signer: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not signer,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=signer,
-        crl_sign=signer,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _keyPEM(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+def _pkcs8(key: trustme.Blob) -> bytes:
+    """
+    C{key} in PKCS#8, the format these files have always had (trustme
+    writes OpenSSL's traditional one).
+    """
+    return load_pem_private_key(key.bytes(), None).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )
 
 
@@ -145,63 +140,32 @@ def makeCertificates(
     Make a new CA and a server certificate that it signs, valid for
     L{SERVER_NAMES}.
 
-    @param days: how long both stay valid, from C{now}.
+    @param days: how long the server certificate stays valid, from C{now}
+        (the CA's validity is trustme's own; see the module docstring).
     @param now: the time they are made (default: the current time, UTC).
     @return: the PEM bytes of the CA certificate, the CA key, the server
         certificate and the server key.
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
-    notBefore = now - _BACKDATE
-    notAfter = now + datetime.timedelta(days=days)
-
-    caKey = ec.generate_private_key(ec.SECP256R1())
-    caName = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sockplay"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "sockplay throwaway local CA"),
-        ]
+    # path_length=0: the CA signs certificates, never another CA.
+    ca = trustme.CA(
+        path_length=0,
+        organization_name=_ORGANIZATION,
+        organization_unit_name="sockplay throwaway local CA",
     )
-    caPublic = caKey.public_key()
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(caName)
-        .issuer_name(caName)
-        .public_key(caPublic)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(notBefore)
-        .not_valid_after(notAfter)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_keyUsage(signer=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(caPublic), critical=False)
-        .sign(caKey, hashes.SHA256())
-    )
-
-    serverKey = ec.generate_private_key(ec.SECP256R1())
-    serverPublic = serverKey.public_key()
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAMES[0])]))
-        .issuer_name(caName)
-        .public_key(serverPublic)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(notBefore)
-        .not_valid_after(notAfter)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_keyUsage(signer=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(_subjectAltNames(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(serverPublic), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(caPublic), critical=False
-        )
-        .sign(caKey, hashes.SHA256())
+    server = ca.issue_cert(
+        *SERVER_NAMES,
+        common_name=SERVER_NAMES[0],
+        organization_name=_ORGANIZATION,
+        not_before=now - _BACKDATE,
+        not_after=now + datetime.timedelta(days=days),
     )
     return (
-        ca.public_bytes(serialization.Encoding.PEM),
-        _keyPEM(caKey),
-        server.public_bytes(serialization.Encoding.PEM),
-        _keyPEM(serverKey),
+        ca.cert_pem.bytes(),
+        _pkcs8(ca.private_key_pem),
+        server.cert_chain_pems[0].bytes(),
+        _pkcs8(server.private_key_pem),
     )
 
 
@@ -278,16 +242,6 @@ def clientCommand(files: CertificateFiles) -> str:
     return "python -m sockplay.client --tls --ca " + shlex.quote(str(files.ca.absolute()))
 
 
-def _days(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"--days must be a positive whole number, not {value!r}")
-    return number
-
-
 class Options(usage.Options):
     """
     Command-line options of C{python -m sockplay.certs}.
@@ -301,7 +255,8 @@ class Options(usage.Options):
     )
     optFlags = [["force", None, "Replace existing files."]]
     optParameters = [
-        ["days", None, DEFAULT_DAYS, "How many days the certificates stay valid.", _days],
+        ["days", None, DEFAULT_DAYS, "How many days the server certificate stays valid.",
+         number("--days", int, 0, positive=True)],
     ]
 
     def parseArgs(self, directory: str) -> None:  # type: ignore[override]
@@ -314,24 +269,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     to use them. Exits 1 if they cannot be written, 2 on a usage error.
     """
     config = Options()  # type: ignore[no-untyped-call]
-    try:
-        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
-    except usage.UsageError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        print("Try 'python -m sockplay.certs --help'.", file=sys.stderr)
-        sys.exit(2)
-    if _CRYPTOGRAPHY_MISSING:
-        print(
-            "Error: sockplay.certs needs the cryptography package "
-            "(pip install 'sockplay[tls]')",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+    parseOrExit(config, argv, "sockplay.certs")
+    if _TRUSTME_MISSING:
+        exitWithError("sockplay.certs needs the trustme package (pip install sockplay)")
     try:
         files = writeCertificates(config["directory"], config["days"], bool(config["force"]))
     except CertificateError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(1)
+        exitWithError(str(e))
     names = ", ".join(SERVER_NAMES)
     print(
         f"Wrote {', '.join(path.name for path in files)} in {config['directory']} "

@@ -127,7 +127,7 @@ def parseOrExit(config: usage.Options, argv: Sequence[str] | None, program: str)
     @param program: the module run with C{python -m}, for the help hint.
     """
     try:
-        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
+        config.parseOptions(list(argv) if argv is not None else None)
     except usage.UsageError as e:
         print(f"Error: {e}", file=sys.stderr)
         print(f"Try 'python -m {program} --help'.", file=sys.stderr)

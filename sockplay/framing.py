@@ -26,6 +26,7 @@ __all__ = [
     "FRAMINGS",
     "Framer",
     "Message",
+    "MessageError",
     "MessageTooLong",
     "TruncatedMessage",
     "checkKeepOpen",
@@ -54,7 +55,14 @@ class Message(NamedTuple):
     delimiter: bytes
 
 
-class MessageTooLong(Exception):
+class MessageError(Exception):
+    """
+    The input cannot be answered as a message: the base of the framing
+    errors, which end a conversation with an error reply.
+    """
+
+
+class MessageTooLong(MessageError):
     """
     A message grew past the framer's limit.
 
@@ -66,7 +74,7 @@ class MessageTooLong(Exception):
         self.limit = limit
 
 
-class TruncatedMessage(Exception):
+class TruncatedMessage(MessageError):
     """
     The input ended in the middle of a framed message.
     """
@@ -142,13 +150,22 @@ class Framer:
         encode = self.encode
         return b"".join([encode(prefix + payload, delimiter) for payload, delimiter in messages])
 
-    def feedReplies(self, data: bytes, prefix: bytes) -> tuple[bytes, int, MessageTooLong | None]:
+    def feedReplies(
+        self, data: bytes, prefix: bytes, limit: int = 0
+    ) -> tuple[bytes, int, MessageError | None]:
         """
-        L{feedUntilError} and L{encodeReplies} in one step, for the hot path
-        of a keep-open server: the replies to every message that C{data}
-        completes, how many there are, and the error that stopped them.
+        L{feedUntilError} and L{encodeReplies} in one step, for the server's
+        one read path: the replies to every message that C{data} completes,
+        how many there are, and the error that stopped them.
+
+        @param limit: answer at most this many messages (0: all). Whatever
+            follows the last one answered, a limit overrun included, is
+            dropped, and the framer is not to be fed again (a one-shot
+            server answers the first message and stops reading).
         """
         messages, error = self.feedUntilError(data)
+        if limit and len(messages) >= limit:
+            messages, error = messages[:limit], None
         if not messages:
             return b"", 0, error
         return self.encodeReplies(prefix, messages), len(messages), error
@@ -202,7 +219,11 @@ class LineFramer(Framer):
             len(unterminated) == limit + 1 and unterminated.endswith(b"\r")
         )
 
-    def feedReplies(self, data: bytes, prefix: bytes) -> tuple[bytes, int, MessageTooLong | None]:
+    def feedReplies(
+        self, data: bytes, prefix: bytes, limit: int = 0
+    ) -> tuple[bytes, int, MessageError | None]:
+        if limit:
+            return Framer.feedReplies(self, data, prefix, limit)
         # The reply to a line is prefix + line + LF whether the line ended in
         # LF or CRLF (its CR is still on it), so a batch of replies is one
         # join, with no per-line work in Python unless a line is too long.

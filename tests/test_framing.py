@@ -254,3 +254,15 @@ def test_lineLimitPlusCRAtEndOfInput() -> None:
     assert framer.feed(b"abc\r") == []
     with pytest.raises(MessageTooLong):
         framer.finish()
+
+
+def test_feedRepliesLimitAnswersOnlyTheFirst() -> None:
+    """
+    With a limit (a one-shot server), only that many messages are answered,
+    and what follows them, a limit overrun included, is dropped.
+    """
+    for framing, data in (("line", b"one\ntwo\n" + b"x" * 20), ("raw", b"one")):
+        framer = makeFramer(framing, 10)
+        out, count, error = framer.feedReplies(data, b"> ", 1)
+        assert (count, error) == (1, None)
+        assert out == (b"> one\n" if framing == "line" else b"> one")

@@ -14,7 +14,7 @@ from support.fakes import LOOPBACK_PEER, HalfCloseableTransport
 from twisted.internet.task import Clock
 
 from sockplay.framing import makeFramer
-from sockplay.server.protocol import EchoReplyFactory, EchoReplyProtocol, ServerSettings
+from sockplay.server import EchoReplyFactory, EchoReplyProtocol, ServerSettings
 
 LIMIT = 64
 

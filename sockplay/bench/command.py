@@ -21,37 +21,23 @@ The load runs in one process, or in C{--processes} processes whose results
 from __future__ import annotations
 
 import json
-import resource
-import socket
 import sys
-import time
-from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any, TextIO, cast
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from twisted.python import usage
 
+from sockplay import cli
 from sockplay.bench.check import makeExchange
-from sockplay.bench.loop import Plan, Worker
-from sockplay.bench.stats import Results, formatSummary
-from sockplay.cli import number
-from sockplay.cli import port as portOption
-from sockplay.framing import FRAMINGS
+from sockplay.bench.plan import Plan
+from sockplay.bench.processes import runPlans
+from sockplay.bench.progress import Progress
+from sockplay.bench.stats import formatSummary
+from sockplay.bench.target import BenchError, parseEndpoint, resolve
+from sockplay.framing import framingOption
 
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
+__all__ = ["Options", "ensureDescriptors", "main", "makePlans", "run"]
 
-__all__ = [
-    "BenchError",
-    "Options",
-    "Progress",
-    "main",
-    "makePlans",
-    "parseEndpoint",
-    "run",
-]
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 12345
 DEFAULT_PREFIX = "Message received: "
 DEFAULT_MESSAGE = "Hello Server !"
 DEFAULT_CONNECTIONS = 50
@@ -72,31 +58,9 @@ DEFAULT_MAX_ERRORS = 1000
 # File descriptors a load process needs besides its connections.
 SPARE_DESCRIPTORS = 64
 
-# Seconds a load process may take, past the deadline, to report its
-# results before it is killed.
-REPORT_GRACE = 10.0
-
-# The progress line: redrawn this often (seconds) on a terminal, written as
-# a new line this often otherwise (a log should not fill up with them).
-TTY_PROGRESS = 1.0
-LOG_PROGRESS = 5.0
-
 # The characters of --message-size messages: printable ASCII, so never a
 # line delimiter.
 _PATTERN = bytes(range(33, 127))
-
-
-class BenchError(Exception):
-    """
-    An error the user can cause (a bad target, too few file descriptors),
-    with the one-line message to show.
-    """
-
-
-def _framing(value: str) -> str:
-    if value not in FRAMINGS:
-        raise ValueError(f"--framing must be one of {', '.join(FRAMINGS)}, not {value!r}")
-    return value
 
 
 def _messageSize(value: str) -> int:
@@ -109,9 +73,10 @@ def _messageSize(value: str) -> int:
     return number
 
 
-class Options(usage.Options):
+class Options(cli.TargetOptions):
     """
-    Command-line options of the load generator.
+    Command-line options of the load generator: the target's (C{--host},
+    C{--port}, C{--connect}) and the load's.
     """
 
     synopsis = "[options]"
@@ -126,35 +91,34 @@ class Options(usage.Options):
         ["quiet", "q", "No progress line."],
     ]
     optParameters = [
-        ["host", "H", DEFAULT_HOST, "Server host name or address."],
-        ["port", "p", DEFAULT_PORT, "Server TCP port.", portOption],
-        ["connect", "c", None, "A client endpoint string (tcp:host=H:port=P, tcp6:..., "
-         "unix:path=...); overrides --host and --port."],
-        ["framing", "f", "raw", "raw, line, int32 or eof: must match the server's.", _framing],
+        ["framing", "f", "raw", "raw, line, int32 or eof: must match the server's.",
+         framingOption],
         ["prefix", None, DEFAULT_PREFIX, "The reply prefix the server uses."],
         ["message", "m", None, f"The message to send. [default: {DEFAULT_MESSAGE}]"],
         ["message-size", None, None, "Send a message of this many bytes (printable ASCII) "
          "instead of --message.", _messageSize],
         ["connections", None, DEFAULT_CONNECTIONS,
-         "Connections (--one-shot: exchanges at once).", number("--connections", int, 1)],
+         "Connections (--one-shot: exchanges at once).", cli.number("--connections", int, 1)],
         ["duration", "d", None, f"Seconds to send requests for. [default: {DEFAULT_DURATION:g}]",
-         number("--duration", float, 0.0, positive=True)],
+         cli.number("--duration", float, 0.0, positive=True)],
         ["requests", "n", None, "Send this many requests in all, instead of a duration.",
-         number("--requests", int, 1)],
+         cli.number("--requests", int, 1)],
         ["pipeline", None, 1, "Requests in flight per keep-open connection.",
-         number("--pipeline", int, 1)],
+         cli.number("--pipeline", int, 1)],
         ["rate", None, None, "Open loop: requests per second in all, latency counted from "
-         "when each was due. Default: closed loop.", number("--rate", float, 0.0, positive=True)],
+         "when each was due. Default: closed loop.",
+         cli.number("--rate", float, 0.0, positive=True)],
         ["processes", None, 1, "Spread the load over this many processes.",
-         number("--processes", int, 1)],
+         cli.number("--processes", int, 1)],
         ["hold", None, None, "Make one exchange on each connection, then hold them all open, "
          "idle, this many seconds (to measure what idle connections cost).",
-         number("--hold", float, 0.0, positive=True)],
+         cli.number("--hold", float, 0.0, positive=True)],
         ["deadline", None, None, "Hard bound on the whole run, in seconds. [default: the "
          f"duration + {DEADLINE_MARGIN:g}; {REQUESTS_DEADLINE:g} with --requests; the hold "
-         f"+ {REQUESTS_DEADLINE:g} with --hold]", number("--deadline", float, 0.0, positive=True)],
+         f"+ {REQUESTS_DEADLINE:g} with --hold]",
+         cli.number("--deadline", float, 0.0, positive=True)],
         ["max-errors", None, DEFAULT_MAX_ERRORS, "Stop after this many errors.",
-         number("--max-errors", int, 1)],
+         cli.number("--max-errors", int, 1)],
     ]
 
     def postOptions(self) -> None:
@@ -215,90 +179,6 @@ class Options(usage.Options):
             return "hold"
         return "one-shot" if self["one-shot"] else "keep-open"
 
-    def target(self) -> str:
-        """
-        What the load goes to, for messages.
-        """
-        if self["connect"]:
-            return str(self["connect"])
-        host = self["host"]
-        return f"[{host}]:{self['port']}" if ":" in host else f"{host}:{self['port']}"
-
-
-def _splitEndpoint(description: str) -> list[str]:
-    """
-    Split a Twisted endpoint string at its unescaped colons, removing the
-    backslash escapes.
-    """
-    parts = [""]
-    escaped = False
-    for character in description:
-        if escaped:
-            parts[-1] += character
-            escaped = False
-        elif character == "\\":
-            escaped = True
-        elif character == ":":
-            parts.append("")
-        else:
-            parts[-1] += character
-    return parts
-
-
-def parseEndpoint(description: str) -> tuple[int, Any]:
-    """
-    The address family and socket address of a client endpoint string:
-    C{tcp:host=H:port=P} (or C{tcp:H:P}), C{tcp6:...} or C{unix:path=...}
-    (or C{unix:PATH}), in Twisted's syntax. A C{timeout} argument is
-    accepted and ignored (the run has its deadline).
-
-    @raise BenchError: for any other endpoint, or a malformed one.
-    """
-    kind, *arguments = _splitEndpoint(description)
-    names = {"tcp": ["host", "port"], "tcp6": ["host", "port"], "unix": ["path"]}
-    if kind not in names:
-        raise BenchError(
-            f"bad --connect endpoint {description!r}: the load generator supports "
-            "tcp:, tcp6: and unix: endpoints"
-        )
-    values: dict[str, str] = {}
-    positional = iter(names[kind])
-    for argument in arguments:
-        name, equals, value = argument.partition("=")
-        if not equals:
-            name, value = next(positional, ""), argument
-        if name == "timeout":
-            continue
-        if name not in names[kind] or name in values:
-            raise BenchError(f"bad --connect endpoint {description!r}: unexpected {argument!r}")
-        values[name] = value
-    missing = [name for name in names[kind] if not values.get(name)]
-    if missing:
-        raise BenchError(f"bad --connect endpoint {description!r}: no {missing[0]}")
-    if kind == "unix":
-        return socket.AF_UNIX, values["path"]
-    try:
-        port = portOption(values["port"])
-    except ValueError:
-        raise BenchError(
-            f"bad --connect endpoint {description!r}: bad port {values['port']!r}"
-        ) from None
-    return resolve(values["host"], port, socket.AF_INET6 if kind == "tcp6" else socket.AF_INET)
-
-
-def resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, Any]:
-    """
-    The address family and socket address to connect to for C{host}.
-
-    @raise BenchError: if the name does not resolve.
-    """
-    try:
-        found = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise BenchError(f"cannot resolve {host!r}: {e}") from None
-    family, _, _, _, address = found[0]
-    return family, address
-
 
 def makePlans(config: Options, family: int, address: Any) -> list[Plan]:
     """
@@ -341,175 +221,12 @@ def ensureDescriptors(needed: int) -> None:
 
     @raise BenchError: if the hard limit is lower.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise BenchError(
-                f"{needed} file descriptors per load process are needed and the limit is "
-                f"{hard} (ulimit -Hn): use fewer --connections or more --processes"
-            )
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-class Progress:
-    """
-    The live progress line on stderr: on a terminal, redrawn in place about
-    once a second; otherwise a plain line every few seconds.
-    """
-
-    def __init__(
-        self, stream: IO[str], clock: Callable[[], float] = time.monotonic, tty: bool | None = None
-    ) -> None:
-        """
-        @param tty: whether C{stream} is a terminal (default: ask it).
-        """
-        self._stream = stream
-        self._clock = clock
-        self._tty = stream.isatty() if tty is None else tty
-        self._interval = TTY_PROGRESS if self._tty else LOG_PROGRESS
-        self._start = clock()
-        self._last = self._start
-        self._lastOk = 0
-        self._drawn = False
-
-    def update(self, ok: int, errors: int) -> None:
-        """
-        Show the totals so far, if it is time to.
-        """
-        now = self._clock()
-        if now - self._last < self._interval:
-            return
-        rate = (ok - self._lastOk) / (now - self._last)
-        self._last, self._lastOk = now, ok
-        line = f"{now - self._start:6.1f} s  {ok:>12,} ok  {rate:>10,.0f}/s  {errors:,} errors"
-        if self._tty:
-            self._stream.write(f"\r{line}\x1b[K")
-            self._drawn = True
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
-
-    def note(self, text: str) -> None:
-        """
-        Show a line that stays.
-        """
-        self.finish()
-        self._stream.write(text + "\n")
-        self._stream.flush()
-
-    def finish(self) -> None:
-        """
-        Clear the progress line (on a terminal) before the summary.
-        """
-        if self._drawn:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._drawn = False
-
-
-def _runOne(plan: Plan, progress: Progress | None) -> Results:
-    """
-    Run the whole load in this process.
-    """
-
-    def onTick(worker: Worker) -> None:
-        if progress is not None:
-            progress.update(worker.results.ok, worker.results.errorCount)
-
-    def onHold(count: int) -> None:
-        if progress is not None:
-            progress.note(f"holding {count} connections open for {plan.hold:g} s")
-
-    return Worker(plan, onTick=onTick, onHold=onHold).run()
-
-
-def _workerMain(plan: Plan, slot: int, counters: Any, holding: Any, output: Connection) -> None:
-    """
-    A load process: run C{plan}, keep its totals in C{counters} for the
-    progress line, and send its results, as plain data, to C{output}.
-    """
-
-    def onTick(worker: Worker) -> None:
-        counters[2 * slot] = worker.results.ok
-        counters[2 * slot + 1] = worker.results.errorCount
-
-    def onHold(count: int) -> None:
-        holding[slot] = count + 1
-
-    try:
-        results = Worker(plan, onTick=onTick, onHold=onHold).run()
-    except KeyboardInterrupt:
-        results = Results(stopped="interrupted")
-    output.send(results.toWire())
-    output.close()
-
-
-def _runMany(plans: list[Plan], progress: Progress | None) -> Results:
-    """
-    Run one plan per process and merge their results.
-    """
-    # Imported here: multiprocessing takes a tenth of a second to import,
-    # and most runs use one process.
-    import multiprocessing
-    from multiprocessing.connection import wait
-
-    methods = multiprocessing.get_all_start_methods()
-    context: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    counters = context.Array("q", 2 * len(plans), lock=False)
-    holding = context.Array("q", len(plans), lock=False)
-    processes = []
-    readers: dict[Connection, int] = {}
-    for slot, plan in enumerate(plans):
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_workerMain, args=(plan, slot, counters, holding, writer), daemon=True
+    soft, hard = cli.raiseFileLimit(needed)
+    if soft != cli.UNLIMITED and soft < needed:
+        raise BenchError(
+            f"{needed} file descriptors per load process are needed and the limit is "
+            f"{hard} (ulimit -Hn): use fewer --connections or more --processes"
         )
-        process.start()
-        writer.close()
-        processes.append(process)
-        readers[reader] = slot
-    merged: Results | None = None
-    limit = time.monotonic() + plans[0].deadline + REPORT_GRACE
-    held = False
-    try:
-        while readers and time.monotonic() < limit:
-            try:
-                ready = wait(list(readers), timeout=0.25)
-            except KeyboardInterrupt:
-                # The load processes got it too, and report what they have.
-                continue
-            for done in ready:
-                reader = cast("Connection", done)
-                slot = readers.pop(reader)
-                try:
-                    results = Results.fromWire(reader.recv())
-                except EOFError:
-                    results = Results()
-                    results.addError("worker", f"load process {slot} died")
-                if merged is None:
-                    merged = results
-                else:
-                    merged.merge(results)
-            if progress is not None:
-                progress.update(
-                    sum(counters[0::2]), sum(counters[1::2])
-                )
-                if not held and all(holding):
-                    held = True
-                    count = sum(holding) - len(plans)
-                    progress.note(f"holding {count} connections open for {plans[0].hold:g} s")
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-            process.join()
-    if merged is None:
-        merged = Results(processes=0)
-    for slot in readers.values():
-        failed = Results(processes=0)
-        failed.addError("worker", f"load process {slot} did not report in time")
-        merged.merge(failed)
-    return merged
 
 
 def run(config: Options, stdout: TextIO, stderr: TextIO) -> int:
@@ -526,10 +243,7 @@ def run(config: Options, stdout: TextIO, stderr: TextIO) -> int:
     plans = makePlans(config, family, address)
     ensureDescriptors(max(plan.connections for plan in plans) + SPARE_DESCRIPTORS)
     progress = None if config["quiet"] else Progress(stderr)
-    if len(plans) == 1:
-        results = _runOne(plans[0], progress)
-    else:
-        results = _runMany(plans, progress)
+    results = runPlans(plans, progress)
     if progress is not None:
         progress.finish()
     summary = results.summary(
@@ -566,17 +280,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     every reply was right, 1 otherwise, 2 on a usage error.
     """
     config = Options()  # type: ignore[no-untyped-call]
-    try:
-        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
-    except usage.UsageError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        print("Try 'python -m sockplay.bench --help'.", file=sys.stderr)
-        sys.exit(2)
+    cli.parseOrExit(config, argv, "sockplay.bench")
     try:
         status = run(config, sys.stdout, sys.stderr)
     except BenchError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        sys.exit(1)
+        cli.exitWithError(str(e))
     sys.exit(status)
 
 

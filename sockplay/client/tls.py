@@ -3,7 +3,7 @@ The client side of TLS: what to trust, what name to check, and how a TLS
 failure reads.
 
 Importing this module needs Twisted's TLS support (pyOpenSSL and
-service_identity: C{pip install 'sockplay[tls]'}).
+service_identity), which C{pip install sockplay} includes.
 """
 
 from __future__ import annotations

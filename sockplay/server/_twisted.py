@@ -1,11 +1,29 @@
 """
-What a transport can do, beyond L{ITransport}.
+Every reach under Twisted's public API, in one module.
+
+Each private name used here is listed in L{PRIVATE_NAMES}, which a test
+checks against the installed Twisted, so that an upgrade that renames one
+fails loudly, naming it. Each use also falls back to the public API where
+the name is missing: an upgrade then costs speed, never correctness.
+
+  - The hot path: sending on a plain TCP or UNIX socket at once when its
+    write buffer is empty (L{sendNow}) and shutting its write side at once
+    (L{shutDownWriteNow}), instead of waiting a reactor turn.
+  - twistd's exit signal, forgotten after a graceful drain
+    (L{forgetExitSignal}); Twisted has no public way to say it.
+  - The PROXY protocol wrapper, whose classes live in a private module
+    (L{HAProxyProtocolWrapper}, L{HAProxyWrappingFactory}) and whose parsed
+    header is a private attribute (L{proxyInfoOf}).
+
+It also holds the typing help for transports (L{StreamTransport},
+L{asStream}) and L{canHalfClose}, which use public names only.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol, cast
 
+from twisted.internet import abstract, tcp
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableDescriptor,
@@ -16,13 +34,31 @@ from twisted.internet.interfaces import (
 )
 
 __all__ = [
+    "HAVE_PROXY_WRAPPER",
+    "PRIVATE_NAMES",
+    "HAProxyProtocolWrapper",
+    "HAProxyWrappingFactory",
     "StreamTransport",
     "asStream",
     "canHalfClose",
+    "forgetExitSignal",
     "isPlainSocket",
+    "proxyInfoOf",
     "sendNow",
     "shutDownWriteNow",
 ]
+
+# The private names this module reaches for, each with where it lives. The
+# test suite checks every one against the installed Twisted.
+PRIVATE_NAMES = (
+    "twisted.internet.abstract.FileDescriptor._tempDataBuffer",
+    "twisted.internet.abstract.FileDescriptor._writeDisconnected",
+    "twisted.internet.tcp.Connection._closeWriteConnection",
+    "twisted.internet.base.ReactorBase._exitSignal",
+    "twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper",
+    "twisted.protocols.haproxy._wrapper.HAProxyWrappingFactory",
+    "twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper._proxyInfo",
+)
 
 
 def canHalfClose(transport: ITransport | None) -> bool:
@@ -70,14 +106,11 @@ def asStream(transport: object) -> StreamTransport:
     return cast(StreamTransport, transport)
 
 
-# Everything below reaches under Twisted's TCP transport, for the hot path,
-# and is used only on transports that isPlainSocket accepts: Twisted's own
-# TCP and UNIX server connections, whose attributes it reads.
+# The hot path. Used only on transports that isPlainSocket accepts:
+# Twisted's own TCP and UNIX server connections.
 
 
 def _plainSocketClasses() -> tuple[type, ...]:
-    from twisted.internet import tcp
-
     kinds: list[type] = [tcp.Server]
     try:
         from twisted.internet import unix
@@ -88,13 +121,33 @@ def _plainSocketClasses() -> tuple[type, ...]:
     return tuple(kinds)
 
 
-_PLAIN_SOCKETS = _plainSocketClasses()
+def _hasFastPath() -> bool:
+    """
+    Whether the installed Twisted still has the names the fast path reads;
+    without them every write goes through the public C{write}.
+    """
+    probe = abstract.FileDescriptor.__new__(abstract.FileDescriptor)
+    try:
+        abstract.FileDescriptor.__init__(probe, reactor=cast(Any, object()))
+    except Exception:
+        return False
+    return (
+        hasattr(probe, "_tempDataBuffer")
+        and hasattr(probe, "dataBuffer")
+        and hasattr(abstract.FileDescriptor, "_writeDisconnected")
+        and hasattr(tcp.Connection, "_closeWriteConnection")
+    )
+
+
+_PLAIN_SOCKETS = _plainSocketClasses() if _hasFastPath() else ()
 
 
 def isPlainSocket(transport: object) -> bool:
     """
     Whether C{transport} is a plain TCP or UNIX socket connection (not TLS,
-    not a wrapper), which L{sendNow} and L{shutDownWriteNow} may use.
+    not a wrapper) on which L{sendNow} and L{shutDownWriteNow} save a
+    reactor turn. Always C{False} if the installed Twisted lacks the names
+    they read.
     """
     return type(transport) in _PLAIN_SOCKETS and not getattr(transport, "TLS", False)
 
@@ -108,16 +161,18 @@ def sendNow(transport: ITransport, data: bytes) -> bytes:
     costs two epoll_ctl calls and a loop iteration, the bulk of a request's
     cost. Sending right away when the buffer is empty keeps the byte order.
 
-    @return: what the socket did not take, for C{transport.write}.
+    @return: what the socket did not take, for C{transport.write} (all of
+        it if the socket cannot be written to now, or if Twisted's buffer
+        is not where this module expects it).
     """
     plain: Any = transport
-    if plain.dataBuffer or plain._tempDataBuffer:
-        return data
     try:
+        if plain.dataBuffer or plain._tempDataBuffer:
+            return data
         sent = plain.socket.send(data)
-    except OSError:
-        # Would block, or an error that Twisted meets on its own write and
-        # reports.
+    except (OSError, AttributeError):
+        # Would block, an error that Twisted meets on its own write and
+        # reports, or a Twisted whose buffer has moved: write() handles it.
         return data
     return data[sent:]
 
@@ -131,8 +186,56 @@ def shutDownWriteNow(transport: ITransport) -> bool:
     @return: whether it did; if not, call C{loseWriteConnection}.
     """
     plain: Any = transport
-    if plain.dataBuffer or plain._tempDataBuffer:
+    try:
+        if plain.dataBuffer or plain._tempDataBuffer:
+            return False
+        closeWrite = plain._closeWriteConnection
+    except AttributeError:
         return False
     plain._writeDisconnected = True
-    plain._closeWriteConnection()
+    closeWrite()
     return True
+
+
+def forgetExitSignal(reactor: object) -> None:
+    """
+    Make twistd exit with status 0 after the signal that stopped it.
+
+    twistd records the signal that stopped the reactor in the reactor's
+    C{_exitSignal} and, once the reactor has stopped, kills itself with that
+    signal. There is no public way to say that a signal ended the program
+    as designed. If a future Twisted drops the attribute, the exit status
+    is the signal again (a cosmetic loss).
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None  # type: ignore[attr-defined]
+
+
+# The PROXY protocol: Twisted's wrapper classes are public only behind
+# proxyEndpoint(); sockplay.server.proxy subclasses them. Where they have
+# moved, the names stand for their public bases, HAVE_PROXY_WRAPPER is
+# False, and sockplay.server.proxy uses the public proxyEndpoint instead.
+try:
+    from twisted.protocols.haproxy._wrapper import (
+        HAProxyProtocolWrapper,
+        HAProxyWrappingFactory,
+    )
+except ImportError:  # pragma: no cover - only with a Twisted that moved them
+    from twisted.protocols.policies import (  # type: ignore[assignment]
+        ProtocolWrapper as HAProxyProtocolWrapper,
+    )
+    from twisted.protocols.policies import (  # type: ignore[assignment]
+        WrappingFactory as HAProxyWrappingFactory,
+    )
+
+    HAVE_PROXY_WRAPPER = False
+else:
+    HAVE_PROXY_WRAPPER = True
+
+
+def proxyInfoOf(wrapper: object) -> object | None:
+    """
+    The PROXY header that C{wrapper} (an L{HAProxyProtocolWrapper}) has
+    parsed, or C{None} while it has not.
+    """
+    return getattr(wrapper, "_proxyInfo", None)

@@ -15,8 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
-from twisted.python import usage
 
+from sockplay.cli import parseOrExit
 from sockplay.server.tap import Options, makeService
 
 __all__ = ["main"]
@@ -48,12 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     error, 1 if a listener cannot start.
     """
     config = Options()
-    try:
-        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
-    except usage.UsageError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        print("Try 'python -m sockplay.server --help'.", file=sys.stderr)
-        sys.exit(2)
+    parseOrExit(config, argv, "sockplay.server")
     react(_serve, (config,))
 
 

@@ -1,26 +1,67 @@
 """
-A service that listens on one endpoint while it runs.
+The server's listeners: a service per stream endpoint (L{ListenerService}),
+the endpoint strings it understands (L{makeEndpoint}), and the UDP
+listeners, one datagram in, one reply out (L{UDPService} on Twisted's stock
+L{internet.UDPServer}).
+
+A listener that cannot start ends the program with one line naming it and
+exit status 1 (L{ListenFailed}), never a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
+from twisted.application import internet
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
+    IReactorUDP,
     IStreamServerEndpoint,
 )
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sockplay.server.address import describeAddress
+from sockplay.server.proxy import ProxiedEndpoint
+from sockplay.server.settings import DEFAULT_PREFIX
 
-__all__ = ["ListenFailed", "ListenerService"]
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "MAX_DATAGRAM",
+    "MAX_REPLY",
+    "EchoReplyDatagramProtocol",
+    "ListenFailed",
+    "ListenerService",
+    "UDPService",
+    "makeEndpoint",
+    "makeUDPService",
+    "withBacklog",
+]
+
+# Twisted's default listen backlog is 50: a burst of one-shot clients
+# overflows it and connects then wait for SYN retransmits. The kernel caps
+# this at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+_BACKLOG_ENDPOINTS = ("tcp", "tcp6", "ssl", "unix")
+
+# The largest UDP payload over IPv4 (65535 - 20 bytes of IP header - 8 of UDP
+# header). IPv6 allows 20 bytes more; one limit for both keeps replies
+# predictable.
+MAX_REPLY = 65507
+
+# How much one read takes. Twisted reads 8192 bytes by default and silently
+# drops the rest of a longer datagram; this is larger than any datagram.
+MAX_DATAGRAM = 65535
 
 
 class ListenFailed(SystemExit):
@@ -31,9 +72,37 @@ class ListenFailed(SystemExit):
     """
 
 
+def makeEndpoint(reactor: IReactorCore, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint for C{description}, with a raised backlog (see
+    L{withBacklog}). C{haproxy:} endpoints use sockplay's PROXY wrapper,
+    which lets the protocol see the original client from its first moment.
+    """
+    description = withBacklog(description)
+    if description.startswith("haproxy:"):
+        return ProxiedEndpoint(serverFromString(reactor, description[len("haproxy:"):]))
+    return cast(IStreamServerEndpoint, serverFromString(reactor, description))
+
+
+def withBacklog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    Add C{backlog=} to a TCP, TCP6, SSL or UNIX endpoint string (also inside
+    C{haproxy:}) that does not set one.
+    """
+    inner = description[len("haproxy:"):] if description.startswith("haproxy:") else description
+    kind = inner.split(":", 1)[0]
+    if kind not in _BACKLOG_ENDPOINTS or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 class ListenerService(Service):
     """
     Listen on one endpoint while running; stop listening when stopped.
+
+    Twisted's C{StreamServerEndpointService} logs a failure to listen as a
+    traceback and carries on; a test endpoint that cannot listen should
+    instead end at once, with one line.
 
     @ivar description: the endpoint string, for messages.
     @ivar port: the listening port, once listening.
@@ -116,3 +185,122 @@ class ListenerService(Service):
         return maybeDeferred(cast(Callable[[], object], port.stopListening)).addCallback(
             lambda _: None
         )
+
+
+class EchoReplyDatagramProtocol(DatagramProtocol):
+    """
+    The echo-reply server over UDP: answer every datagram with C{prefix +
+    datagram}, sent to its sender.
+
+    A datagram is a message: there is no framing, no connection and no
+    lifecycle. A reply that would not fit in one UDP datagram is
+    C{Error: message too long (limit N bytes)} and a newline instead, as in
+    C{raw} framing.
+
+    @ivar prefix: the bytes put before each datagram in its reply.
+    """
+
+    # The service logs the port; "Starting protocol" would say it twice.
+    noisy = False
+    log = Logger()
+
+    def __init__(self, prefix: bytes = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+
+    @property
+    def limit(self) -> int:
+        """
+        The largest datagram whose reply fits in one UDP datagram.
+        """
+        return max(0, MAX_REPLY - len(self.prefix))
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if len(datagram) > self.limit:
+            reply = f"Error: message too long (limit {self.limit} bytes)\n".encode()
+        else:
+            reply = self.prefix + datagram
+        assert self.transport is not None
+        try:
+            self.transport.write(reply, addr)
+        except (OSError, MessageLengthError) as e:
+            # The network's business, not ours (no route, a full buffer, an
+            # ICMP error from an earlier reply): this reply is lost, like any
+            # datagram may be.
+            self.log.warn(
+                "Cannot send a reply to {peer}: {error}",
+                peer=f"{addr[0]}:{addr[1]}",
+                error=str(e) or type(e).__name__,
+            )
+
+
+class UDPService(internet.UDPServer):
+    """
+    Twisted's L{internet.UDPServer} for one echo-reply port, which also
+    reports a port it cannot have in one line (L{ListenFailed}) and logs
+    where it listens.
+
+    @ivar description: C{udp:PORT:interface=ADDRESS}, for messages.
+    @ivar protocol: the L{EchoReplyDatagramProtocol}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        portNumber: int,
+        interface: str,
+        protocol: EchoReplyDatagramProtocol,
+        reactor: IReactorUDP,
+    ) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]
+            portNumber, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM, reactor=reactor
+        )
+        self.description = f"udp:{portNumber}:interface={interface}"
+        self.protocol = protocol
+
+    @contextmanager
+    def _oneLineError(self) -> Iterator[None]:
+        """
+        Turn a port that cannot be had (in use, a bad address), a user
+        error, into one line and exit status 1.
+        """
+        try:
+            yield
+        except CannotListenError as e:
+            raise ListenFailed(
+                f"Error: cannot listen on {self.description}: {e.socketError}"
+            ) from None
+
+    @property
+    def port(self) -> Any:
+        """
+        The listening port while listening (its C{getHost()} gives the real
+        address of port 0), else C{None}: the protocol's transport.
+        """
+        return self.protocol.transport
+
+    def privilegedStartService(self) -> None:
+        # Binds here, before twistd sheds privileges, so low ports work.
+        with self._oneLineError():
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        with self._oneLineError():
+            super().startService()  # type: ignore[no-untyped-call]
+        self.log.info("Listening on {address} (UDP)", address=describeAddress(self.port.getHost()))
+
+
+def makeUDPService(
+    port: int, interface: str, prefix: bytes, reactor: IReactorUDP | None = None
+) -> UDPService:
+    """
+    A service that answers datagrams on UDP C{port} of C{interface} (an IPv4
+    or IPv6 address; C{""} for every IPv4 address) with C{prefix + datagram}.
+
+    @param reactor: the reactor to listen with; the global one by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = cast(IReactorUDP, globalReactor)
+    return UDPService(port, interface, EchoReplyDatagramProtocol(prefix), reactor)

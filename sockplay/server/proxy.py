@@ -24,9 +24,16 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
+
+from sockplay.server._twisted import (
+    HAVE_PROXY_WRAPPER,
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+    proxyInfoOf,
+)
 
 __all__ = ["ProxiedEndpoint", "ProxyHeaderWrapper", "ProxyWrappingFactory", "localAddress"]
 
@@ -69,7 +76,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
             super().dataReceived(data)
         finally:
             self.wrappedProtocol = protocol
-        if self._proxyInfo is None or self._isDisconnecting():
+        if proxyInfoOf(self) is None or self._isDisconnecting():
             return
         self._connected = True
         protocol.makeConnection(cast(ITransport, self))
@@ -120,6 +127,12 @@ class ProxiedEndpoint:
         self._endpoint = endpoint
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        if not HAVE_PROXY_WRAPPER:
+            # A Twisted whose wrapper classes moved: its public endpoint
+            # still parses the header, but connects the protocol at once.
+            return cast(
+                "Deferred[IListeningPort]", proxyEndpoint(self._endpoint).listen(protocolFactory)
+            )
         factory: Any = ProxyWrappingFactory(protocolFactory)  # type: ignore[no-untyped-call]
         return self._endpoint.listen(factory)
 

@@ -6,7 +6,7 @@ itself, and starts N worker processes that adopt the listening sockets
 (L{IReactorSocket.adoptStreamPort}); the kernel hands each new connection
 to one of the workers. A worker that dies is restarted within a second. On
 SIGTERM or SIGINT the parent passes SIGTERM on: each worker drains its own
-connections (see L{sockplay.server.tap.DrainService}) and exits, then the parent
+connections (see L{sockplay.server.lifecycle.DrainService}) and exits, then the parent
 exits.
 
 A worker is this module run as a program (C{python -m sockplay.server.workers});
@@ -39,14 +39,16 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, LogEvent, Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sockplay.server.address import describeAddress
+from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.lifecycle import DrainService, exitCleanly
 from sockplay.server.listening import ListenerService, ListenFailed
-from sockplay.server.protocol import EchoReplyFactory, ServerSettings
 from sockplay.server.proxy import ProxiedEndpoint
+from sockplay.server.settings import ServerSettings
 
 __all__ = [
     "ENVIRONMENT_KEY",
@@ -261,8 +263,6 @@ class WorkerPoolService(Service):
         def finished(result: object) -> None:
             if killer.active():
                 killer.cancel()
-            from sockplay.server.tap import exitCleanly
-
             for port, _, _ in self.ports:
                 port.stopListening()
             self.log.info("All workers stopped")
@@ -282,10 +282,6 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
     """
     A worker: adopt the listening sockets, serve, drain on SIGTERM.
     """
-    from twisted.logger import ILogObserver, LogEvent, globalLogBeginner, textFileLogObserver
-
-    from sockplay.server.tap import DrainService
-
     index = spec["index"]
     observer = textFileLogObserver(sys.stdout)
 

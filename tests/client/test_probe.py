@@ -2,8 +2,8 @@
 Tests for the client as a probe (C{python -m sockplay.client --count N}):
 the probe loop on a memory reactor whose clock the tests move, with the real
 server protocol on the other end of an L{twisted.test.iosim} pump; the
-keep-open client protocol on an in-memory transport; the printed and JSON
-reports; and the command against a real C{twistd -n sockplay} on loopback.
+command's output; and the command against a real C{twistd -n sockplay} on
+loopback.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import re
 import socket
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.client import REPLY, fired
 from support.fakes import (
-    HalfCloseableTransport,
     MuteServer,
     acceptLatest,
     pumpWithHalfClose,
@@ -31,22 +30,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from sockplay.client.command import (
-    KeepOpenClientProtocol,
-    NoReply,
-    Options,
-    ProbeResult,
-    _main,
-    formatProbe,
-    formatSummary,
-    probe,
-    probeReport,
-)
-from sockplay.framing import MessageTooLong
-from sockplay.server.protocol import EchoReplyFactory, ServerSettings
+from sockplay.client.command import _main
+from sockplay.client.options import Options
+from sockplay.client.requests import ProbeResult, probe
+from sockplay.server import EchoReplyFactory, ServerSettings
 
-HELLO = b"Hello Server !"
-REPLY = b"Message received: Hello Server !"
 CONNECT = "tcp:host=127.0.0.1:port=12345"
 
 
@@ -95,16 +83,6 @@ class Probing:
         refuseLatest(self.reactor)
 
 
-def outcome(d: Deferred[list[ProbeResult]]) -> list[ProbeResult] | Failure:
-    """
-    What C{d} fired with, which must be already.
-    """
-    out: list[list[ProbeResult] | Failure] = []
-    d.addBoth(out.append)
-    assert out, "the probe has not ended"
-    return out[0]
-
-
 def test_newConnectionPerProbe() -> None:
     """
     By default each probe opens its own connection, the probes start
@@ -124,7 +102,7 @@ def test_newConnectionPerProbe() -> None:
             probing.reactor.advance(0.74)
             assert probing.attempts == seq
             probing.reactor.advance(0.01)
-    assert outcome(probing.done) == probing.reported
+    assert fired(probing.done) == probing.reported
 
 
 def test_slowProbeDelaysTheNext() -> None:
@@ -158,7 +136,7 @@ def test_keepOpenUsesOneConnection() -> None:
     pump.flush()
     assert probing.attempts == 1
     assert pump.clientIO.disconnecting
-    assert outcome(probing.done) == probing.reported
+    assert fired(probing.done) == probing.reported
     assert server.messages == 3
 
 
@@ -181,7 +159,7 @@ def test_keepOpenReconnectsAfterServerClose() -> None:
     pump.flush()
     probing.reactor.advance(0)
     pump.flush()
-    assert [r.error for r in outcome(probing.done)] == [None, None]  # type: ignore[union-attr]
+    assert [r.error for r in fired(probing.done)] == [None, None]  # type: ignore[union-attr]
 
 
 def test_timeoutLosesOneProbe() -> None:
@@ -206,7 +184,7 @@ def test_timeoutLosesOneProbe() -> None:
     pump.flush()
     probing.reactor.advance(0)
     pump.flush()
-    results = outcome(probing.done)
+    results = fired(probing.done)
     assert isinstance(results, list)
     assert [(r.seq, r.reply) for r in results] == [(1, None), (2, REPLY)]
 
@@ -236,148 +214,9 @@ def test_badEndpointFailsBeforeProbing() -> None:
     config.parseOptions(["--connect", "foo:bar", "--count", "3"])
     reported: list[ProbeResult] = []
     d = Deferred.fromCoroutine(probe(reactor, config, reported.append))
-    failure = outcome(d)
+    failure = fired(d)
     assert isinstance(failure, Failure) and "bad --connect endpoint" in str(failure.value)
     assert reported == []
-
-
-def connectKeepOpen(framing: str) -> tuple[KeepOpenClientProtocol, HalfCloseableTransport]:
-    protocol = KeepOpenClientProtocol(framing)
-    transport = HalfCloseableTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def fired(d: Deferred[bytes]) -> bytes | Failure:
-    out: list[bytes | Failure] = []
-    d.addBoth(out.append)
-    assert out, "the Deferred has not fired"
-    return out[0]
-
-
-def test_keepOpenProtocolRawEcho() -> None:
-    """
-    In raw framing a keep-open server never closes, so a reply is complete
-    when it ends with the message sent; the next exchange starts afresh.
-    """
-    protocol, transport = connectKeepOpen("raw")
-    first = protocol.ask(b"hi")
-    assert transport.value() == b"hi"
-    protocol.dataReceived(b"Message received: h")
-    assert not first.called
-    protocol.dataReceived(b"i")
-    assert fired(first) == b"Message received: hi"
-    second = protocol.ask(b"yo")
-    protocol.dataReceived(b"Message received: yo")
-    assert fired(second) == b"Message received: yo"
-    assert not transport.disconnecting
-
-
-def test_keepOpenProtocolInt32() -> None:
-    """
-    In int32 framing each reply is one frame, however it is split.
-    """
-    protocol, transport = connectKeepOpen("int32")
-    d = protocol.ask(HELLO)
-    assert transport.value() == struct.pack(">I", len(HELLO)) + HELLO
-    wire = struct.pack(">I", len(REPLY)) + REPLY
-    protocol.dataReceived(wire[:2])
-    protocol.dataReceived(wire[2:])
-    assert fired(d) == REPLY
-
-
-def test_keepOpenProtocolClosedWithoutReply() -> None:
-    """
-    A connection closed while a reply is awaited fails that exchange with
-    L{NoReply}; asking on a closed connection fails at once.
-    """
-    protocol, _ = connectKeepOpen("line")
-    d = protocol.ask(HELLO)
-    protocol.connectionLost(Failure(error.ConnectionDone()))
-    failure = fired(d)
-    assert isinstance(failure, Failure) and failure.check(NoReply)
-    assert not protocol.isOpen
-    failure = fired(protocol.ask(HELLO))
-    assert isinstance(failure, Failure) and failure.check(NoReply)
-
-
-def test_keepOpenProtocolReplyTooLong() -> None:
-    """
-    An over-long reply fails its exchange and aborts the connection: what
-    follows could not be told apart from the next reply.
-    """
-    protocol = KeepOpenClientProtocol("line", maxReply=10)
-    transport = HalfCloseableTransport()
-    protocol.makeConnection(transport)
-    d = protocol.ask(HELLO)
-    protocol.dataReceived(b"x" * 11)
-    failure = fired(d)
-    assert isinstance(failure, Failure) and failure.check(MessageTooLong)
-    assert transport.aborted
-
-
-def test_keepOpenProtocolRejectsEOF() -> None:
-    """
-    eof framing cannot keep a connection open.
-    """
-    with pytest.raises(ValueError):
-        KeepOpenClientProtocol("eof")
-
-
-RESULTS = [
-    ProbeResult(1, 0.0003, REPLY),
-    ProbeResult(2, error="connection refused by 127.0.0.1:12345"),
-    ProbeResult(3, 0.0005, b"caf\xe9"),
-]
-
-
-def test_formatProbe() -> None:
-    """
-    A probe is one line: its sequence number, then its round-trip time in
-    milliseconds and the reply (invalid UTF-8 escaped), or why it was lost.
-    """
-    assert [formatProbe(r) for r in RESULTS] == [
-        "seq=1 rtt=0.300 ms reply=Message received: Hello Server !",
-        "seq=2 error=connection refused by 127.0.0.1:12345",
-        "seq=3 rtt=0.500 ms reply=caf\\xe9",
-    ]
-
-
-def test_formatSummary() -> None:
-    """
-    The statistics are ping's: sent, received, loss, and the minimum,
-    average, maximum and mean deviation of the round-trip times.
-    """
-    assert formatSummary(RESULTS, "127.0.0.1:12345") == [
-        "--- 127.0.0.1:12345 probe statistics ---",
-        "3 sent, 2 received, 33.3333% loss, rtt min/avg/max/mdev = 0.300/0.400/0.500/0.100 ms",
-    ]
-
-
-def test_formatSummaryNothingReceived() -> None:
-    """
-    With no reply at all there are no round-trip times to summarize.
-    """
-    assert formatSummary(RESULTS[1:2], "x")[1] == "1 sent, 0 received, 100% loss"
-
-
-def test_probeReport() -> None:
-    """
-    C{--json} holds every probe and the statistics, times in milliseconds.
-    """
-    assert probeReport(RESULTS, "127.0.0.1:12345") == {
-        "target": "127.0.0.1:12345",
-        "probes": [
-            {"seq": 1, "rtt_ms": 0.3, "reply": "Message received: Hello Server !"},
-            {"seq": 2, "error": "connection refused by 127.0.0.1:12345"},
-            {"seq": 3, "rtt_ms": 0.5, "reply": "caf\\xe9"},
-        ],
-        "sent": 3,
-        "received": 2,
-        "loss_percent": pytest.approx(100 / 3),
-        "rtt_ms": {"min": 0.3, "avg": 0.4, "max": 0.5, "mdev": 0.1},
-    }
-    assert probeReport([], "x")["rtt_ms"] is None
 
 
 def test_commandExitsOneOnLoss(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,10 +1,9 @@
 """
-Tests for the client's C{--retries}: the backoff and its jitter; which
-failures are worth another attempt; the command on a memory reactor whose
-clock the tests move, with the real server protocol (and its fault
-injection) on the other end of an L{twisted.test.iosim} pump; and the
-command against a real C{twistd -n sockplay} that drops or resets
-connections.
+Tests for the client's C{--retries}: the backoff and its jitter; the
+command on a memory reactor whose clock the tests move, with the real
+server protocol (and its fault injection) on the other end of an
+L{twisted.test.iosim} pump; and the command against a real C{twistd -n
+sockplay} that drops or resets connections.
 """
 
 from __future__ import annotations
@@ -17,25 +16,23 @@ from random import Random
 from typing import Any
 
 import pytest
-from OpenSSL import SSL
-from service_identity import VerificationError
 from support.fakes import MuteServer, acceptLatest, pumpWithHalfClose, refuseLatest
 from support.servers import CLIENT, HELLO_LINE, LOOPBACK, TWISTD, ServerPool, run
 from twisted.internet import error
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import DefaultOpenSSLContextFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from sockplay.certs import CertificateFiles, writeCertificates
-from sockplay.client.command import ClientError, NoReply, Options, _main, isRetryable, request
+from sockplay.client.command import _main
+from sockplay.client.options import Options
+from sockplay.client.requests import request
 from sockplay.client.retry import Backoff, RetriesExhausted
-from sockplay.framing import MessageTooLong, TruncatedMessage
-from sockplay.server.protocol import EchoReplyFactory, ServerSettings
+from sockplay.server import EchoReplyFactory, ServerSettings
 
 CONNECT = "tcp:host=127.0.0.1:port=12345"
 REPLY = b"Message received: Hello Server !"
@@ -156,77 +153,7 @@ def test_backoffFullJitter() -> None:
 # Which failures are retried.
 
 
-@pytest.mark.parametrize(
-    "exception",
-    [
-        error.ConnectionRefusedError(),
-        error.NoRouteError(),
-        error.TCPTimedOutError(),
-        error.ConnectError(osError=113, string="No route to host"),
-        error.TimeoutError(),
-        TimeoutError(),
-        error.ConnectionLost(),
-        NoReply("connection closed without a reply"),
-        TruncatedMessage(4, 32),
-    ],
-    ids=lambda e: type(e).__name__,
-)
-def test_transientFailuresRetried(exception: Exception) -> None:
-    """
-    A refused, unreachable, reset or lost connection, no reply, a reply cut
-    short, and a timeout are worth another attempt on a new connection.
-    """
-    assert isRetryable(Failure(exception))
-
-
-@pytest.mark.parametrize(
-    "exception",
-    [
-        error.DNSLookupError(),
-        ClientError("bad --connect endpoint"),
-        MessageTooLong(10),
-        SSL.Error([("SSL routines", "", "certificate verify failed")]),
-        VerificationError(errors=[]),
-        ZeroDivisionError(),
-    ],
-    ids=lambda e: type(e).__name__,
-)
-def test_lastingFailuresNotRetried(exception: Exception) -> None:
-    """
-    A name that does not resolve, a bad endpoint, a reply that is too long,
-    a TLS failure and a bug would end the same way again.
-    """
-    assert not isRetryable(Failure(exception))
-
-
 # Options.
-
-
-@pytest.mark.parametrize("option", [["--backoff", "1"], ["--backoff-max", "1"]])
-def test_backoffNeedsRetries(option: list[str]) -> None:
-    """
-    The backoff settings are usage errors without C{--retries}, rather
-    than being silently ignored.
-    """
-    with pytest.raises(usage.UsageError, match=f"{option[0]} needs --retries"):
-        Options().parseOptions(option)
-
-
-def test_backoffMaxBelowBackoffRejected() -> None:
-    """
-    A cap below the first delay is a usage error.
-    """
-    with pytest.raises(usage.UsageError, match="--backoff-max 1 is less than --backoff 2"):
-        Options().parseOptions(["--retries", "1", "--backoff", "2", "--backoff-max", "1"])
-
-
-def test_backoffMaxDefaultFollowsBackoff() -> None:
-    """
-    The cap defaults to 5 seconds, or to C{--backoff} if that is more.
-    """
-    config = Options()
-    config.parseOptions(["--retries", "1", "--backoff", "10"])
-    assert (config["backoff"], config["backoff-max"]) == (10.0, 10.0)
 
 
 # The command on a memory reactor.

@@ -9,21 +9,16 @@ are awaited on their output, each with a bound.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import shutil
 import socket
 import ssl
-import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.x509.verification import PolicyBuilder, Store
 from support.fakes import HalfCloseableTransport
 from support.servers import (
     CLIENT,
@@ -40,27 +35,18 @@ from support.servers import (
     run,
     tutorialHandler,
 )
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import ISSLTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sockplay.certs import (
-    DEFAULT_DAYS,
-    CertificateError,
     CertificateFiles,
     listenDescription,
-    main,
     writeCertificates,
 )
-from sockplay.client.command import ClientError, ReplyClientProtocol
+from sockplay.client.failures import ClientError
+from sockplay.client.protocol import ReplyClientProtocol
 from sockplay.client.tls import TrustError, loadTrustRoot
-
-NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
-
-
-def load(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -77,146 +63,6 @@ def otherCertificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFi
     Another CA, which did not sign the server's certificate.
     """
     return writeCertificates(tmp_path_factory.mktemp("other"))
-
-
-def test_serverCertificateNames(certificates: CertificateFiles) -> None:
-    """
-    The server certificate is valid for C{localhost}, C{127.0.0.1} and
-    C{::1}, as subject alternative names (which is all that clients check).
-    """
-    names = load(certificates.server).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    ).value
-    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert names.get_values_for_type(x509.IPAddress) == [
-        ipaddress.ip_address("127.0.0.1"),
-        ipaddress.ip_address("::1"),
-    ]
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ],
-    ids=["localhost", "127.0.0.1", "::1"],
-)
-def test_caSignsServerCertificate(certificates: CertificateFiles, name: x509.GeneralName) -> None:
-    """
-    The server certificate verifies, for each of its names, against the CA
-    alone, by the rules of the web PKI (cryptography's verifier, which is
-    stricter than OpenSSL's about extensions).
-    """
-    ca = load(certificates.ca)
-    verifier = (
-        PolicyBuilder()
-        .store(Store([ca]))
-        .time(datetime.datetime.now(datetime.timezone.utc))
-        .build_server_verifier(name)  # type: ignore[arg-type]
-    )
-    chain = verifier.verify(load(certificates.server), [])
-    assert chain[-1] == ca
-
-
-def test_serverKeyMatchesCertificate(certificates: CertificateFiles) -> None:
-    """
-    server-key.pem is the key of server.pem, and ca-key.pem of ca.pem.
-    """
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    for certificate, key in [
-        (certificates.server, certificates.serverKey),
-        (certificates.ca, certificates.caKey),
-    ]:
-        private = load_pem_private_key(key.read_bytes(), None)
-        assert private.public_key() == load(certificate).public_key()
-
-
-def test_validityIsShort(tmp_path: Path) -> None:
-    """
-    Both certificates are valid for L{DEFAULT_DAYS} days (30) from when they
-    were made, starting a few minutes earlier for clocks slightly behind.
-    """
-    files = writeCertificates(tmp_path, now=NOW)
-    for path in (files.ca, files.server):
-        certificate = load(path)
-        assert certificate.not_valid_after_utc == NOW + datetime.timedelta(days=DEFAULT_DAYS)
-        assert NOW - datetime.timedelta(hours=1) < certificate.not_valid_before_utc < NOW
-    assert DEFAULT_DAYS == 30
-
-
-def test_keyFilesOwnerOnly(certificates: CertificateFiles) -> None:
-    """
-    Key files can be read by their owner only; certificates by anyone, but
-    written by their owner only.
-    """
-    for key in (certificates.caKey, certificates.serverKey):
-        assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    for certificate in (certificates.ca, certificates.server):
-        assert stat.S_IMODE(certificate.stat().st_mode) & 0o022 == 0
-
-
-def test_refusesToOverwrite(tmp_path: Path) -> None:
-    """
-    Without C{force}, nothing is written if any of the files exists, and
-    the error names it.
-    """
-    (tmp_path / "server.pem").write_bytes(b"mine")
-    with pytest.raises(CertificateError, match=r"server\.pem already in .*--force"):
-        writeCertificates(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["server.pem"]
-    assert (tmp_path / "server.pem").read_bytes() == b"mine"
-
-
-def test_forceReplaces(tmp_path: Path) -> None:
-    """
-    With C{force}, the files are replaced by new ones, and a key file whose
-    mode was loosened is private again.
-    """
-    first = writeCertificates(tmp_path)
-    oldKey = first.serverKey.read_bytes()
-    first.serverKey.chmod(0o644)
-    second = writeCertificates(tmp_path, force=True)
-    assert second.serverKey.read_bytes() != oldKey
-    assert stat.S_IMODE(second.serverKey.stat().st_mode) == 0o600
-
-
-def test_listenDescriptionLoads(tmp_path: Path) -> None:
-    """
-    The printed C{--listen} string is one that Twisted's C{ssl:} endpoint
-    parser accepts, loading the key and certificate, even from a directory
-    whose name has a colon (which endpoint strings escape).
-    """
-    files = writeCertificates(tmp_path / "odd:name")
-    description = listenDescription(files, 0)
-    assert description.startswith("ssl:0:interface=127.0.0.1:privateKey=")
-    assert serverFromString(None, description) is not None
-
-
-def test_certsCommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """
-    C{python -m sockplay.certs DIR} writes the files and prints the server
-    and client commands that use them; run again, it refuses with one error
-    line and exit status 1; without DIR it is a usage error (exit 2).
-    """
-    main([str(tmp_path)])
-    out = capsys.readouterr().out.splitlines()
-    files = CertificateFiles.inDirectory(tmp_path)
-    assert out == [
-        f"Wrote ca.pem, ca-key.pem, server.pem, server-key.pem in {tmp_path} (a local CA and "
-        f"a certificate for localhost, 127.0.0.1, ::1, valid for 30 days).",
-        f"Server: twistd -n sockplay --listen {listenDescription(files)}",
-        f"Client: python -m sockplay.client --tls --ca {files.ca}",
-    ]
-    with pytest.raises(SystemExit) as exited:
-        main([str(tmp_path)])
-    assert exited.value.code == 1
-    assertOneErrorLine(capsys.readouterr().err, "Error: ca.pem, ca-key.pem, server.pem")
-    with pytest.raises(SystemExit) as exited:
-        main([])
-    assert exited.value.code == 2
 
 
 @pytest.mark.parametrize("content", [None, b"not a certificate\n"], ids=["missing", "empty"])

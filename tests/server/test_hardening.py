@@ -18,12 +18,11 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from sockplay.server.protocol import (
+from sockplay.server import EchoReplyFactory, EchoReplyProtocol
+from sockplay.server.settings import (
     DEFAULT_LINGER,
     DEFAULT_PREFIX,
     ConnectionRecord,
-    EchoReplyFactory,
-    EchoReplyProtocol,
     ServerSettings,
 )
 
@@ -128,10 +127,10 @@ def test_sweepInterval() -> None:
     timeout or of the linger period, whichever is shorter, at most every
     second.
     """
-    assert makeFactory(idleTimeout=3).sweepInterval() == pytest.approx(0.3)
-    assert makeFactory(idleTimeout=30).sweepInterval() == pytest.approx(0.5)
-    assert makeFactory(idleTimeout=30, lingerTimeout=60).sweepInterval() == 1.0
-    assert makeFactory(idleTimeout=0, lingerTimeout=2).sweepInterval() == pytest.approx(0.2)
+    assert makeFactory(idleTimeout=3).sweep.interval() == pytest.approx(0.3)
+    assert makeFactory(idleTimeout=30).sweep.interval() == pytest.approx(0.5)
+    assert makeFactory(idleTimeout=30, lingerTimeout=60).sweep.interval() == 1.0
+    assert makeFactory(idleTimeout=0, lingerTimeout=2).sweep.interval() == pytest.approx(0.2)
 
 
 def test_oneSweepForAllConnections() -> None:

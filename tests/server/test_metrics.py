@@ -21,8 +21,8 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
+from sockplay.server.listening import ListenerService
 from sockplay.server.metrics import (
-    ListenerService,
     Metrics,
     makeMetricsResource,
     makeMetricsService,

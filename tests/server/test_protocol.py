@@ -15,11 +15,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import directlyProvides
 
-from sockplay.server.protocol import (
+from sockplay.server import EchoReplyFactory, EchoReplyProtocol
+from sockplay.server.settings import (
     DEFAULT_LINGER,
     DEFAULT_PREFIX,
-    EchoReplyFactory,
-    EchoReplyProtocol,
     ServerSettings,
 )
 

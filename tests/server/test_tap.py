@@ -10,8 +10,9 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
 from twisted.python import usage
 
-from sockplay.server.protocol import EchoReplyFactory
-from sockplay.server.tap import ListenerService, ListenFailed, Options, makeService, withBacklog
+from sockplay.server import EchoReplyFactory
+from sockplay.server.listening import ListenerService, ListenFailed, withBacklog
+from sockplay.server.tap import Options, makeService
 
 
 def parse(argv: list[str]) -> Options:

@@ -15,7 +15,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 
-from sockplay.server.udp import (
+from sockplay.server.listening import (
     MAX_DATAGRAM,
     MAX_REPLY,
     EchoReplyDatagramProtocol,
@@ -55,18 +55,23 @@ def connected(transport: RecordingTransport, prefix: bytes = PREFIX) -> EchoRepl
 
 class FakePort:
     """
-    A listening UDP port that only remembers being stopped.
+    A listening UDP port that, like the reactor's, connects its protocol
+    when it starts and disconnects it when stopped, and remembers being
+    stopped.
     """
 
-    def __init__(self, host: IPv4Address) -> None:
+    def __init__(self, host: IPv4Address, protocol: DatagramProtocol) -> None:
         self.host = host
         self.stopped = False
+        self.protocol = protocol
+        protocol.makeConnection(self)  # type: ignore[arg-type]
 
     def getHost(self) -> IPv4Address:
         return self.host
 
     def stopListening(self) -> None:
         self.stopped = True
+        self.protocol.doStop()
 
 
 class FakeUDPReactor:
@@ -84,7 +89,7 @@ class FakeUDPReactor:
         if self.error is not None:
             raise self.error
         self.udpServers.append((port, protocol, interface, maxPacketSize))
-        return FakePort(IPv4Address("UDP", interface, port))
+        return FakePort(IPv4Address("UDP", interface, port), protocol)
 
 
 def test_datagramGetsPrefixedReply() -> None:

@@ -15,7 +15,7 @@ import pytest
 from support.servers import TWISTD, ServerPool, connect, readToEOF
 from twisted.internet.testing import MemoryReactor
 
-from sockplay.server.protocol import ServerSettings
+from sockplay.server import ServerSettings
 from sockplay.server.workers import AdoptedEndpoint, decodeSettings, encodeSettings
 
 DEADLINE = 20.0

@@ -1,0 +1,164 @@
+"""
+The command line of C{python -m sockplay.client}: what it accepts, its
+defaults, and the combinations it refuses.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from sockplay.cli import TargetOptions, number
+from sockplay.framing import checkKeepOpen, framingOption
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_BACKOFF_MAX",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_MESSAGE",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "Options",
+]
+
+# The socket tutorial's message, so that the defaults are the tutorial's client.
+DEFAULT_MESSAGE = "Hello Server !"
+
+# Long enough for a slow server on a slow path, short enough that a hung one
+# is reported while someone is still watching.
+DEFAULT_TIMEOUT = 10.0
+
+# ping's default: one probe a second.
+DEFAULT_INTERVAL = 1.0
+
+# No retries unless asked: a failure is reported at once, as it always was.
+DEFAULT_RETRIES = 0
+# The first retry comes within a tenth of a second (a dropped or reset
+# connection is usually fine again at once), and no wait is longer than five
+# seconds, well within a person's patience and the default --timeout.
+DEFAULT_BACKOFF = 0.1
+DEFAULT_BACKOFF_MAX = 5.0
+
+
+class Options(TargetOptions):
+    """
+    Command-line options of the sockplay client: the server to talk to
+    (from L{TargetOptions}), the message and its framing, TLS, the probe
+    (C{--count}) and the retries.
+
+    After parsing, C{message} is C{bytes}, and C{interval}, C{retries},
+    C{backoff} and C{backoff-max} hold their defaults where they apply.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Send one message to an echo-reply server and print its reply; with --count, "
+        "probe it: several messages, each reply with its round-trip time, then statistics. "
+        "With --retries, a request that fails in a way that may pass is tried again."
+    )
+    optFlags = [
+        ["tls", None, "Use TLS, and verify the server's certificate and name."],
+        ["insecure", None, "With --tls: do not verify the server's certificate (a warning "
+         "says so)."],
+        ["keep-open", "k", "With --count: send every message on one connection (for a "
+         "--keep-open server; line, int32 or raw framing)."],
+        ["json", None, "With --count: print one JSON object (every probe and the "
+         "statistics) instead of text."],
+    ]
+    optParameters = [
+        ["message", "m", DEFAULT_MESSAGE, "The message to send."],
+        ["framing", "f", "raw", "raw, line, eof or int32: must match the server's.", framingOption],
+        ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply, for each "
+         "attempt (each message with --count; each retry has its own).",
+         number("--timeout", float, 0.0, positive=True)],
+        ["ca", None, None, "With --tls: trust the CA certificates in this PEM file instead "
+         "of the system's."],
+        ["server-name", None, None, "With --tls: the name the server's certificate must be "
+         "valid for (default: --host); also sent as the TLS server name."],
+        ["count", "n", None, "Probe: send this many messages and print statistics.",
+         number("--count", int, 1)],
+        ["interval", "i", None, f"With --count: seconds from one message to the next "
+         f"(default: {DEFAULT_INTERVAL:g}).", number("--interval", float, 0.0)],
+        ["retries", None, None, f"Try again, on a new connection, up to this many more times "
+         f"after a failure that may pass: refused or reset connection, closed without a reply, "
+         f"timed out; not a TLS or name error (default: {DEFAULT_RETRIES}; with --count, for "
+         f"each message). Each retry is one line on stderr.",
+         number("--retries", int, 0)],
+        ["backoff", None, None, f"With --retries: the longest wait before the first retry, "
+         f"in seconds; it doubles for each next one, and each wait is drawn at random from 0 "
+         f"up to it (default: {DEFAULT_BACKOFF:g}).", number("--backoff", float, 0.0)],
+        ["backoff-max", None, None, f"With --retries: the cap on that doubling, in seconds "
+         f"(default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more).",
+         number("--backoff-max", float, 0.0)],
+    ]
+
+    def postOptions(self) -> None:
+        """
+        Turn the message into the bytes to send, fill in the defaults that
+        depend on other options, and refuse the combinations that cannot
+        work.
+        """
+        # Any byte the shell can pass round-trips, even if it is not UTF-8.
+        self["message"] = self["message"].encode("utf-8", "surrogateescape")
+        if not self["message"] and self["framing"] == "raw":
+            raise usage.UsageError(
+                "an empty --message cannot be sent in raw framing (nothing would be sent); "
+                "use line, eof or int32"
+            )
+        self._checkTLS()
+        self._checkProbe()
+        self._checkRetries()
+
+    def _checkTLS(self) -> None:
+        for option in ("ca", "server-name", "insecure"):
+            if self[option] and not self["tls"]:
+                raise usage.UsageError(f"--{option} needs --tls")
+        if not self["tls"]:
+            return
+        if self["insecure"] and self["ca"]:
+            raise usage.UsageError("--insecure verifies nothing, so --ca would not be used")
+        if self["framing"] == "eof":
+            raise usage.UsageError(
+                "--framing eof cannot be used with --tls: a TLS connection cannot half-close, "
+                "which is how an eof message ends"
+            )
+        if self["connect"] and not (self["server-name"] or self["insecure"]):
+            raise usage.UsageError(
+                "--tls with --connect needs --server-name: the name the server's certificate "
+                "must be valid for"
+            )
+
+    def _checkProbe(self) -> None:
+        if self["count"] is None:
+            for option in ("interval", "keep-open", "json"):
+                if self[option]:
+                    raise usage.UsageError(f"--{option} needs --count")
+            return
+        if self["interval"] is None:
+            self["interval"] = DEFAULT_INTERVAL
+        if self["keep-open"]:
+            try:
+                checkKeepOpen(self["framing"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+
+    def _checkRetries(self) -> None:
+        if self["retries"] is None:
+            for option in ("backoff", "backoff-max"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --retries")
+            self["retries"] = DEFAULT_RETRIES
+        if self["backoff"] is None:
+            self["backoff"] = DEFAULT_BACKOFF
+        if self["backoff-max"] is None:
+            self["backoff-max"] = max(DEFAULT_BACKOFF_MAX, self["backoff"])
+        if self["backoff-max"] < self["backoff"]:
+            raise usage.UsageError(
+                f"--backoff-max {self['backoff-max']:g} is less than --backoff "
+                f"{self['backoff']:g}"
+            )
+
+    def serverName(self) -> str:
+        """
+        The name the server's TLS certificate must be valid for.
+        """
+        return str(self["server-name"] or self["host"])

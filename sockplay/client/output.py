@@ -1,0 +1,130 @@
+"""
+What the client prints: the reply, a line per probe, the probes'
+statistics (as text, or as the C{--json} report), and a line per retry.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from sockplay.client.failures import describeFailure
+from sockplay.client.options import Options
+from sockplay.client.requests import ProbeResult
+from sockplay.client.retry import Retry
+
+__all__ = ["formatProbe", "formatReply", "formatRetry", "formatSummary", "probeReport"]
+
+
+def _text(data: bytes) -> str:
+    """
+    C{data} as UTF-8, with any byte that is not valid UTF-8 shown as a
+    backslash escape, so that nothing is silently lost.
+    """
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def formatReply(reply: bytes) -> str:
+    """
+    The line the client prints: UTF-8, with any byte that is not valid UTF-8
+    shown as a backslash escape, so that nothing is silently lost.
+    """
+    return "Response from the server: " + _text(reply)
+
+
+def formatRetry(retry: Retry, config: Options, seq: int | None = None) -> str:
+    """
+    The line printed on stderr before a retry: C{Retrying (attempt 2 of 4)
+    after <why the last attempt failed>: waiting 0.137 s}; with C{--count},
+    C{Retrying seq=3 (attempt 2 of 4) after ...}.
+    """
+    which = "" if seq is None else f" seq={seq}"
+    why = describeFailure(retry.failure, config) or retry.failure.getErrorMessage()
+    return (
+        f"Retrying{which} (attempt {retry.attempt} of {retry.attempts}) after {why}: "
+        f"waiting {retry.wait:.3f} s"
+    )
+
+
+def formatProbe(result: ProbeResult) -> str:
+    """
+    The line printed for one probe: C{seq=1 rtt=0.412 ms reply=...} or
+    C{seq=2 error=...}.
+    """
+    if result.error is not None or result.rtt is None or result.reply is None:
+        return f"seq={result.seq} error={result.error}"
+    return f"seq={result.seq} rtt={_ms(result.rtt)} ms reply={_text(result.reply)}"
+
+
+class _Statistics(NamedTuple):
+    """
+    The statistics of a run of probes.
+
+    @ivar rtt: the minimum, average, maximum and standard deviation of the
+        round-trip times, in seconds; C{None} if nothing was received.
+    """
+
+    sent: int
+    received: int
+    lossPercent: float
+    rtt: tuple[float, float, float, float] | None
+
+    @classmethod
+    def of(cls, results: Sequence[ProbeResult]) -> _Statistics:
+        rtts = [r.rtt for r in results if r.error is None and r.rtt is not None]
+        sent = len(results)
+        loss = 100.0 * (sent - len(rtts)) / sent if sent else 0.0
+        rtt = None
+        if rtts:
+            rtt = (min(rtts), statistics.fmean(rtts), max(rtts), statistics.pstdev(rtts))
+        return cls(sent, len(rtts), loss, rtt)
+
+
+def formatSummary(results: Sequence[ProbeResult], target: str) -> list[str]:
+    """
+    The ping-style statistics printed after the probes: a header line, then
+    C{N sent, M received, X% loss, rtt min/avg/max/mdev = a/b/c/d ms} (the
+    times in milliseconds; no rtt part if nothing was received).
+    """
+    stats = _Statistics.of(results)
+    line = f"{stats.sent} sent, {stats.received} received, {stats.lossPercent:g}% loss"
+    if stats.rtt is not None:
+        line += ", rtt min/avg/max/mdev = " + "/".join(_ms(v) for v in stats.rtt) + " ms"
+    return [f"--- {target} probe statistics ---", line]
+
+
+def probeReport(results: Sequence[ProbeResult], target: str) -> dict[str, Any]:
+    """
+    What C{--json} prints: every probe and the statistics. Times are in
+    milliseconds, rounded to the microsecond.
+    """
+    probes: list[dict[str, Any]] = []
+    for result in results:
+        if result.error is None and result.rtt is not None and result.reply is not None:
+            probes.append(
+                {
+                    "seq": result.seq,
+                    "rtt_ms": round(result.rtt * 1000, 3),
+                    "reply": _text(result.reply),
+                }
+            )
+        else:
+            probes.append({"seq": result.seq, "error": result.error})
+    stats = _Statistics.of(results)
+    rtt = None
+    if stats.rtt is not None:
+        names = ("min", "avg", "max", "mdev")
+        rtt = {name: round(value * 1000, 3) for name, value in zip(names, stats.rtt, strict=True)}
+    return {
+        "target": target,
+        "probes": probes,
+        "sent": stats.sent,
+        "received": stats.received,
+        "loss_percent": stats.lossPercent,
+        "rtt_ms": rtt,
+    }

@@ -1,0 +1,216 @@
+"""
+What the client does: one request (L{request}), or a run of probes
+(L{probe}); each bounded by C{--timeout} and retried as C{--retries} says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from random import Random
+from typing import NamedTuple, NoReturn, TypeVar, cast
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from sockplay.client.endpoint import makeEndpoint
+from sockplay.client.failures import describeFailure, isRetryable
+from sockplay.client.options import Options
+from sockplay.client.protocol import ReplyClientProtocol
+from sockplay.client.retry import Backoff, Retry, retry
+from sockplay.client.session import KeepOpenSession
+
+__all__ = ["ProbeResult", "probe", "request"]
+
+_T = TypeVar("_T")
+
+
+def _withTimeout(d: Deferred[_T], reactor: IReactorCore, timeout: float) -> Deferred[_T]:
+    """
+    C{d}, cancelled after C{timeout} seconds, in which case it fails with
+    L{TimeoutError}.
+    """
+
+    def timedOut(result: object, timeout: float) -> NoReturn:
+        # Whatever cancelling produced (CancelledError, or the endpoint's
+        # ConnectingCancelledError), the cause was the timeout.
+        raise TimeoutError(f"no reply within {timeout} s")
+
+    return d.addTimeout(timeout, cast(IReactorTime, reactor), onTimeoutCancel=timedOut)
+
+
+def _retrying(
+    reactor: IReactorCore,
+    config: Options,
+    attempt: Callable[[], Awaitable[_T]],
+    random: Random | None,
+    notify: Callable[[Retry], object],
+) -> Awaitable[_T]:
+    """
+    C{attempt}, retried as C{config} says (L{isRetryable} failures, up to
+    C{--retries} more times, after waits of C{--backoff} doubling up to
+    C{--backoff-max}, with full jitter from C{random}).
+    """
+    backoff = Backoff(config["backoff"], config["backoff-max"], random or Random())
+    return retry(
+        cast(IReactorTime, reactor), attempt, config["retries"], backoff, isRetryable, notify
+    )
+
+
+async def request(
+    reactor: IReactorCore,
+    config: Options,
+    endpoint: IStreamClientEndpoint | None = None,
+    random: Random | None = None,
+    notify: Callable[[Retry], object] = lambda retry: None,
+) -> bytes:
+    """
+    Connect, send C{config["message"]} and return the reply payload; with
+    C{config["retries"]}, try again on a new connection after a failure
+    that L{isRetryable}.
+
+    Each attempt, connect included, is bounded by C{config["timeout"]}.
+
+    @param endpoint: where to connect; by default, L{makeEndpoint}.
+    @param random: the source of the backoff's jitter.
+    @param notify: called with each L{Retry}, before its wait.
+    @raise RetriesExhausted: if every attempt failed, with retries.
+    """
+    if endpoint is None:
+        endpoint = makeEndpoint(reactor, config)
+    attempt = partial(_exchange, reactor, config, endpoint)
+    return await _retrying(reactor, config, attempt, random, notify)
+
+
+async def _exchange(
+    reactor: IReactorCore, config: Options, endpoint: IStreamClientEndpoint
+) -> bytes:
+    """
+    One attempt of L{request}: connect, send, and wait for the reply, all
+    within C{config["timeout"]}.
+    """
+    protocol = ReplyClientProtocol(config["message"], config["framing"])
+    connecting = connectProtocol(endpoint, protocol)
+
+    def awaitReply(_: object) -> Deferred[bytes]:
+        return protocol.reply
+
+    exchange = connecting.addCallback(awaitReply)
+    return cast(bytes, await _withTimeout(exchange, reactor, config["timeout"]))
+
+
+class ProbeResult(NamedTuple):
+    """
+    How one probe went.
+
+    @ivar seq: its sequence number, from 1.
+    @ivar rtt: seconds from the start of the probe's connection (from
+        sending the message, with C{--keep-open}) to the complete reply, on
+        its last attempt (retries and their waits are not counted); C{None}
+        if lost.
+    @ivar reply: the reply payload; C{None} if lost.
+    @ivar error: why it was lost (one line); C{None} if not.
+    """
+
+    seq: int
+    rtt: float | None = None
+    reply: bytes | None = None
+    error: str | None = None
+
+
+async def probe(
+    reactor: IReactorCore,
+    config: Options,
+    report: Callable[[ProbeResult], object],
+    clock: IReactorTime | None = None,
+    random: Random | None = None,
+    notify: Callable[[int, Retry], object] = lambda seq, retry: None,
+) -> list[ProbeResult]:
+    """
+    Send C{config["count"]} messages, C{config["interval"]} seconds apart
+    (start to start; a slower probe delays the next, they never overlap),
+    each on a new connection, or all on one with C{config["keep-open"]}.
+    Each attempt is bounded by C{config["timeout"]}; with
+    C{config["retries"]}, a probe is tried again as L{request} is; a
+    failure or a timeout (on the last attempt) loses that probe only.
+
+    @param report: called with each probe's result as soon as it is known.
+    @param clock: the time source for round-trip times and intervals; the
+        reactor by default.
+    @param random: the source of the backoff's jitter.
+    @param notify: called with a probe's sequence number and each L{Retry}
+        of it, before its wait.
+    @return: every probe's result, in order.
+    @raise ClientError: if the endpoint cannot be made (before any probe).
+    """
+    if clock is None:
+        clock = cast(IReactorTime, reactor)
+    if random is None:
+        random = Random()
+    endpoint = makeEndpoint(reactor, config)
+    session = KeepOpenSession(endpoint, config["framing"], clock) if config["keep-open"] else None
+    results: list[ProbeResult] = []
+    try:
+        for seq in range(1, config["count"] + 1):
+            started = clock.seconds()
+            attempt = partial(_probeOnce, reactor, config, endpoint, session, clock)
+            try:
+                reply, rtt = await _retrying(
+                    reactor, config, attempt, random, partial(notify, seq)
+                )
+            except Exception:
+                message = describeFailure(Failure(), config)
+                if message is None:
+                    raise
+                result = ProbeResult(seq, error=message)
+            else:
+                result = ProbeResult(seq, rtt, reply)
+            results.append(result)
+            report(result)
+            if seq < config["count"]:
+                wait = started + config["interval"] - clock.seconds()
+                await deferLater(clock, max(wait, 0.0))
+    finally:
+        if session is not None:
+            await _close(session, reactor, config["timeout"])
+    return results
+
+
+async def _probeOnce(
+    reactor: IReactorCore,
+    config: Options,
+    endpoint: IStreamClientEndpoint,
+    session: KeepOpenSession | None,
+    clock: IReactorTime,
+) -> tuple[bytes, float]:
+    """
+    One attempt of one probe, on a new connection or on C{session}'s.
+
+    @return: the reply payload and the round-trip time.
+    """
+    if session is None:
+        started = clock.seconds()
+        reply = await _exchange(reactor, config, endpoint)
+        return reply, clock.seconds() - started
+    try:
+        exchange = Deferred.fromCoroutine(session.ask(config["message"]))
+        return await _withTimeout(exchange, reactor, config["timeout"])
+    except Exception:
+        # The connection is in an unknown state: the next attempt, or the
+        # next probe, opens a new one.
+        session.drop()
+        raise
+
+
+async def _close(session: KeepOpenSession, reactor: IReactorCore, timeout: float) -> None:
+    """
+    Close C{session}'s connection, aborting it if that takes longer than
+    C{timeout} seconds.
+    """
+    try:
+        await _withTimeout(session.close(), reactor, timeout)
+    except TimeoutError:
+        session.drop()

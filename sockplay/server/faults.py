@@ -1,0 +1,198 @@
+"""
+Fault injection for a test endpoint: C{--delay}, C{--drop-rate} and
+C{--reset-rate}.
+
+L{FaultyEchoReplyProtocol} is the server connection with faults added; the
+factory builds it instead of the plain L{EchoReplyProtocol} only when a
+fault is asked for, so that the plain path carries no fault checks. Drops
+and resets are drawn per message by L{FaultyFramer}, which wraps the
+connection's framer: a message that draws a fault ends the framing there,
+as an over-long message would, with an L{InjectedFault} instead of a reply.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import deque
+from random import Random
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from sockplay.framing import Framer, Message, MessageError, MessageTooLong
+from sockplay.server._twisted import asStream
+from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
+
+__all__ = ["FaultyEchoReplyProtocol", "FaultyFramer", "InjectedFault"]
+
+
+class InjectedFault(MessageError):
+    """
+    A message drew a fault: it gets no reply, and the connection ends.
+
+    @ivar outcome: the connection's outcome: C{dropped} or C{reset-injected}.
+    @ivar reset: end with a reset (RST) rather than a close.
+    """
+
+    def __init__(self, outcome: str, reset: bool) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.reset = reset
+
+
+class FaultyFramer(Framer):
+    """
+    A connection's framer as fault injection sees it: each message that the
+    wrapped framer completes may draw a fault instead of a reply.
+    """
+
+    def __init__(self, framer: Framer, random: Random, dropRate: float, resetRate: float) -> None:
+        super().__init__(framer.maxLength)
+        self.name = framer.name
+        self.needsEndOfInput = framer.needsEndOfInput
+        self._framer = framer
+        self._random = random
+        self._dropRate = dropRate
+        self._resetRate = resetRate
+
+    def _draw(self) -> InjectedFault | None:
+        """
+        Draw one message's fate: a fault, or C{None} for a reply.
+        """
+        if not (self._dropRate or self._resetRate):
+            return None
+        draw = self._random.random()
+        if draw < self._dropRate:
+            return InjectedFault("dropped", reset=False)
+        if draw < self._dropRate + self._resetRate:
+            return InjectedFault("reset-injected", reset=True)
+        return None
+
+    def feedUntilError(self, data: bytes) -> tuple[list[Message], MessageTooLong | None]:
+        return self._framer.feedUntilError(data)
+
+    def feedReplies(
+        self, data: bytes, prefix: bytes, limit: int = 0
+    ) -> tuple[bytes, int, MessageError | None]:
+        messages, error = self._framer.feedUntilError(data)
+        failure: MessageError | None = error
+        if limit and len(messages) >= limit:
+            messages, failure = messages[:limit], None
+        for index in range(len(messages)):
+            fault = self._draw()
+            if fault is not None:
+                messages, failure = messages[:index], fault
+                break
+        if not messages:
+            return b"", 0, failure
+        return self.encodeReplies(prefix, messages), len(messages), failure
+
+    def finish(self) -> Message | None:
+        last = self._framer.finish()
+        if last is not None:
+            fault = self._draw()
+            if fault is not None:
+                raise fault
+        return last
+
+    @property
+    def buffered(self) -> int:
+        return self._framer.buffered
+
+    def encode(self, payload: bytes, delimiter: bytes = b"") -> bytes:
+        return self._framer.encode(payload, delimiter)
+
+    def encodeReplies(self, prefix: bytes, messages: list[Message]) -> bytes:
+        return self._framer.encodeReplies(prefix, messages)
+
+
+class FaultyEchoReplyProtocol(EchoReplyProtocol):
+    """
+    A server connection with faults: each reply waits C{delay} seconds (a
+    timer, never blocking, and never before an earlier reply), and each
+    message may be answered by a close (drop) or a reset instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._delay = 0.0
+        # Replies waiting for their time, oldest first, with when each is due.
+        self._pending: deque[tuple[float, bytes]] = deque()
+        self._pendingTimer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        settings = self.factory.settings
+        self._delay = settings.delay
+        super().connectionMade()
+        if self._framer is not None:
+            self._framer = FaultyFramer(
+                self._framer, self.factory.random, settings.dropRate, settings.resetRate
+            )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        timer, self._pendingTimer = self._pendingTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._pending.clear()
+        super().connectionLost(reason)
+
+    def messageFailed(self, failure: MessageError) -> None:
+        if not isinstance(failure, InjectedFault):
+            super().messageFailed(failure)
+            return
+        self.state = ConnectionState.CLOSING
+        self.outcome = failure.outcome
+        self._pending.clear()
+        transport = self.transport
+        assert transport is not None
+        self._unregister()
+        if failure.reset:
+            handle = getattr(transport, "getHandle", None)
+            sock = handle() if handle is not None else None
+            if isinstance(sock, socket.socket):
+                # Linger on, timeout 0: close() sends a RST.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            asStream(transport).abortConnection()
+        else:
+            transport.loseConnection()
+
+    def _write(self, data: bytes) -> None:
+        """
+        Write C{data} after the delay, never before what was queued earlier.
+        """
+        if not self._pending and self._delay <= 0:
+            super()._write(data)
+            return
+        clock = self.factory.clock
+        due = clock.seconds() + self._delay
+        if self._pending:
+            due = max(due, self._pending[-1][0])
+        self._pending.append((due, data))
+        if self._pendingTimer is None:
+            first = self._pending[0][0]
+            self._pendingTimer = clock.callLater(max(0.0, first - clock.seconds()), self._sendDue)
+
+    def _sendDue(self) -> None:
+        self._pendingTimer = None
+        clock = self.factory.clock
+        now = clock.seconds()
+        ready = []
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            ready.append(pending.popleft()[1])
+        if ready and self.transport is not None:
+            EchoReplyProtocol._write(self, b"".join(ready))
+        if pending:
+            self._pendingTimer = clock.callLater(pending[0][0] - now, self._sendDue)
+        else:
+            self._closeIfReplied()
+
+    def _queuedFor(self) -> float:
+        if not self._pending:
+            return 0.0
+        return max(0.0, self._pending[-1][0] - self.factory.clock.seconds())
+
+    def _hasQueued(self) -> bool:
+        return bool(self._pending)

@@ -1,0 +1,183 @@
+"""
+Tests for L{sockplay.bench.command}: the options, and how the load is
+split over processes.
+"""
+
+from __future__ import annotations
+
+import ast
+import socket
+from pathlib import Path
+
+import pytest
+from support.bench import PREFIX
+from twisted.python import usage
+
+import sockplay.bench
+from sockplay import cli
+from sockplay.bench.command import Options, ensureDescriptors, makePlans
+from sockplay.bench.target import BenchError
+
+
+def parse(*argv: str) -> Options:
+    """
+    Parse bench options as the command line would.
+    """
+    config = Options()  # type: ignore[no-untyped-call]
+    config.parseOptions(list(argv))  # type: ignore[no-untyped-call]
+    return config
+
+
+def test_defaultOptions() -> None:
+    """
+    By default: 127.0.0.1:12345, raw framing, the tutorial's message and
+    prefix, 50 keep-open connections, one request in flight, 10 seconds,
+    and a deadline 10 seconds later.
+    """
+    config = parse()
+    assert (config["host"], config["port"], config["framing"]) == ("127.0.0.1", 12345, "raw")
+    assert (config["message"], config["prefix"]) == (b"Hello Server !", PREFIX)
+    assert (config["connections"], config["pipeline"], config.mode) == (50, 1, "keep-open")
+    assert (config["duration"], config["requests"], config["deadline"]) == (10.0, None, 20.0)
+    assert (config["rate"], config["processes"], config["max-errors"]) == (None, 1, 1000)
+
+
+def test_requestsInsteadOfDuration() -> None:
+    """
+    With C{--requests} there is no duration, and a longer deadline.
+    """
+    config = parse("--requests", "500", "--framing", "int32", "--pipeline", "8")
+    assert (config["requests"], config["duration"], config["deadline"]) == (500, None, 120.0)
+
+
+def test_messageSize() -> None:
+    """
+    C{--message-size} makes a message of that many printable bytes, never a
+    line delimiter.
+    """
+    config = parse("--framing", "line", "--message-size", "300")
+    message = config["message"]
+    assert len(message) == 300
+    assert all(33 <= byte < 127 for byte in message)
+
+
+def test_oneShotAndHoldModes() -> None:
+    """
+    C{--one-shot} and C{--hold} select their modes.
+    """
+    assert parse("--one-shot").mode == "one-shot"
+    held = parse("--hold", "3", "--connections", "100")
+    assert (held.mode, held["hold"], held["duration"], held["deadline"]) == (
+        "hold", 3.0, None, 123.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--duration", "5", "--requests", "9"], "--duration and --requests"),
+        (["--message", "x", "--message-size", "9"], "--message and --message-size"),
+        (["--framing", "eof"], "--framing eof needs --one-shot"),
+        (["--pipeline", "4"], "--pipeline needs line or int32 framing"),
+        (["--one-shot", "--framing", "line", "--pipeline", "4"], "--pipeline cannot be used"),
+        (["--framing", "line", "--message", "a\nb"], "cannot contain LF"),
+        (["--message", ""], "an empty message"),
+        (["--hold", "1", "--rate", "10"], "--hold cannot be used with --rate"),
+        (["--connections", "2", "--processes", "3"], "--processes cannot be more"),
+        (["--connections", "0"], "--connections must be a whole number of at least 1"),
+        (["--rate", "-5"], "--rate must be a positive number"),
+        (["--port", "70000"], "--port must be a whole number from 1 to 65535"),
+        (["--framing", "xml"], "--framing must be one of"),
+    ],
+)
+def test_badOptions(argv: list[str], message: str) -> None:
+    """
+    Options that cannot work together, or values out of range, are usage
+    errors that say why.
+    """
+    with pytest.raises(usage.UsageError) as caught:
+        parse(*argv)
+    assert message in str(caught.value)
+
+
+def test_plansSplitTheLoad() -> None:
+    """
+    Over several processes, connections and requests split as evenly as
+    they divide, and the rate evenly.
+    """
+    config = parse("--connections", "5", "--requests", "101", "--rate", "1000",
+                   "--processes", "2", "--framing", "line")
+    plans = makePlans(config, socket.AF_INET, ("127.0.0.1", 1))
+    shares = [(p.connections, p.requests, p.rate) for p in plans]
+    assert shares == [(3, 51, 500.0), (2, 50, 500.0)]
+
+
+def test_targetOptions() -> None:
+    """
+    The target options are the shared ones: C{--host} and C{--port}, or
+    C{--connect}, named as messages name them.
+    """
+    assert isinstance(parse(), cli.TargetOptions)
+    assert parse("--host", "::1", "--port", "8000").target() == "[::1]:8000"
+    assert parse("--connect", "unix:/run/s.sock").target() == "unix:/run/s.sock"
+
+
+def test_descriptorsRaised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The open-file limit is raised to what a load process needs.
+    """
+    asked: list[int | None] = []
+
+    def raiseFileLimit(needed: int | None = None) -> tuple[int, int]:
+        asked.append(needed)
+        return 4096, 8192
+
+    monkeypatch.setattr(cli, "raiseFileLimit", raiseFileLimit)
+    ensureDescriptors(1064)
+    assert asked == [1064]
+
+
+@pytest.mark.parametrize("soft, hard", [(1024, 1024), (cli.UNLIMITED, cli.UNLIMITED)])
+def test_descriptorsEnough(monkeypatch: pytest.MonkeyPatch, soft: int, hard: int) -> None:
+    """
+    A limit at least as high as needed, or none, is enough.
+    """
+    monkeypatch.setattr(cli, "raiseFileLimit", lambda needed=None: (soft, hard))
+    ensureDescriptors(1024)
+
+
+def test_tooFewDescriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    If the hard limit keeps the soft limit below what a load process
+    needs, the run cannot start, and the error says what to change.
+    """
+    monkeypatch.setattr(cli, "raiseFileLimit", lambda needed=None: (1000, 1000))
+    with pytest.raises(BenchError) as caught:
+        ensureDescriptors(1064)
+    assert str(caught.value) == (
+        "1064 file descriptors per load process are needed and the limit is 1000 "
+        "(ulimit -Hn): use fewer --connections or more --processes"
+    )
+
+
+def test_benchImportsNeitherServerNorClient() -> None:
+    """
+    The bench imports of sockplay only itself, the shared command-line
+    module and framing's option check: never the server or the client, and
+    never framing's encoder, so that it stays an independent judge of the
+    server.
+    """
+    package = Path(sockplay.bench.__file__).parent
+    imported: set[tuple[str, str]] = set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {(node.module, alias.name) for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {(alias.name, "") for alias in node.names}
+    foreign = {
+        (module, name) for module, name in imported
+        if module.startswith("sockplay") and not module.startswith("sockplay.bench")
+    }
+    assert foreign == {("sockplay", "cli"), ("sockplay.cli", "port"),
+                       ("sockplay.framing", "framingOption")}

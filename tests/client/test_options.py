@@ -1,0 +1,192 @@
+"""
+Tests for L{sockplay.client.options}: the client's command line, its
+defaults and the combinations it refuses.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.python import usage
+
+from sockplay.client.options import Options
+
+
+def test_optionsDefaults() -> None:
+    """
+    The defaults are the tutorial's client.
+    """
+    config = Options()
+    config.parseOptions([])
+    assert dict(config) == {
+        "host": "127.0.0.1",
+        "port": 12345,
+        "connect": None,
+        "message": b"Hello Server !",
+        "framing": "raw",
+        "timeout": 10.0,
+        "tls": 0,
+        "ca": None,
+        "server-name": None,
+        "insecure": 0,
+        "count": None,
+        "interval": None,
+        "keep-open": 0,
+        "json": 0,
+        "retries": 0,
+        "backoff": 0.1,
+        "backoff-max": 5.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--port", "x"], ["--port", "0"], ["--port", "70000"], ["--framing", "xml"],
+     ["--timeout", "0"], ["--timeout", "-1"], ["--bogus"],
+     ["--count", "0"], ["--count", "x"], ["--count", "2", "--interval", "-1"],
+     ["--count", "2", "--interval", "nan"], ["--retries", "-1"], ["--retries", "x"],
+     ["--retries", "1", "--backoff", "-1"], ["--retries", "1", "--backoff", "inf"],
+     ["--retries", "1", "--backoff-max", "nan"]],
+)
+def test_optionsBad(argv: list[str]) -> None:
+    """
+    Bad values are usage errors.
+    """
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(argv)
+
+
+@pytest.mark.parametrize("option", [["--ca", "ca.pem"], ["--server-name", "x"], ["--insecure"]])
+def test_tlsOptionsNeedTLS(option: list[str]) -> None:
+    """
+    The TLS settings are usage errors without C{--tls}, rather than being
+    silently ignored on a plain connection.
+    """
+    with pytest.raises(usage.UsageError, match=f"{option[0]} needs --tls"):
+        Options().parseOptions(option)
+
+
+def test_insecureWithCARejected() -> None:
+    """
+    C{--insecure} checks nothing, so a C{--ca} with it is a usage error.
+    """
+    with pytest.raises(usage.UsageError, match="--insecure"):
+        Options().parseOptions(["--tls", "--insecure", "--ca", "ca.pem"])
+
+
+def test_tlsWithEOFFramingRejected() -> None:
+    """
+    eof framing needs a half-close, which TLS cannot do: with C{--tls} it is
+    a usage error, found before connecting.
+    """
+    with pytest.raises(usage.UsageError, match="cannot half-close"):
+        Options().parseOptions(["--tls", "--framing", "eof"])
+
+
+def test_tlsWithConnectNeedsServerName() -> None:
+    """
+    With C{--connect} there is no C{--host} to check the certificate
+    against: C{--server-name} is required (or C{--insecure}).
+    """
+    connect = ["--tls", "--connect", "unix:path=/tmp/sockplay.sock"]
+    with pytest.raises(usage.UsageError, match="--server-name"):
+        Options().parseOptions(connect)
+    config = Options()
+    config.parseOptions([*connect, "--server-name", "localhost"])
+    assert config.serverName() == "localhost"
+    Options().parseOptions([*connect, "--insecure"])
+
+
+def test_serverNameDefaultsToHost() -> None:
+    """
+    The certificate is checked against C{--host} unless C{--server-name}
+    says otherwise.
+    """
+    config = Options()
+    config.parseOptions(["--tls", "--host", "::1"])
+    assert config.serverName() == "::1"
+
+
+@pytest.mark.parametrize("option", [["--interval", "1"], ["--keep-open"], ["--json"]])
+def test_probeOptionsNeedCount(option: list[str]) -> None:
+    """
+    The probe's settings are usage errors without C{--count}: without it the
+    client does exactly one exchange, as it always did.
+    """
+    with pytest.raises(usage.UsageError, match=f"{option[0]} needs --count"):
+        Options().parseOptions(option)
+
+
+def test_probeIntervalDefault() -> None:
+    """
+    With C{--count}, probes are one second apart unless C{--interval} says
+    otherwise.
+    """
+    config = Options()
+    config.parseOptions(["--count", "3"])
+    assert (config["count"], config["interval"]) == (3, 1.0)
+    config = Options()
+    config.parseOptions(["--count", "3", "--interval", "0"])
+    assert config["interval"] == 0.0
+
+
+def test_probeKeepOpenEOFRejected() -> None:
+    """
+    An eof message ends only when the client half-closes, so it cannot
+    share a connection with the next one.
+    """
+    with pytest.raises(usage.UsageError, match="--keep-open cannot be used with --framing eof"):
+        Options().parseOptions(["--count", "2", "--keep-open", "--framing", "eof"])
+
+
+def test_optionsEmptyRawMessage() -> None:
+    """
+    An empty message cannot be sent in raw framing (there would be nothing
+    on the wire); in the other framings it can.
+    """
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--message", ""])
+    config = Options()
+    config.parseOptions(["--message", "", "--framing", "line"])
+    assert config["message"] == b""
+
+
+def test_optionsMessageBytesRoundTrip() -> None:
+    """
+    A message that is not valid UTF-8 on the command line is sent as the
+    bytes the shell passed.
+    """
+    config = Options()
+    config.parseOptions(["--message", b"a\xffb".decode("utf-8", "surrogateescape")])
+    assert config["message"] == b"a\xffb"
+
+
+
+# --retries and its backoff.
+
+
+@pytest.mark.parametrize("option", [["--backoff", "1"], ["--backoff-max", "1"]])
+def test_backoffNeedsRetries(option: list[str]) -> None:
+    """
+    The backoff settings are usage errors without C{--retries}, rather
+    than being silently ignored.
+    """
+    with pytest.raises(usage.UsageError, match=f"{option[0]} needs --retries"):
+        Options().parseOptions(option)
+
+
+def test_backoffMaxBelowBackoffRejected() -> None:
+    """
+    A cap below the first delay is a usage error.
+    """
+    with pytest.raises(usage.UsageError, match="--backoff-max 1 is less than --backoff 2"):
+        Options().parseOptions(["--retries", "1", "--backoff", "2", "--backoff-max", "1"])
+
+
+def test_backoffMaxDefaultFollowsBackoff() -> None:
+    """
+    The cap defaults to 5 seconds, or to C{--backoff} if that is more.
+    """
+    config = Options()
+    config.parseOptions(["--retries", "1", "--backoff", "10"])
+    assert (config["backoff"], config["backoff-max"]) == (10.0, 10.0)
+

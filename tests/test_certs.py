@@ -1,0 +1,279 @@
+"""
+Tests for C{python -m sockplay.certs}: the throwaway CA and server
+certificate it writes, how it writes them, and its command line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509 import verification
+from support.servers import DEADLINE, assertOneErrorLine
+from twisted.internet.endpoints import serverFromString
+
+import sockplay.certs
+from sockplay.certs import (
+    DEFAULT_DAYS,
+    CertificateError,
+    CertificateFiles,
+    listenDescription,
+    main,
+    writeCertificates,
+)
+
+NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+
+
+def load(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    """
+    A CA and a server certificate, shared by the tests that only read them.
+    """
+    return writeCertificates(tmp_path_factory.mktemp("certs"))
+
+
+def test_serverCertificateNames(certificates: CertificateFiles) -> None:
+    """
+    The server certificate is valid for C{localhost}, C{127.0.0.1} and
+    C{::1}, as subject alternative names (which is all that clients check).
+    """
+    names = load(certificates.server).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert names.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+    ]
+
+
+def _trustmeServerPolicy() -> verification.ExtensionPolicy:
+    """
+    The web PKI's rules for a server certificate, but for the criticality of
+    its subjectAltName and extendedKeyUsage: trustme marks both critical,
+    which those rules forbid and OpenSSL (so the client) accepts.
+    """
+    if not hasattr(verification, "ExtensionPolicy"):
+        pytest.skip("cryptography < 45 cannot relax the web PKI's extension rules")
+
+    def serverAuth(
+        policy: verification.Policy, certificate: x509.Certificate, usage: x509.ExtendedKeyUsage
+    ) -> None:
+        if policy.extended_key_usage not in usage:
+            raise ValueError("no serverAuth in extendedKeyUsage")
+
+    agnostic = verification.Criticality.AGNOSTIC
+    return (
+        verification.ExtensionPolicy.webpki_defaults_ee()
+        .require_present(x509.SubjectAlternativeName, agnostic, None)
+        .require_present(x509.ExtendedKeyUsage, agnostic, serverAuth)
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ],
+    ids=["localhost", "127.0.0.1", "::1"],
+)
+def test_caSignsServerCertificate(certificates: CertificateFiles, name: x509.GeneralName) -> None:
+    """
+    The server certificate verifies, for each of its names, against the CA
+    alone, by the rules of the web PKI (cryptography's verifier, which is
+    stricter than OpenSSL's about extensions), but for the criticality of
+    two extensions that trustme sets.
+    """
+    ca = load(certificates.ca)
+    verifier = (
+        verification.PolicyBuilder()
+        .store(verification.Store([ca]))
+        .time(datetime.datetime.now(datetime.timezone.utc))
+        .extension_policies(
+            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=_trustmeServerPolicy(),
+        )
+        .build_server_verifier(name)  # type: ignore[arg-type]
+    )
+    chain = verifier.verify(load(certificates.server), [])
+    assert chain[-1] == ca
+
+
+def test_serverKeyMatchesCertificate(certificates: CertificateFiles) -> None:
+    """
+    server-key.pem is the key of server.pem, and ca-key.pem of ca.pem; both
+    are unencrypted PKCS#8.
+    """
+    for certificate, key in [
+        (certificates.server, certificates.serverKey),
+        (certificates.ca, certificates.caKey),
+    ]:
+        assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
+        private = load_pem_private_key(key.read_bytes(), None)
+        assert private.public_key() == load(certificate).public_key()
+
+
+def test_validityIsShort(tmp_path: Path) -> None:
+    """
+    The server certificate is valid for L{DEFAULT_DAYS} days (30) from when
+    it was made, starting a few minutes earlier for clocks slightly behind.
+    The CA, whose dates trustme fixes, is valid for at least that long, so
+    that the server certificate's dates are the ones that count.
+    """
+    files = writeCertificates(tmp_path, now=NOW)
+    server = load(files.server)
+    assert server.not_valid_after_utc == NOW + datetime.timedelta(days=DEFAULT_DAYS)
+    assert NOW - datetime.timedelta(hours=1) < server.not_valid_before_utc < NOW
+    assert DEFAULT_DAYS == 30
+    ca = load(files.ca)
+    assert ca.not_valid_before_utc <= server.not_valid_before_utc
+    assert ca.not_valid_after_utc >= server.not_valid_after_utc
+
+
+def test_keyFilesOwnerOnly(certificates: CertificateFiles) -> None:
+    """
+    Key files can be read by their owner only; certificates by anyone, but
+    written by their owner only.
+    """
+    for key in (certificates.caKey, certificates.serverKey):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    for certificate in (certificates.ca, certificates.server):
+        assert stat.S_IMODE(certificate.stat().st_mode) & 0o022 == 0
+
+
+def test_refusesToOverwrite(tmp_path: Path) -> None:
+    """
+    Without C{force}, nothing is written if any of the files exists, and
+    the error names it.
+    """
+    (tmp_path / "server.pem").write_bytes(b"mine")
+    with pytest.raises(CertificateError, match=r"server\.pem already in .*--force"):
+        writeCertificates(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["server.pem"]
+    assert (tmp_path / "server.pem").read_bytes() == b"mine"
+
+
+def test_forceReplaces(tmp_path: Path) -> None:
+    """
+    With C{force}, the files are replaced by new ones, and a key file whose
+    mode was loosened is private again.
+    """
+    first = writeCertificates(tmp_path)
+    oldKey = first.serverKey.read_bytes()
+    first.serverKey.chmod(0o644)
+    second = writeCertificates(tmp_path, force=True)
+    assert second.serverKey.read_bytes() != oldKey
+    assert stat.S_IMODE(second.serverKey.stat().st_mode) == 0o600
+
+
+def test_listenDescriptionLoads(tmp_path: Path) -> None:
+    """
+    The printed C{--listen} string is one that Twisted's C{ssl:} endpoint
+    parser accepts, loading the key and certificate, even from a directory
+    whose name has a colon (which endpoint strings escape).
+    """
+    files = writeCertificates(tmp_path / "odd:name")
+    description = listenDescription(files, 0)
+    assert description.startswith("ssl:0:interface=127.0.0.1:privateKey=")
+    assert serverFromString(None, description) is not None
+
+
+def test_certsCommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    C{python -m sockplay.certs DIR} writes the files and prints the server
+    and client commands that use them; run again, it refuses with one error
+    line and exit status 1; without DIR it is a usage error (exit 2).
+    """
+    main([str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    files = CertificateFiles.inDirectory(tmp_path)
+    assert out == [
+        f"Wrote ca.pem, ca-key.pem, server.pem, server-key.pem in {tmp_path} (a local CA and "
+        f"a certificate for localhost, 127.0.0.1, ::1, valid for 30 days).",
+        f"Server: twistd -n sockplay --listen {listenDescription(files)}",
+        f"Client: python -m sockplay.client --tls --ca {files.ca}",
+    ]
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path)])
+    assert exited.value.code == 1
+    assertOneErrorLine(capsys.readouterr().err, "Error: ca.pem, ca-key.pem, server.pem")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+
+
+def test_daysOption(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    C{--days N} makes the server certificate valid for N days, and the
+    printout says so.
+    """
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    main(["--days", "7", str(tmp_path)])
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert "valid for 7 days)." in capsys.readouterr().out
+    notAfter = load(tmp_path / "server.pem").not_valid_after_utc
+    assert before + datetime.timedelta(days=7) <= notAfter <= after + datetime.timedelta(days=7)
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "seven"])
+def test_daysMustBePositive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    """
+    C{--days} that is not a positive whole number is a usage error (exit 2)
+    that names the option, and nothing is written.
+    """
+    with pytest.raises(SystemExit) as exited:
+        main(["--days", days, str(tmp_path)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("Error: ")
+    assert err[0].endswith(f"--days must be a positive whole number, not {days!r}")
+    assert err[1:] == ["Try 'python -m sockplay.certs --help'."]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missingTrustme(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Without trustme (a broken installation), the command says what to
+    install in one line and exits 1.
+    """
+    monkeypatch.setattr(sockplay.certs, "_TRUSTME_MISSING", True)
+    with pytest.raises(SystemExit) as exited:
+        main([str(tmp_path)])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assertOneErrorLine(err, "Error: sockplay.certs needs the trustme package")
+    assert "(pip install sockplay)" in err
+
+
+def test_importsOnlyTheCommandLineModule() -> None:
+    """
+    sockplay.certs uses nothing of sockplay's but the shared command-line
+    module: importing it loads none of the server, the client or the bench.
+    """
+    code = (
+        "import sys, sockplay.certs; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'sockplay')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE,
+        check=True,
+    )
+    assert result.stdout.split() == ["sockplay", "sockplay.certs", "sockplay.cli"]
