@@ -33,7 +33,6 @@ __all__ = [
     "DrainService",
     "ReadyAnnouncer",
     "Sweep",
-    "exitCleanly",
 ]
 
 READY_MESSAGE = "Server is running, waiting for connections..."
@@ -232,18 +231,6 @@ class Drainable(typing.Protocol):
         """
 
 
-def exitCleanly(reactor: object) -> None:
-    """
-    A drain that finished is a clean exit: status 0.
-
-    twistd records the signal that stopped the reactor and, once the reactor
-    has stopped, kills itself with that same signal (exit status -15 for
-    SIGTERM). A graceful drain is the designed way to stop sockplay, so it
-    forgets the signal (see L{forgetExitSignal}).
-    """
-    forgetExitSignal(reactor)
-
-
 def _limitText(limit: int) -> str:
     return "unlimited" if limit == UNLIMITED else str(limit)
 
@@ -311,7 +298,8 @@ class DrainService(Service):
                 drained=factory.drained,
                 aborted=factory.aborted,
             )
-            exitCleanly(factory.clock)
+            # A drain that finished is a clean exit: status 0, not the signal.
+            forgetExitSignal(factory.clock)
 
         def stopLingering(_: None) -> Deferred[Any]:
             return DeferredList(

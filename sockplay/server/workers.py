@@ -43,9 +43,10 @@ from twisted.logger import ILogObserver, LogEvent, Logger, globalLogBeginner, te
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sockplay.server._twisted import forgetExitSignal
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
-from sockplay.server.lifecycle import DrainService, exitCleanly
+from sockplay.server.lifecycle import DrainService
 from sockplay.server.listening import ListenerService, ListenFailed
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.settings import ServerSettings
@@ -266,7 +267,7 @@ class WorkerPoolService(Service):
             for port, _, _ in self.ports:
                 port.stopListening()
             self.log.info("All workers stopped")
-            exitCleanly(self._reactor)
+            forgetExitSignal(self._reactor)
 
         return done.addCallback(finished)
 
