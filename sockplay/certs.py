@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from twisted.internet.endpoints import quoteStringArgument
-from twisted.python import usage
 
-from sockplay.cli import DEFAULT_PORT, exitWithError, number, parseOrExit
+from sockplay.cli import DEFAULT_PORT, CommandOptions, exitWithError, number, parseOrExit
 
 try:
     import trustme
@@ -242,12 +241,13 @@ def clientCommand(files: CertificateFiles) -> str:
     return "python -m sockplay.client --tls --ca " + shlex.quote(str(files.ca.absolute()))
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """
     Command-line options of C{python -m sockplay.certs}.
     """
 
-    synopsis = "[options] DIR"
+    program = "python -m sockplay.certs"
+    arguments = "[options] DIR"
     longdesc = (
         "Write a throwaway local CA (ca.pem, ca-key.pem) and a server certificate for "
         "localhost, 127.0.0.1 and ::1 (server.pem, server-key.pem) in DIR, and print "
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     to use them. Exits 1 if they cannot be written, 2 on a usage error.
     """
     config = Options()  # type: ignore[no-untyped-call]
-    parseOrExit(config, argv, "sockplay.certs")
+    parseOrExit(config, argv)
     if _TRUSTME_MISSING:
         exitWithError("sockplay.certs needs the trustme package (pip install sockplay)")
     try:

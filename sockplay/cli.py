@@ -10,22 +10,27 @@ use it.
 from __future__ import annotations
 
 import math
+import platform
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from importlib import metadata
+from typing import ClassVar, NoReturn, TypeVar
 
+from twisted import copyright
 from twisted.python import usage
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "UNLIMITED",
+    "CommandOptions",
     "TargetOptions",
     "exitWithError",
     "number",
     "parseOrExit",
     "port",
     "raiseFileLimit",
+    "version",
 ]
 
 _Number = TypeVar("_Number", int, float)
@@ -84,7 +89,56 @@ def port(value: str) -> int:
     return number("--port", int, 1, 65535)(value)
 
 
-class TargetOptions(usage.Options):
+def version() -> str:
+    """
+    What C{--version} prints: sockplay's version, and the Twisted and Python
+    it runs on (the two things a bug report needs next).
+    """
+    try:
+        mine = metadata.version("sockplay")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        mine = "unknown"
+    return f"sockplay {mine} (Twisted {copyright.version}, Python {platform.python_version()})"
+
+
+class CommandOptions(usage.Options):
+    """
+    The base of every sockplay command line: a usage line that names the
+    command, and a C{--version} that names sockplay.
+
+    Short flags mean the same in every command: C{-p} port, C{-m} message,
+    C{-f} framing, C{-k} keep-open, C{-c} connect, C{-H} host, C{-q} quiet.
+    Defaults are shown as Twisted shows them, C{[default: X]}, also in help
+    text written by hand for a default that depends on other options.
+
+    @cvar program: how the command is run, such as
+        C{"python -m sockplay.client"}: the start of the usage line and of
+        the help hint after a usage error.
+    @cvar arguments: what follows the options in the usage line.
+    """
+
+    program: ClassVar[str] = "python -m sockplay"
+    arguments: ClassVar[str] = "[options]"
+
+    @property
+    def synopsis(self) -> str:
+        """
+        The usage line: C{Usage: <program> <arguments>}; only the arguments
+        under a parent command (twistd), which names itself.
+        """
+        if self.parent is not None:
+            return self.arguments
+        return f"Usage: {self.program} {self.arguments}"
+
+    def opt_version(self) -> None:
+        """
+        Display sockplay's version (and Twisted's and Python's) and exit.
+        """
+        print(version())
+        raise SystemExit(0)
+
+
+class TargetOptions(CommandOptions):
     """
     The options that name the server to talk to: C{--host} and C{--port},
     or a Twisted client endpoint string in C{--connect}. Mixed into the
@@ -119,18 +173,16 @@ def exitWithError(message: str, status: int = 1) -> NoReturn:
     raise SystemExit(status)
 
 
-def parseOrExit(config: usage.Options, argv: Sequence[str] | None, program: str) -> None:
+def parseOrExit(config: CommandOptions, argv: Sequence[str] | None) -> None:
     """
     Parse C{argv} (default: C{sys.argv[1:]}) into C{config}; on a usage
     error, say what is wrong and where help is, and exit 2.
-
-    @param program: the module run with C{python -m}, for the help hint.
     """
     try:
-        config.parseOptions(list(argv) if argv is not None else None)
+        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
     except usage.UsageError as e:
         print(f"Error: {e}", file=sys.stderr)
-        print(f"Try 'python -m {program} --help'.", file=sys.stderr)
+        print(f"Try '{config.program} --help'.", file=sys.stderr)
         raise SystemExit(2) from None
 
 

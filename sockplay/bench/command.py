@@ -79,7 +79,7 @@ class Options(cli.TargetOptions):
     C{--port}, C{--connect}) and the load's.
     """
 
-    synopsis = "[options]"
+    program = "python -m sockplay.bench"
     longdesc = (
         "Load an echo-reply server and check every reply byte. Exits 0 if every "
         "request got the right reply, 1 otherwise, 2 on a usage error."
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     every reply was right, 1 otherwise, 2 on a usage error.
     """
     config = Options()  # type: ignore[no-untyped-call]
-    cli.parseOrExit(config, argv, "sockplay.bench")
+    cli.parseOrExit(config, argv)
     try:
         status = run(config, sys.stdout, sys.stderr)
     except BenchError as e:

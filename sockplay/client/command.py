@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None, _reactor: Any = None) -> None:
     failure (any probe lost), 2 on a usage error.
     """
     config = Options()  # type: ignore[no-untyped-call]
-    parseOrExit(config, argv, "sockplay.client")
+    parseOrExit(config, argv)
     react(_main, (config,), _reactor=_reactor)
 
 

@@ -49,7 +49,7 @@ class Options(TargetOptions):
     C{backoff} and C{backoff-max} hold their defaults where they apply.
     """
 
-    synopsis = "[options]"
+    program = "python -m sockplay.client"
     longdesc = (
         "Send one message to an echo-reply server and print its reply; with --count, "
         "probe it: several messages, each reply with its round-trip time, then statistics. "

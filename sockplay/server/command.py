@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     error, 1 if a listener cannot start.
     """
     config = Options()
-    parseOrExit(config, argv, "sockplay.server")
+    parseOrExit(config, argv)
     react(_serve, (config,))
 
 

@@ -14,7 +14,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
-from sockplay.cli import number
+from sockplay.cli import CommandOptions, number
 from sockplay.framing import DEFAULT_MAX_MESSAGE, checkKeepOpen, framingOption
 from sockplay.server.factory import EchoReplyFactory
 from sockplay.server.lifecycle import DrainService, ReadyAnnouncer
@@ -39,12 +39,12 @@ DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_DRAIN_TIMEOUT = 10.0
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     """
     Command-line options of the sockplay server.
     """
 
-    synopsis = "[options]"
+    program = "python -m sockplay.server"
     longdesc = (
         "A TCP request/reply (echo-reply) server: every message gets "
         "'Message received: <message>' back. By default one message, one "
