@@ -9,6 +9,7 @@ It writes, in C{DIR}:
   - C{server.pem}, C{server-key.pem}: a certificate signed by that CA, valid
     for C{localhost}, C{127.0.0.1} and C{::1}, and its key;
 
+and, if it makes C{DIR}, a C{.gitignore} that keeps the keys out of git;
 then prints the C{twistd -n sockplay --listen ssl:...} and
 C{python -m sockplay.client --tls --ca ...} commands that use them. The keys
 are readable by their owner only. Nothing is ever trusted system-wide.
@@ -30,13 +31,16 @@ does not.
 from __future__ import annotations
 
 import datetime
+import getopt
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from twisted.internet.endpoints import quoteStringArgument
+from twisted.python import usage
 
 from sockplay.cli import DEFAULT_PORT, CommandOptions, exitWithError, number, parseOrExit
 
@@ -84,6 +88,9 @@ _BACKDATE = datetime.timedelta(minutes=5)
 _ORGANIZATION = "sockplay"
 
 _KEY_MODE = 0o600
+
+# Written in a directory that writeCertificates creates: git ignores it all.
+_GITIGNORE = b"# Written by python -m sockplay.certs: private keys, never to be committed.\n*\n"
 _CERTIFICATE_MODE = 0o644
 
 
@@ -186,8 +193,9 @@ def writeCertificates(
 ) -> CertificateFiles:
     """
     Make a CA and a server certificate (L{makeCertificates}) and write them
-    in C{directory}, which is created if needed. Key files are created
-    readable by their owner only.
+    in C{directory}, which is created if needed, with a C{.gitignore} that
+    keeps all of it out of git. Key files are created readable by their
+    owner only.
 
     @param force: replace existing files; without it, nothing is written
         if any of the files exists.
@@ -204,7 +212,12 @@ def writeCertificates(
             )
     caPEM, caKeyPEM, serverPEM, serverKeyPEM = makeCertificates(days, now)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            # Private keys: never to be committed, wherever the directory is
+            # (a checkout, typically). Only in a directory made here, where
+            # ignoring everything cannot hide anything else.
+            _writeNew(directory / ".gitignore", _GITIGNORE, _CERTIFICATE_MODE)
         for path, data, mode in [
             (files.ca, caPEM, _CERTIFICATE_MODE),
             (files.caKey, caKeyPEM, _KEY_MODE),
@@ -258,6 +271,36 @@ class Options(CommandOptions):
         ["days", None, DEFAULT_DAYS, "How many days the server certificate stays valid.",
          number("--days", int, 0, positive=True)],
     ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}, which may come before or after DIR
+        (C{certs --force --days 2} as well as C{--force certs}), as GNU
+        tools take them; C{--} ends the options.
+        """
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            opts, args = getopt.gnu_getopt(list(options), self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        # Options first, then the arguments, which Twisted's parser (plain
+        # getopt, which stops at the first argument) then takes in order.
+        ordered: list[str] = []
+        for opt, value in opts:
+            takesValue = (
+                f"{opt[2:]}=" in self.longOpt
+                if opt.startswith("--")
+                else f"{opt[1:]}:" in self.shortOpt
+            )
+            ordered += [opt, value] if takesValue else [opt]
+        try:
+            super().parseOptions([*ordered, "--", *args])  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            # What Twisted puts before a coerce function's error, which says it better.
+            raise usage.UsageError(
+                str(e).removeprefix("Parameter type enforcement failed: ")
+            ) from None
 
     def parseArgs(self, directory: str) -> None:  # type: ignore[override]
         self["directory"] = Path(directory)

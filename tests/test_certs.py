@@ -240,10 +240,10 @@ def test_daysMustBePositive(
     with pytest.raises(SystemExit) as exited:
         main(["--days", days, str(tmp_path)])
     assert exited.value.code == 2
-    err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("Error: ")
-    assert err[0].endswith(f"--days must be a positive whole number, not {days!r}")
-    assert err[1:] == ["Try 'python -m sockplay.certs --help'."]
+    assert capsys.readouterr().err.splitlines() == [
+        f"Error: --days must be a positive whole number, not {days!r}",
+        "Try 'python -m sockplay.certs --help'.",
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -277,3 +277,70 @@ def test_importsOnlyTheCommandLineModule() -> None:
         check=True,
     )
     assert result.stdout.split() == ["sockplay", "sockplay.certs", "sockplay.cli"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--force", "--days", "2"], ["--days=2", "--force"], ["--force", "--days", "2", "--"]],
+)
+def test_optionsAfterDirectory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """
+    Options may follow DIR (C{certs --force --days 2}), as they may precede
+    it.
+    """
+    main([str(tmp_path)])
+    capsys.readouterr()
+    main([str(tmp_path), *argv])
+    assert "valid for 2 days)." in capsys.readouterr().out
+
+
+def test_newDirectoryIgnoredByGit(tmp_path: Path) -> None:
+    """
+    A directory that the command creates gets a C{.gitignore} that keeps
+    everything in it, the private keys above all, out of git.
+    """
+    directory = tmp_path / "checkout" / "certs"
+    writeCertificates(directory)
+    assert (directory / ".gitignore").read_text().splitlines()[-1] == "*"
+    git = subprocess.run(
+        ["git", "init", "-q", str(tmp_path / "checkout")], capture_output=True, check=False
+    )
+    if git.returncode != 0:
+        pytest.skip("git is not available")
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=tmp_path / "checkout",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout == ""
+
+
+def test_existingDirectoryGetsNoGitignore(tmp_path: Path) -> None:
+    """
+    In a directory that already exists, nothing but the four files is
+    written: a C{.gitignore} there could hide other files.
+    """
+    writeCertificates(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "ca-key.pem", "ca.pem", "server-key.pem", "server.pem",
+    ]
+
+
+def test_checkoutIgnoresRecipeDirectory() -> None:
+    """
+    The checkout's C{.gitignore} ignores C{certs/}, where the documented
+    recipe (C{python -m sockplay.certs certs}) writes its keys.
+    """
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "certs/server-key.pem"], cwd=REPO, check=False
+    )
+    if result.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert result.returncode == 0

@@ -11,7 +11,13 @@ from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
 
 from sockplay.framing import Framer, makeFramer
 from sockplay.server.address import describeAddress
@@ -19,8 +25,16 @@ from sockplay.server.faults import FaultyEchoReplyProtocol
 from sockplay.server.lifecycle import Drain, Sweep
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
+from sockplay.server.wording import counted
 
-__all__ = ["EchoReplyFactory"]
+__all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
+
+# Which connection log events reach the log: info and above. Probes (health
+# checks) are logged at debug level, and a text log (twistd's) shows every
+# level, so they are left out here; to see them, lower the level:
+# CONNECTION_LOG_LEVELS.setLogLevelForNamespace(EchoReplyFactory.log.namespace,
+# LogLevel.debug).
+CONNECTION_LOG_LEVELS = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 
 # Distinct local addresses remembered for sharing: bounded whatever the host
 # does, far above the listeners a server has.
@@ -47,7 +61,7 @@ class EchoReplyFactory(ConnectionOwner):
     """
 
     noisy = False
-    log = Logger()
+    log = Logger(observer=FilteringLogObserver(globalLogPublisher, [CONNECTION_LOG_LEVELS]))
 
     def __init__(
         self,
@@ -183,12 +197,15 @@ class EchoReplyFactory(ConnectionOwner):
             # as one field: Twisted formats each {field} of a format string
             # in pure Python, which cost ~25 us per connection for eight of
             # them. The fields stay in the event for structured observers.
-            self.log.info(
+            # A probe (a health check, every few seconds) is no news.
+            self.log.emit(
+                LogLevel.debug if record.outcome == "probe" else LogLevel.info,
                 "Connection closed: {summary}",
                 summary=(
                     f"{record.peer} on {record.listener}, {record.outcome}, "
-                    f"{record.messages} messages, {record.bytesIn} bytes in, "
-                    f"{record.bytesOut} bytes out, {record.duration:.3f} s"
+                    f"{counted(record.messages, 'message')}, "
+                    f"{counted(record.bytesIn, 'byte')} in, "
+                    f"{counted(record.bytesOut, 'byte')} out, {record.duration:.3f} s"
                 ),
                 event="connection",
                 peer=record.peer,
@@ -235,6 +252,14 @@ class EchoReplyFactory(ConnectionOwner):
         """
         self._drain = Drain(self.connections, self.clock)
         return self._drain.start(timeout)
+
+    def stopDrainNow(self) -> None:
+        """
+        Abort the connections that the drain still waits for (a second
+        signal asked to stop now).
+        """
+        if self._drain is not None:
+            self._drain.stopNow()
 
 
 def _peerKey(peer: object) -> str | None:

@@ -12,9 +12,11 @@ How a server's connections end, and how the server starts and stops:
 from __future__ import annotations
 
 import gc
+import signal
 import typing
 from collections.abc import Callable, Collection
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -26,12 +28,14 @@ from sockplay.cli import UNLIMITED, raiseFileLimit
 from sockplay.server._twisted import forgetExitSignal
 from sockplay.server.protocol import ConnectionState
 from sockplay.server.settings import ServerSettings
+from sockplay.server.wording import counted
 
 __all__ = [
     "READY_MESSAGE",
     "Drain",
     "DrainService",
     "ReadyAnnouncer",
+    "SecondSignal",
     "Sweep",
 ]
 
@@ -48,6 +52,7 @@ class Sweepable(typing.Protocol):
     state: ConnectionState
     lastMessageAt: float
     lingerDeadline: float
+    outcome: str | None
 
     def idleExpired(self) -> None:
         """
@@ -141,10 +146,12 @@ class Drain:
     """
     A graceful shutdown: every connection stops answering (what was read
     gets its reply) and closes cleanly; whatever is still open after the
-    timeout is aborted.
+    timeout, or when told to stop now, is aborted.
 
-    @ivar drained: connections that closed by themselves during the drain.
-    @ivar aborted: connections aborted at the timeout.
+    @ivar drained: connections that closed cleanly during the drain.
+    @ivar aborted: connections that were aborted: at the timeout, when told
+        to stop now, or earlier, when their client did not close in time
+        after the server's last reply (their log says C{aborted} too).
     """
 
     def __init__(self, connections: Collection[Sweepable], clock: IReactorTime) -> None:
@@ -167,13 +174,23 @@ class Drain:
         self._waiting = set(open_)
         if not open_:
             return succeed(None)
-        self._done = Deferred()
+        done = self._done = Deferred()
         self._timer = self._clock.callLater(timeout, self._expired)
         for protocol in open_:
+            # May close it at once, and end the drain before this returns.
             protocol.shutdown()
-        return self._done
+        return done
 
     def _expired(self) -> None:
+        self._timer = None
+        self.stopNow()
+
+    def stopNow(self) -> None:
+        """
+        Abort every connection still open, without waiting for the timeout.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         self._timer = None
         for protocol in list(self._connections):
             self.aborted += 1
@@ -182,15 +199,18 @@ class Drain:
 
     def connectionClosed(self) -> None:
         """
-        A connection closed: count the ones drained, and finish when none is
-        left.
+        A connection closed: count it as drained or aborted, as its log
+        says, and finish when none is left.
         """
         if self._done is None:
             return
         for protocol in list(self._waiting):
             if protocol not in self._connections:
                 self._waiting.discard(protocol)
-                self.drained += 1
+                if protocol.outcome == "aborted":
+                    self.aborted += 1
+                else:
+                    self.drained += 1
         if not self._connections:
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
@@ -218,6 +238,11 @@ class Drainable(typing.Protocol):
         Drain every connection.
         """
 
+    def stopDrainNow(self) -> None:
+        """
+        Abort the connections the drain still waits for.
+        """
+
     @property
     def drained(self) -> int:
         """
@@ -235,12 +260,98 @@ def _limitText(limit: int) -> str:
     return "unlimited" if limit == UNLIMITED else str(limit)
 
 
+class SecondSignal(Service):
+    """
+    SIGINT and SIGTERM while the server runs: the first stops the reactor,
+    as the reactor's own handlers do; a later one calls back whoever asked
+    (L{whenSecond}: the drain, to stop now), instead of stopping the reactor
+    again, which would log a C{ReactorNotRunning} traceback.
+
+    Only the reactor's own handlers are replaced, once it runs (the service
+    installs them then): not those of a program that runs the reactor
+    without them, nor a test runner's.
+
+    @ivar caught: whether the handlers are installed, so that a second
+        signal will be caught.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore) -> None:
+        self._reactor = reactor
+        self._theirs: dict[int, Callable[[int, FrameType | None], object]] = {}
+        self._seen = False
+        self._pending = False
+        self._callback: Callable[[], object] | None = None
+        self.caught = False
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._reactor.callWhenRunning(self.install)
+
+    def install(self) -> None:
+        """
+        Replace the reactor's SIGINT and SIGTERM handlers, where they are
+        installed: call this once the reactor runs.
+        """
+        for signum, theirs in [
+            (signal.SIGINT, getattr(self._reactor, "sigInt", None)),
+            (signal.SIGTERM, getattr(self._reactor, "sigTerm", None)),
+        ]:
+            if theirs is not None and signal.getsignal(signum) == theirs:
+                self._theirs[signum] = theirs
+                signal.signal(signum, self._handle)
+                self.caught = True
+
+    def whenSecond(self, callback: Callable[[], object]) -> None:
+        """
+        Call C{callback} on a second signal, or now if one already came.
+        """
+        self._callback = callback
+        if self._pending:
+            self._pending = False
+            callback()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self._seen:
+            self._seen = True
+            self._theirs[signum](signum, frame)
+            return
+        self.log.info(
+            "Received {signal} again: aborting the connections left",
+            signal=signal.Signals(signum).name,
+        )
+        cast(Any, self._reactor).callFromThread(self._second)
+
+    def _second(self) -> None:
+        if self._callback is None:
+            self._pending = True
+        else:
+            self._callback()
+
+
+class Stoppable(typing.Protocol):
+    """
+    What L{DrainService} needs of a L{SecondSignal}.
+    """
+
+    caught: bool
+
+    def whenSecond(self, callback: Callable[[], object]) -> None:
+        """
+        Call C{callback} on a second signal.
+        """
+
+
 class DrainService(Service):
     """
     At startup, raise the file-descriptor limit; at shutdown, drain the
     factory's connections: what was read gets its reply, then each
     connection closes (write side first), and after C{timeout} seconds
     whatever is left is aborted.
+
+    A second SIGINT or SIGTERM aborts what is left at once, where
+    C{signals} catches it.
 
     @ivar onDrain: called when the drain begins.
     @ivar lingering: services that run alongside and stop only once the
@@ -249,9 +360,19 @@ class DrainService(Service):
 
     log = Logger()
 
-    def __init__(self, factory: Drainable, timeout: float) -> None:
+    def __init__(
+        self,
+        factory: Drainable,
+        timeout: float,
+        signals: Stoppable | None = None,
+    ) -> None:
+        """
+        @param signals: catches a second stop signal (a L{SecondSignal});
+            by default, nothing does.
+        """
         self.factory = factory
         self.timeout = timeout
+        self.signals = signals
         self.onDrain: list[Callable[[], object]] = []
         self.lingering: list[IService] = []
 
@@ -284,17 +405,27 @@ class DrainService(Service):
         for callback in self.onDrain:
             callback()
         factory = self.factory
-        self.log.info(
-            "Shutting down: no longer accepting; draining {count} connections "
-            "(up to {timeout:g} s)",
-            count=len(factory.connections),
-            timeout=self.timeout,
-        )
+        count = len(factory.connections)
+        if not count:
+            self.log.info("Shutting down: no longer accepting; no connection to drain")
+        else:
+            stoppable = self.signals is not None and self.signals.caught
+            self.log.info(
+                "Shutting down: no longer accepting; draining {connections}, waiting up "
+                "to {timeout:g} s{hint}",
+                connections=counted(count, "connection"),
+                count=count,
+                timeout=self.timeout,
+                hint="; press Ctrl-C again to stop now" if stoppable else "",
+            )
         d = factory.drain(self.timeout)
+        if self.signals is not None:
+            self.signals.whenSecond(factory.stopDrainNow)
 
         def report(_: None) -> None:
             self.log.info(
-                "Shutdown complete: {drained} connections drained, {aborted} aborted",
+                "Shutdown complete: {connections} drained, {aborted} aborted",
+                connections=counted(factory.drained, "connection"),
                 drained=factory.drained,
                 aborted=factory.aborted,
             )

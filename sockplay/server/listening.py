@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from twisted.application import internet
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError, MessageLengthError
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
@@ -27,7 +28,8 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
 
 from sockplay.server.address import describeAddress
@@ -42,10 +44,15 @@ __all__ = [
     "ListenFailed",
     "ListenerService",
     "UDPService",
+    "describeListener",
+    "isTLS",
     "makeEndpoint",
     "makeUDPService",
+    "quietly",
     "withBacklog",
 ]
+
+_T = TypeVar("_T")
 
 # Twisted's default listen backlog is 50: a burst of one-shot clients
 # overflows it and connects then wait for SYN retransmits. The kernel caps
@@ -62,6 +69,22 @@ MAX_REPLY = 65507
 # How much one read takes. Twisted reads 8192 bytes by default and silently
 # drops the rest of a longer datagram; this is larger than any datagram.
 MAX_DATAGRAM = 65535
+
+
+# Twisted's ports log "<Factory> starting on <port>" when they start, with
+# no way to turn it off (a factory's noisy only covers "Starting factory");
+# sockplay logs its own line per listener instead. An event logged in this
+# context has no text, so a text log writes nothing for it, and debug level,
+# for observers that filter by level.
+_QUIET = {"log_format": "", "log_level": LogLevel.debug}
+
+
+def quietly(start: Callable[..., _T], *args: Any) -> _T:
+    """
+    Call C{start(*args)}, a port's start, without the line that Twisted's
+    port logs as it starts listening (see L{_QUIET}).
+    """
+    return cast(_T, legacyLog.callWithContext(_QUIET, start, *args))
 
 
 class ListenFailed(SystemExit):
@@ -82,6 +105,32 @@ def makeEndpoint(reactor: IReactorCore, description: str) -> IStreamServerEndpoi
     if description.startswith("haproxy:"):
         return ProxiedEndpoint(serverFromString(reactor, description[len("haproxy:"):]))
     return cast(IStreamServerEndpoint, serverFromString(reactor, description))
+
+
+def isTLS(endpoint: IStreamServerEndpoint) -> bool:
+    """
+    Whether C{endpoint} wraps its connections in TLS (C{ssl:}, also behind
+    C{haproxy:}): its connections cannot half-close, since TLS closes both
+    directions at once.
+    """
+    while isinstance(endpoint, ProxiedEndpoint):
+        endpoint = endpoint.wrapped
+    return isinstance(endpoint, SSL4ServerEndpoint)
+
+
+def describeListener(endpoint: IStreamServerEndpoint, address: IAddress | object) -> str:
+    """
+    A listener as the log names it: its kind, then its real address, such as
+    C{tcp:127.0.0.1:12345}, C{ssl:127.0.0.1:12345},
+    C{haproxy:tcp:127.0.0.1:12346} or C{unix:/run/sockplay.sock}.
+    """
+    proxied = isinstance(endpoint, ProxiedEndpoint)
+    text = describeAddress(address)
+    if isTLS(endpoint):
+        kind, rest = text.split(":", 1)
+        if kind in ("tcp", "tcp6"):
+            text = f"ssl:{rest}"
+    return f"haproxy:{text}" if proxied else text
 
 
 def withBacklog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -141,7 +190,7 @@ class ListenerService(Service):
                 "Listening on {address} ({description})"
                 if self.purpose is None
                 else "Serving {purpose} on {address} ({description})",
-                address=describeAddress(self.port.getHost()),
+                address=describeListener(self.endpoint, self.port.getHost()),
                 description=self.description,
                 purpose=self.purpose,
             )
@@ -150,7 +199,7 @@ class ListenerService(Service):
         if self._listening is not None:
             return
         failures: list[Failure] = []
-        self._listening = self.endpoint.listen(self.factory)
+        self._listening = quietly(self.endpoint.listen, self.factory)
         self._listening.addCallbacks(self._listened, failures.append)
         if failures:
             raise ListenFailed(
@@ -282,11 +331,11 @@ class UDPService(internet.UDPServer):
     def privilegedStartService(self) -> None:
         # Binds here, before twistd sheds privileges, so low ports work.
         with self._oneLineError():
-            super().privilegedStartService()  # type: ignore[no-untyped-call]
+            quietly(super().privilegedStartService)
 
     def startService(self) -> None:
         with self._oneLineError():
-            super().startService()  # type: ignore[no-untyped-call]
+            quietly(super().startService)
         self.log.info("Listening on {address} (UDP)", address=describeAddress(self.port.getHost()))
 
 

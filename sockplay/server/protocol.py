@@ -244,7 +244,9 @@ class EchoReplyProtocol(Protocol):
                     self.messages += 1
                     self._send(self._framer.encodeReplies(self._prefix, [last]))
                 if self.state is _READING:
-                    self._stop("ok" if self.messages else "no-message")
+                    self._stop(
+                        "ok" if self.messages else "probe" if not self.bytesIn else "no-message"
+                    )
         elif state is _CLOSING:
             # Nothing more can arrive, and our side is done: close.
             assert self.transport is not None
@@ -264,7 +266,12 @@ class EchoReplyProtocol(Protocol):
         self.state = _CLOSED
         self.lingerDeadline = 0.0
         if self.outcome is None:
-            self.outcome = "ok" if reason.check(error.ConnectionDone) else "reset"
+            if not self.bytesIn:
+                # Connected and gone without a byte: a health check (such
+                # as HAProxy's, which resets) or a port scan.
+                self.outcome = "probe"
+            else:
+                self.outcome = "ok" if reason.check(error.ConnectionDone) else "reset"
         self.factory.connectionClosed(self)
 
     # IPushProducer: the transport tells us when its write buffer is full.
@@ -352,9 +359,15 @@ class EchoReplyProtocol(Protocol):
         """
         The server is draining: answer nothing more (what was already read
         has its reply, or has it queued), then close as after a last reply.
+
+        A connection on which nothing was said either way has no reply to
+        protect, so it closes at once rather than waiting, for up to the
+        linger period, for its client to close.
         """
         if self.state is _READING:
             self._stop("shutdown")
+            if self.state is _CLOSING and not (self.bytesIn or self.bytesOut):
+                asStream(self.transport).loseConnection()
 
     def _stop(self, outcome: str, errorText: str | None = None) -> None:
         """

@@ -115,6 +115,8 @@ class ProxyWrappingFactory(HAProxyWrappingFactory):
     """
 
     protocol = ProxyHeaderWrapper  # type: ignore[assignment]
+    # The listener logs its own line; "Starting factory <...>" would be noise.
+    noisy = False
 
 
 @implementer(IStreamServerEndpoint)
@@ -124,17 +126,20 @@ class ProxiedEndpoint:
     """
 
     def __init__(self, endpoint: IStreamServerEndpoint) -> None:
-        self._endpoint = endpoint
+        """
+        @param endpoint: the endpoint whose connections carry the header.
+        """
+        self.wrapped = endpoint
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not HAVE_PROXY_WRAPPER:
             # A Twisted whose wrapper classes moved: its public endpoint
             # still parses the header, but connects the protocol at once.
             return cast(
-                "Deferred[IListeningPort]", proxyEndpoint(self._endpoint).listen(protocolFactory)
+                "Deferred[IListeningPort]", proxyEndpoint(self.wrapped).listen(protocolFactory)
             )
         factory: Any = ProxyWrappingFactory(protocolFactory)  # type: ignore[no-untyped-call]
-        return self._endpoint.listen(factory)
+        return self.wrapped.listen(factory)
 
 
 def localAddress(transport: ITransport) -> IAddress:

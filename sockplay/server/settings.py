@@ -108,10 +108,12 @@ class ConnectionRecord:
     What happened on one connection, made when it closes: the connection
     log event and the metrics come from it.
 
-    @ivar outcome: why it ended: C{ok}, C{no-message}, C{too-long},
-        C{truncated}, C{idle-timeout}, C{busy}, C{peer-limit}, C{reset} (by
-        the client), C{aborted} (the client did not close in time),
-        C{shutdown}, C{dropped} or C{reset-injected}.
+    @ivar outcome: why it ended: C{ok}, C{probe} (the client closed or
+        reset the connection without sending a byte, as a health check
+        does), C{no-message}, C{too-long}, C{truncated}, C{idle-timeout},
+        C{busy}, C{peer-limit}, C{reset} (by the client), C{aborted} (the
+        client did not close in time), C{shutdown}, C{dropped} or
+        C{reset-injected}.
     """
 
     peer: str

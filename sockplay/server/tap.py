@@ -8,17 +8,19 @@ C{python -m sockplay.server}.
 
 from __future__ import annotations
 
-from typing import Any, cast
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from twisted.application.service import IService, MultiService
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
 from twisted.python import usage
 
-from sockplay.cli import CommandOptions, number
+from sockplay.cli import DEFAULT_PORT, CommandOptions, number
 from sockplay.framing import DEFAULT_MAX_MESSAGE, checkKeepOpen, framingOption
 from sockplay.server.factory import EchoReplyFactory
-from sockplay.server.lifecycle import DrainService, ReadyAnnouncer
-from sockplay.server.listening import ListenerService, makeEndpoint, makeUDPService
+from sockplay.server.lifecycle import DrainService, ReadyAnnouncer, SecondSignal
+from sockplay.server.listening import ListenerService, isTLS, makeEndpoint, makeUDPService
 from sockplay.server.settings import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -28,15 +30,35 @@ from sockplay.server.settings import (
 )
 from sockplay.server.workers import WorkerPoolService
 
-__all__ = ["DEFAULT_DRAIN_TIMEOUT", "DEFAULT_LISTEN", "Options", "makeService"]
+__all__ = ["DEFAULT_DRAIN_TIMEOUT", "DEFAULT_LISTEN", "LOOPBACK", "Options", "makeService"]
 
 # Loopback unless the operator opts out: a test endpoint should not appear
-# on a network by accident.
-DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
+# on a network by accident. --port listens here too.
+LOOPBACK = "127.0.0.1"
+DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}:interface={LOOPBACK}"
+
+# What Twisted puts before a coerce function's error; ours say it better.
+_TWISTED_COERCE_WORDING = "Parameter type enforcement failed: "
+
+# A port to listen on: 0 lets the system pick a free one.
+_listenPort = number("--port", int, 0, 65535)
+_udpPort = number("--udp", int, 0, 65535)
 
 # Long enough for in-flight replies on a loaded server; shorter than the
 # usual 30 s a supervisor (systemd, Kubernetes) waits before SIGKILL.
 DEFAULT_DRAIN_TIMEOUT = 10.0
+
+
+_Method = TypeVar("_Method", bound=Callable[..., None])
+
+
+def _helpText(method: _Method) -> _Method:
+    """
+    Twisted shows an option method's docstring as its help, indentation
+    and all: make it one line of single spaces.
+    """
+    method.__doc__ = " ".join((method.__doc__ or "").split())
+    return method
 
 
 class Options(CommandOptions):
@@ -59,10 +81,10 @@ class Options(CommandOptions):
         ["framing", "f", "raw", "What one message is: raw (one read), line (up to LF), "
          "eof (until the client half-closes), int32 (4-byte big-endian length prefix).",
          framingOption],
-        ["prefix", "p", DEFAULT_PREFIX.decode("utf-8"),
+        ["prefix", None, DEFAULT_PREFIX.decode("utf-8"),
          "Text put before each message in its reply; {hostname}, {listener}, {peer} and "
          "{pid} are filled in per connection."],
-        ["max-message", "m", DEFAULT_MAX_MESSAGE, "Largest message accepted, in bytes.",
+        ["max-message", None, DEFAULT_MAX_MESSAGE, "Largest message accepted, in bytes.",
          number("--max-message", int, 1)],
         ["idle-timeout", None, DEFAULT_IDLE_TIMEOUT,
          "Seconds a connection may go without completing a message (0: no limit).",
@@ -94,25 +116,64 @@ class Options(CommandOptions):
         self["listen"] = []
         self["udp"] = []
 
+    @_helpText
     def opt_udp(self, port: str) -> None:
         """
         Also answer UDP datagrams on this port (one datagram, one reply). Repeatable.
         """
         try:
-            number = int(port)
-        except ValueError:
-            number = -1
-        if not 0 <= number < 65536:
-            raise usage.UsageError(f"--udp must be a port number from 0 to 65535, not {port!r}")
-        self["udp"].append(number)
+            self["udp"].append(_udpPort(port))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
+    @_helpText
     def opt_listen(self, description: str) -> None:
         """
-        Where to listen: a Twisted endpoint string (tcp:, tcp6:, unix:, ssl:...). Repeatable.
+        Where to listen: a Twisted endpoint string (tcp:, tcp6:, unix:,
+        ssl:...). Repeatable. [default: tcp:12345:interface=127.0.0.1]
         """
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    @_helpText
+    def opt_port(self, port: str) -> None:
+        """
+        Listen on this TCP port of 127.0.0.1: short for --listen
+        tcp:PORT:interface=127.0.0.1. Repeatable; combines with --listen.
+        """
+        try:
+            number_ = _listenPort(port)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["listen"].append(f"tcp:{number_}:interface={LOOPBACK}")
+
+    opt_p = opt_port
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}, with usage errors in sockplay's words. Under twistd
+        (this is its C{sockplay} sub-command), which would print its whole
+        help before the error, say instead what is wrong and where help is,
+        and exit 2, as C{python -m sockplay.server} does.
+        """
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            message = str(e).removeprefix(_TWISTED_COERCE_WORDING)
+            if self.parent is None:
+                raise usage.UsageError(message) from None
+            print(f"Error: {message}", file=sys.stderr)
+            print(f"Try '{self._command()} --help'.", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def _command(self) -> str:
+        """
+        How the runner that parses these options as a sub-command is run:
+        C{twistd sockplay}, or C{twist sockplay} (also C{python -m twisted}).
+        """
+        runner = "twist" if type(self.parent).__name__ == "TwistOptions" else "twistd"
+        return f"{runner} sockplay"
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -122,24 +183,42 @@ class Options(CommandOptions):
                 checkKeepOpen(self["framing"])
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
+        if self["drop-rate"] + self["reset-rate"] > 1:
+            raise usage.UsageError("--drop-rate and --reset-rate add up to more than 1")
+        endpoints = self._endpoints()
         if self["workers"] > 1 and self["metrics"]:
             raise usage.UsageError(
                 "--metrics cannot be used with --workers: each worker counts its own "
                 "connections; run one server per core with its own --metrics instead"
             )
-        if self["workers"] > 1:
-            for description in self["listen"]:
-                if description.split(":", 1)[0] == "ssl" or ":ssl:" in description:
-                    raise usage.UsageError(
-                        f"--workers cannot share the TLS listener {description!r}; "
-                        "run one server per core behind a TCP load balancer instead"
-                    )
-        if self["drop-rate"] + self["reset-rate"] > 1:
-            raise usage.UsageError("--drop-rate and --reset-rate add up to more than 1")
+        for description, endpoint in endpoints:
+            if not isTLS(endpoint):
+                continue
+            if self["workers"] > 1:
+                raise usage.UsageError(
+                    f"--workers cannot share the TLS listener {description!r}; "
+                    "run one server per core behind a TCP load balancer instead"
+                )
+            if self["framing"] == "eof":
+                # The client refuses --tls --framing eof for the same reason.
+                raise usage.UsageError(
+                    f"--framing eof cannot be used with the TLS listener {description!r}: "
+                    "a TLS client cannot half-close to end its message; "
+                    "use --framing line or int32"
+                )
         # UTF-8, but any byte the shell passes is kept as it is.
         self["prefix"] = self["prefix"].encode("utf-8", "surrogateescape")
         if self["banner"] is not None:
             self["banner"] = self["banner"].encode("utf-8", "surrogateescape")
+
+    def _endpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+        """
+        Check that every C{--listen} and the C{--metrics} are endpoint
+        strings.
+
+        @return: each C{--listen} with its endpoint.
+        """
+        endpoints = []
         for option, description in [("--listen", d) for d in self["listen"]] + (
             [("--metrics", self["metrics"])] if self["metrics"] else []
         ):
@@ -147,7 +226,7 @@ class Options(CommandOptions):
                 # Parsing builds the endpoint without touching the reactor
                 # (an ssl: endpoint loads its certificate here, so a missing
                 # file is reported now rather than at startup).
-                makeEndpoint(cast(Any, None), description)
+                endpoint = makeEndpoint(cast(Any, None), description)
             except Exception as e:
                 reason = str(e)
                 if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
@@ -157,6 +236,9 @@ class Options(CommandOptions):
                         "systemd-socket-activate, pass --fdname)"
                     )
                 raise usage.UsageError(f"bad {option} {description!r}: {reason}") from None
+            if option == "--listen":
+                endpoints.append((description, endpoint))
+        return endpoints
 
     def settings(self) -> ServerSettings:
         """
@@ -193,12 +275,21 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         reactor = cast(IReactorCore, globalReactor)
     factory = EchoReplyFactory(config.settings(), clock=cast(Any, reactor))
     parent = MultiService()
+    # A second SIGINT or SIGTERM stops the drain (or the workers') at once.
+    signals = SecondSignal(reactor)
+    signals.setServiceParent(parent)  # type: ignore[no-untyped-call]
     if config["workers"] > 1:
         listeners = [
             (description, makeEndpoint(reactor, description)) for description in config["listen"]
         ]
         pool = WorkerPoolService(
-            config["workers"], listeners, factory.settings, config["drain-timeout"], reactor
+            config["workers"],
+            listeners,
+            factory.settings,
+            config["drain-timeout"],
+            reactor,
+            datagrams=[(port, config["udp-interface"]) for port in config["udp"]],
+            signals=signals,
         )
         pool.setServiceParent(parent)  # type: ignore[no-untyped-call]
         announcer = ReadyAnnouncer(reactor, pool.ready)
@@ -206,7 +297,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         return parent
     # Stopped last (services stop in reverse order): every listener has
     # stopped accepting by the time the drain begins.
-    drain = DrainService(factory, config["drain-timeout"])
+    drain = DrainService(factory, config["drain-timeout"], signals)
     drain.setServiceParent(parent)  # type: ignore[no-untyped-call]
     if config["metrics"]:
         # Imported only when asked for: twisted.web and prometheus_client

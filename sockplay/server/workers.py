@@ -1,13 +1,16 @@
 """
 Multi-process serving: C{--workers N}.
 
-The parent process binds every listener once, stops accepting on them
-itself, and starts N worker processes that adopt the listening sockets
-(L{IReactorSocket.adoptStreamPort}); the kernel hands each new connection
-to one of the workers. A worker that dies is restarted within a second. On
-SIGTERM or SIGINT the parent passes SIGTERM on: each worker drains its own
-connections (see L{sockplay.server.lifecycle.DrainService}) and exits, then the parent
-exits.
+The parent process binds every listener once, C{--udp} ports included,
+stops reading them itself, and starts N worker processes that adopt the
+sockets (L{IReactorSocket.adoptStreamPort}, C{adoptDatagramPort}); the
+kernel hands each new connection, and each datagram, to one of the workers.
+A worker that dies is restarted within a second. On SIGTERM or SIGINT the
+parent passes SIGTERM on: each worker drains its own connections (see
+L{sockplay.server.lifecycle.DrainService}) and exits, then the parent exits.
+A second signal to the parent is passed on too (as SIGINT), and the
+workers abort what is left at once. Workers run in a process group of their own, so that a
+Ctrl-C in a terminal reaches the parent only, which passes it on once.
 
 A worker is this module run as a program (C{python -m sockplay.server.workers});
 it gets its settings and socket list from the C{SOCKPLAY_WORKER}
@@ -22,6 +25,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any, cast
 
 from twisted.application.service import MultiService, Service
@@ -36,9 +40,10 @@ from twisted.internet.interfaces import (
     IReactorProcess,
     IReactorSocket,
     IReactorTime,
+    IReactorUDP,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.logger import ILogObserver, LogEvent, Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -46,13 +51,22 @@ from zope.interface import implementer
 from sockplay.server._twisted import forgetExitSignal
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
-from sockplay.server.lifecycle import DrainService
-from sockplay.server.listening import ListenerService, ListenFailed
+from sockplay.server.lifecycle import DrainService, SecondSignal, Stoppable
+from sockplay.server.listening import (
+    MAX_DATAGRAM,
+    EchoReplyDatagramProtocol,
+    ListenerService,
+    ListenFailed,
+    makeUDPService,
+    quietly,
+)
 from sockplay.server.proxy import ProxiedEndpoint
-from sockplay.server.settings import ServerSettings
+from sockplay.server.settings import ServerSettings, renderProcessTemplate
+from sockplay.server.wording import counted
 
 __all__ = [
     "ENVIRONMENT_KEY",
+    "AdoptedDatagramService",
     "AdoptedEndpoint",
     "WorkerPoolService",
     "decodeSettings",
@@ -118,12 +132,33 @@ class _WorkerProcess(ProcessProtocol):
         self.pool.workerEnded(self, reason)
 
 
+class _SharedPort:
+    """
+    A socket the parent binds and the workers serve.
+
+    @ivar port: the listening port, bound in the parent but not read there.
+    @ivar description: what the log calls it.
+    @ivar family: its address family.
+    @ivar haproxy: whether its connections start with a PROXY header.
+    @ivar datagram: whether it is a UDP port.
+    """
+
+    def __init__(
+        self, port: Any, description: str, family: int, haproxy: bool, datagram: bool
+    ) -> None:
+        self.port = port
+        self.description = description
+        self.family = family
+        self.haproxy = haproxy
+        self.datagram = datagram
+
+
 class WorkerPoolService(Service):
     """
     Bind the listeners, run N workers on them, keep them running, and stop
     them gracefully.
 
-    @ivar ports: the listening ports, bound in this process but not read.
+    @ivar ports: the shared ports, bound in this process but not read.
     @ivar processes: the live worker processes, by index.
     """
 
@@ -136,13 +171,22 @@ class WorkerPoolService(Service):
         settings: ServerSettings,
         drainTimeout: float,
         reactor: IReactorCore,
+        datagrams: Sequence[tuple[int, str]] = (),
+        signals: Stoppable | None = None,
     ) -> None:
+        """
+        @param listeners: each stream listener's description and endpoint.
+        @param datagrams: each UDP listener's port and interface.
+        @param signals: catches a second stop signal, to pass it on.
+        """
+        self.signals = signals
         self.count = count
         self.listeners = listeners
+        self.datagrams = list(datagrams)
         self.settings = settings
         self.drainTimeout = drainTimeout
         self._reactor = reactor
-        self.ports: list[tuple[IListeningPort, int, bool]] = []
+        self.ports: list[_SharedPort] = []
         self.processes: dict[int, _WorkerProcess] = {}
         self.transports: dict[int, IProcessTransport] = {}
         self._delays: dict[int, float] = {}
@@ -166,15 +210,24 @@ class WorkerPoolService(Service):
                 raise ListenFailed(f"Error: --workers cannot share the listener {description}")
             stopReading()
             family = getattr(port, "addressFamily", socket.AF_INET)
-            self.ports.append((port, family, description.startswith("haproxy:")))
+            self.ports.append(
+                _SharedPort(port, description, family, description.startswith("haproxy:"), False)
+            )
+        for number, interface in self.datagrams:
+            # Binds now, or ends the program with one line if it cannot.
+            udp = makeUDPService(number, interface, b"", cast(IReactorUDP, self._reactor))
+            udp.privilegedStartService()
+            udpPort = udp.port
+            udpPort.stopReading()
+            self.ports.append(_SharedPort(udpPort, "UDP", udpPort.addressFamily, False, True))
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        for (port, _, _), (description, _) in zip(self.ports, self.listeners, strict=True):
+        for shared in self.ports:
             self.log.info(
                 "Listening on {address} ({description}) with {count} workers",
-                address=describeAddress(port.getHost()),
-                description=description,
+                address=describeAddress(shared.port.getHost()),
+                description=shared.description,
                 count=self.count,
             )
         for index in range(1, self.count + 1):
@@ -191,8 +244,13 @@ class WorkerPoolService(Service):
                 "settings": encodeSettings(self.settings),
                 "drainTimeout": self.drainTimeout,
                 "sockets": [
-                    {"fd": FIRST_FD + n, "family": int(family), "haproxy": haproxy}
-                    for n, (_, family, haproxy) in enumerate(self.ports)
+                    {
+                        "fd": FIRST_FD + n,
+                        "family": int(shared.family),
+                        "haproxy": shared.haproxy,
+                        "datagram": shared.datagram,
+                    }
+                    for n, shared in enumerate(self.ports)
                 ],
                 "statusFD": FIRST_FD + len(self.ports),
             }
@@ -201,8 +259,8 @@ class WorkerPoolService(Service):
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
         childFDs: dict[int, int | str] = {1: 1, 2: 2}
-        for n, (port, _, _) in enumerate(self.ports):
-            childFDs[FIRST_FD + n] = cast(Any, port).fileno()
+        for n, shared in enumerate(self.ports):
+            childFDs[FIRST_FD + n] = shared.port.fileno()
         statusFD = FIRST_FD + len(self.ports)
         childFDs[statusFD] = "r"
         env = dict(os.environ)
@@ -250,12 +308,18 @@ class WorkerPoolService(Service):
                 call.cancel()
         self._restarts.clear()
         waits = [process.exited for process in self.processes.values()]
-        self.log.info("Stopping {count} workers", count=len(waits))
-        for transport in list(self.transports.values()):
-            try:
-                transport.signalProcess("TERM")
-            except Exception:  # already gone
-                pass
+        stoppable = self.signals is not None and self.signals.caught
+        if self.signals is not None:
+            # Another signal than the first: two of the same sent in quick
+            # succession can reach a worker as one.
+            self.signals.whenSecond(lambda: self._signalWorkers("INT"))
+        self.log.info(
+            "Stopping {workers}{hint}",
+            workers=counted(len(waits), "worker"),
+            count=len(waits),
+            hint="; press Ctrl-C again to stop now" if stoppable and waits else "",
+        )
+        self._signalWorkers("TERM")
         clock = cast(IReactorTime, self._reactor)
         # A worker that does not finish its drain in time is killed.
         killer = clock.callLater(self.drainTimeout + 5, self._killAll)
@@ -264,12 +328,23 @@ class WorkerPoolService(Service):
         def finished(result: object) -> None:
             if killer.active():
                 killer.cancel()
-            for port, _, _ in self.ports:
-                port.stopListening()
+            for shared in self.ports:
+                shared.port.stopListening()
             self.log.info("All workers stopped")
             forgetExitSignal(self._reactor)
 
         return done.addCallback(finished)
+
+    def _signalWorkers(self, name: str) -> None:
+        """
+        Send signal C{name} to every worker: the first signal drains, a
+        second aborts what the drain still waits for.
+        """
+        for transport in list(self.transports.values()):
+            try:
+                transport.signalProcess(name)
+            except Exception:  # already gone
+                pass
 
     def _killAll(self) -> None:
         for transport in list(self.transports.values()):
@@ -296,8 +371,20 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
     settings = decodeSettings(spec["settings"])
     factory = EchoReplyFactory(settings, clock=cast(IReactorTime, reactor))
     service = MultiService()
-    DrainService(factory, spec["drainTimeout"]).setServiceParent(service)  # type: ignore[no-untyped-call]
+    signals = SecondSignal(reactor)
+    signals.setServiceParent(service)  # type: ignore[no-untyped-call]
+    drain = DrainService(factory, spec["drainTimeout"], signals)
+    drain.setServiceParent(service)  # type: ignore[no-untyped-call]
     for entry in spec["sockets"]:
+        if entry["datagram"]:
+            prefix = renderProcessTemplate(settings.prefix, factory.hostname)
+            AdoptedDatagramService(
+                cast(IReactorSocket, reactor),
+                entry["fd"],
+                entry["family"],
+                EchoReplyDatagramProtocol(prefix),
+            ).setServiceParent(service)  # type: ignore[no-untyped-call]
+            continue
         endpoint: IStreamServerEndpoint = AdoptedEndpoint(
             cast(IReactorSocket, reactor), entry["fd"], entry["family"]
         )
@@ -344,6 +431,45 @@ class AdoptedEndpoint:
         return maybeDeferred(adopt)
 
 
+class AdoptedDatagramService(Service):
+    """
+    Answer datagrams on a UDP socket that is already bound (inherited from
+    the parent process), while running.
+
+    @ivar port: the adopted port, while running.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, reactor: IReactorSocket, fd: int, family: int, protocol: DatagramProtocol
+    ) -> None:
+        self._reactor = reactor
+        self._fd = fd
+        self._family = family
+        self.protocol = protocol
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.port = quietly(
+            self._reactor.adoptDatagramPort,
+            self._fd,
+            socket.AddressFamily(self._family),
+            self.protocol,
+            MAX_DATAGRAM,
+        )
+        os.close(self._fd)  # adoptDatagramPort works on a duplicate
+        self.log.info("Listening on {address} (UDP)", address=describeAddress(self.port.getHost()))
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        return maybeDeferred(port.stopListening).addCallback(lambda _: None)
+
+
 def main() -> None:
     """
     Entry point of a worker process.
@@ -358,6 +484,9 @@ def main() -> None:
         )
         sys.exit(2)
     _dieWithParent()
+    # Signals come from the parent only: a Ctrl-C in the terminal reaches the
+    # parent, which passes it on once, rather than every worker at once too.
+    os.setpgid(0, 0)
     react(_runWorker, (json.loads(raw),))
 
 

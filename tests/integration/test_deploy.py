@@ -235,6 +235,14 @@ def test_haproxyBalancesAndFailsOver(processes: Start, tmp_path: Path) -> None:
     assert set(listeners) == {f"tcp:{LOOPBACK}:{survivor.port}"}
     assert survivor.process.poll() is None
 
+    # HAProxy's health checks (a PROXY header, then a reset, every 100 ms
+    # here) are probes, logged at debug level only: never as "reset".
+    survivor.process.terminate()
+    survivor.waitForExit()
+    closed = [line for line in survivor.output if "Connection closed: " in line]
+    assert closed, survivor.transcript()
+    assert [line for line in closed if ", reset, " in line or ", probe, " in line] == []
+
 
 def test_systemdSocketActivation(processes: Start, tmp_path: Path) -> None:
     """

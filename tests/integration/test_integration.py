@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,9 @@ from support.servers import (
     tutorialClient,
     tutorialHandler,
 )
+
+from sockplay.certs import writeCertificates
+from sockplay.server.wording import counted
 
 
 @pytest.fixture(scope="module")
@@ -429,3 +433,190 @@ def test_keepOpenWithEOFFramingRejected(command: list[str], tmp_path: Path) -> N
     assert result.returncode != 0
     assert "--keep-open cannot be used with --framing eof" in output
 
+
+
+# Issue 9: the first ten minutes.
+
+
+@serverCommands
+def test_portFlagListensOnLoopback(command: list[str], tmp_path: Path) -> None:
+    """
+    C{-p N} listens on TCP port N of 127.0.0.1 (here 0: a free port), and
+    only there; replies keep the default prefix (C{-p} is no longer
+    C{--prefix}).
+    """
+    server = ServerProcess([*command, "-p", "0"], tmp_path)
+    try:
+        port = server.waitUntilReady()
+        assert tutorialClient(port) == (HELLO_REPLY, b"")
+        listening = [line for line in server.output if "Listening on " in line]
+        assert len(listening) == 1, server.transcript()
+        assert f"Listening on tcp:127.0.0.1:{port} (tcp:0:interface=127.0.0.1)" in listening[0]
+    finally:
+        server.stop()
+
+
+TWIST_HINT = "twist sockplay"
+TWISTD_HINT = "twistd sockplay"
+SERVER_HINT = "python -m sockplay.server"
+
+
+@pytest.mark.parametrize(
+    "command, hint",
+    [(TWISTD, TWISTD_HINT), (SERVER, SERVER_HINT), (TWIST, TWIST_HINT)],
+    ids=["twistd", "server", "twist"],
+)
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (["--workers", "x"], "--workers must be a whole number of at least 1, not 'x'"),
+        (["-m", "10"], "option -m not recognized"),
+        (["--port", "65536"], "--port must be a whole number from 0 to 65535, not '65536'"),
+    ],
+    ids=["coerce", "old-short-flag", "port"],
+)
+def test_usageErrorIsOneLineAndAHint(
+    command: list[str], hint: str, argv: list[str], error: str, tmp_path: Path
+) -> None:
+    """
+    A usage error reads the same under every runner: one C{Error:} line in
+    sockplay's words, then where help is, on standard error, exit status 2;
+    not twistd's fifty lines of help, nor "Parameter type enforcement
+    failed".
+    """
+    result = run([*command, *argv], tmp_path)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.splitlines() == [f"Error: {error}", f"Try '{hint} --help'."]
+
+
+@serverCommands
+def test_eofFramingOnTLSRefused(command: list[str], tmp_path: Path) -> None:
+    """
+    C{--framing eof} on an C{ssl:} listener is refused at startup, as a
+    usage error: no TLS client could end its message.
+    """
+    files = writeCertificates(tmp_path / "certs")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={files.serverKey}:certKey={files.server}"
+    result = run([*command, "--framing", "eof", "--listen", listen], tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"Error: --framing eof cannot be used with the TLS listener {listen!r}: a TLS client "
+        "cannot half-close to end its message; use --framing line or int32"
+    )
+
+
+def test_twistdHelpAndVersion(tmp_path: Path) -> None:
+    """
+    C{twistd sockplay --help} has one usage line, naming twistd and the
+    plugin; C{--version} names sockplay under both entry points.
+    """
+    result = run([*TWISTD, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "Usage: twistd [options] sockplay [options]"
+    assert result.stdout.count("Usage:") == 1
+    assert "-p, --port=" in result.stdout
+    for command in (TWISTD, SERVER):
+        version = run([*command, "--version"], tmp_path)
+        assert version.returncode == 0, version.stderr
+        assert version.stdout.startswith("sockplay "), version.stdout
+
+
+@serverCommands
+def test_oneLinePerListener(command: list[str], tmp_path: Path) -> None:
+    """
+    Each listener is logged once, by sockplay, with its real kind; Twisted's
+    own "<Factory> starting on <port>" and "Starting factory <...>" lines
+    are gone.
+    """
+    server = ServerProcess(
+        [*command, "--listen", f"haproxy:tcp:0:interface={LOOPBACK}", "--listen", EPHEMERAL],
+        tmp_path,
+    )
+    try:
+        server.waitUntilReady()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.waitForExit() == 0
+    finally:
+        server.stop()
+    output = server.transcript()
+    assert "starting on" not in output
+    assert "Starting factory" not in output
+    listening = [line for line in server.output if "Listening on " in line]
+    assert len(listening) == 2, output
+    assert "Listening on haproxy:tcp:127.0.0.1:" in listening[0]
+    assert "Listening on tcp:127.0.0.1:" in listening[1]
+
+
+# The linger after the server's last reply: a drain that ends before it did
+# not wait for the client.
+LINGER = 5.0
+
+
+@serverCommands
+def test_secondSignalStopsAtOnce(command: list[str], tmp_path: Path) -> None:
+    """
+    Ctrl-C with a client connected starts the drain, and the log says for
+    how long and how to stop now; a second Ctrl-C aborts the connection at
+    once and the server exits 0, with no traceback; the connection's log
+    line and the summary agree that it was aborted.
+    """
+    server = ServerProcess(
+        [*command, "--framing", "line", "--keep-open", "--drain-timeout", "30",
+         "--listen", EPHEMERAL],
+        tmp_path,
+    )
+    try:
+        with connect(server.waitUntilReady()) as sock:
+            sock.sendall(b"hello\n")
+            assert readExactly(sock, len(PREFIX) + 6) == PREFIX + b"hello\n"
+            server.process.send_signal(signal.SIGINT)
+            draining = server.waitForLine(lambda line: "Shutting down" in line, "draining")
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGINT)
+            status = server.waitForExit()
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    output = server.transcript()
+    assert draining.rstrip().endswith(
+        "Shutting down: no longer accepting; draining 1 connection, waiting up to 30 s; "
+        "press Ctrl-C again to stop now"
+    )
+    assert status == 0, output
+    assert elapsed < LINGER, output
+    assert "Traceback" not in output and "ReactorNotRunning" not in output
+    assert "Received SIGINT again: aborting the connections left" in output
+    [closed] = [line for line in server.output if "Connection closed: " in line]
+    assert ", aborted, 1 message, " in closed
+    assert "Shutdown complete: 0 connections drained, 1 aborted" in output
+
+
+@serverCommands
+def test_ctrlCWithSilentClientIsQuick(command: list[str], tmp_path: Path) -> None:
+    """
+    Ctrl-C with a client connected that has said nothing stops the server
+    at once, with nothing to wait for; log and summary agree it drained.
+    """
+    server = ServerProcess([*command, "--listen", EPHEMERAL], tmp_path)
+    try:
+        port = server.waitUntilReady()
+        with connect(port):
+            # Accepted in order: once a later client has its reply, the
+            # silent one is open on the server too.
+            assert tutorialClient(port) == (HELLO_REPLY, b"")
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGINT)
+            status = server.waitForExit()
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    output = server.transcript()
+    assert status == 0, output
+    assert elapsed < LINGER, output
+    closed = [line for line in server.output if "Connection closed: " in line]
+    assert len([line for line in closed if ", shutdown, 0 messages, " in line]) == 1, output
+    # The tutorial client's connection may still be open at the drain, or not.
+    draining = re.search(r"draining (\d+) connections?, waiting", output)
+    assert draining is not None, output
+    drained = counted(int(draining.group(1)), "connection")
+    assert f"Shutdown complete: {drained} drained, 0 aborted" in output

@@ -617,7 +617,7 @@ def test_drainAnswersInFlightMessage(servers: ServerPool) -> None:
         rest = readToEOF(sock)
     assert (reply, rest) == (LINE_REPLY, b"")
     assert server.waitForExit() == 0, server.transcript()
-    assert shutdownLine(server) == "Shutdown complete: 1 connections drained, 0 aborted"
+    assert shutdownLine(server) == "Shutdown complete: 1 connection drained, 0 aborted"
 
 
 def test_drainAbortsClientThatDoesNotClose(servers: ServerPool) -> None:

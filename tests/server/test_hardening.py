@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,10 +18,13 @@ from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, HalfCloseableTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from sockplay.server import EchoReplyFactory, EchoReplyProtocol
+from sockplay.server.factory import CONNECTION_LOG_LEVELS
+from sockplay.server.lifecycle import DrainService, SecondSignal
+from sockplay.server.proxy import ProxyWrappingFactory
 from sockplay.server.settings import (
     DEFAULT_LINGER,
     DEFAULT_PREFIX,
@@ -27,6 +33,10 @@ from sockplay.server.settings import (
 )
 
 P = DEFAULT_PREFIX
+
+# A PROXY protocol v2 header with the LOCAL command and no address: what
+# HAProxy sends on a health check to a send-proxy-v2 server.
+PROXY_V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00]) + struct.pack("!H", 0)
 
 # The idle sweep's interval for a 3 s timeout: a connection is ended within
 # this long after its timeout.
@@ -550,3 +560,357 @@ def test_localAddressOnlyWhenNeeded() -> None:
     assert logged.hostAddress == LOOPBACK_HOST
     templated, _ = open_(makeFactory(quiet=True, prefix=b"{listener} "))
     assert templated.hostAddress == LOOPBACK_HOST
+
+
+# Issue 9: the drain's log and summary agree, and a second signal stops at once.
+
+
+def test_drainClosesUntouchedConnectionAtOnce() -> None:
+    """
+    A connection on which nothing was said either way has no reply to
+    protect: a drain closes it at once, rather than waiting up to the
+    linger period for its client to close.
+    """
+    factory = makeFactory()
+    protocol, transport = open_(factory)
+    done = factory.drain(10)
+    assert transport.disconnecting
+    close(protocol)
+    assert done.called
+    assert (factory.drained, factory.aborted, protocol.outcome) == (1, 0, "shutdown")
+
+
+class ClosingAtOnceTransport(HalfCloseableTransport):
+    """
+    A transport that reports the connection lost as soon as it is closed,
+    as Twisted's TCP transport does once its write side is already shut.
+    """
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_drainEndsWhileStarting() -> None:
+    """
+    A drain whose every connection closes as it is shut down has finished
+    by the time it is started.
+    """
+    clock = Clock()
+    factory = makeFactory(clock)
+    transport = ClosingAtOnceTransport()
+    protocol = factory.buildProtocol(transport.peerAddr)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    done = factory.drain(10)
+    assert done.called
+    assert (factory.drained, factory.aborted) == (1, 0)
+    assert clock.getDelayedCalls() == []
+
+
+def test_drainCountsLingerAbortAsAborted() -> None:
+    """
+    A connection aborted during the drain because its client did not close
+    after the server's half-close is logged C{aborted} and counted as
+    aborted in the summary, not as drained: the two agree.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True)
+    records: list[ConnectionRecord] = []
+    factory.observers.append(records.append)
+    protocol, transport = open_(factory)
+    protocol.dataReceived(b"hi\n")
+    done = factory.drain(10)
+    assert transport.writeClosed and not transport.aborted
+    clock.advance(DEFAULT_LINGER + 1)
+    assert transport.aborted
+    close(protocol, ConnectionLost)
+    assert done.called
+    assert [record.outcome for record in records] == ["aborted"]
+    assert (factory.drained, factory.aborted) == (0, 1)
+
+
+def test_stopDrainNowAborts() -> None:
+    """
+    Told to stop now (a second signal), the drain aborts every connection
+    it still waits for, without waiting for its timeout, and finishes.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True)
+    protocol, transport = open_(factory)
+    protocol.dataReceived(b"hi\n")
+    done = factory.drain(10)
+    factory.stopDrainNow()
+    assert transport.aborted
+    close(protocol, ConnectionLost)
+    assert done.called
+    assert (factory.drained, factory.aborted, protocol.outcome) == (0, 1, "aborted")
+    assert clock.getDelayedCalls() == []
+
+
+class FakeSignals:
+    """
+    Stands for a L{SecondSignal}: caught, and the callback kept.
+    """
+
+    caught = True
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], object]] = []
+
+    def whenSecond(self, callback: Callable[[], object]) -> None:
+        self.callbacks.append(callback)
+
+
+def test_drainServiceSaysHowLongAndHowToStop(logged: list[str]) -> None:
+    """
+    When the drain begins, the log says how many connections it waits for,
+    for how long at most, and that a second Ctrl-C stops it at once; that
+    second signal aborts them, and the summary counts them as aborted.
+    """
+    factory = makeFactory(Clock(), framing="line", keepOpen=True)
+    protocol, transport = open_(factory)
+    protocol.dataReceived(b"hi\n")
+    signals = FakeSignals()
+    service = DrainService(factory, 10, signals)
+    service.startService()
+    done = service.stopService()
+    assert logged[-1] == (
+        "Shutting down: no longer accepting; draining 1 connection, waiting up to 10 s; "
+        "press Ctrl-C again to stop now"
+    )
+    [stopNow] = signals.callbacks
+    stopNow()
+    assert transport.aborted
+    close(protocol, ConnectionLost)
+    assert done.called
+    assert "Shutdown complete: 0 connections drained, 1 aborted" in logged
+
+
+def test_drainServiceWithNothingOpen(logged: list[str]) -> None:
+    """
+    With no connection open, the drain says so, and offers no second signal.
+    """
+    service = DrainService(makeFactory(), 10, FakeSignals())
+    service.startService()
+    assert service.stopService().called
+    assert "Shutting down: no longer accepting; no connection to drain" in logged
+    assert not any("press Ctrl-C" in line for line in logged)
+
+
+class SignalledReactor:
+    """
+    The parts of a reactor that L{SecondSignal} uses: its own signal
+    handlers, and C{callFromThread}.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Callable[[], object]] = []
+        self.stops: list[int] = []
+        self.running: list[Callable[[], object]] = []
+
+    def sigInt(self, number: int, frame: object = None) -> None:
+        self.stops.append(number)
+
+    def sigTerm(self, number: int, frame: object = None) -> None:
+        self.stops.append(number)
+
+    def callFromThread(self, f: Callable[[], object]) -> None:
+        self.calls.append(f)
+
+    def callWhenRunning(self, f: Callable[[], object]) -> None:
+        self.running.append(f)
+
+
+@pytest.fixture
+def restoreSignals() -> Iterator[None]:
+    """
+    Put back this process's SIGINT and SIGTERM handlers after the test.
+    """
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def installedSignals(reactor: SignalledReactor) -> SecondSignal:
+    """
+    A L{SecondSignal} installed over C{reactor}'s own handlers, once the
+    reactor runs.
+    """
+    signal.signal(signal.SIGINT, reactor.sigInt)
+    signal.signal(signal.SIGTERM, reactor.sigTerm)
+    signals = SecondSignal(reactor)  # type: ignore[arg-type]
+    signals.startService()
+    assert not signals.caught
+    [install] = reactor.running
+    install()
+    assert signals.caught
+    return signals
+
+
+def deliver(signum: int) -> None:
+    """
+    Run this process's handler of C{signum}, as a signal would.
+    """
+    handler = signal.getsignal(signum)
+    assert callable(handler)
+    handler(signum, None)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_secondSignalStopsNow(restoreSignals: None, signum: signal.Signals) -> None:
+    """
+    The first SIGINT or SIGTERM stops the reactor, as its own handlers do; a
+    second no longer reaches them (they would stop a reactor already
+    stopping, and log a C{ReactorNotRunning} traceback): it asks whoever
+    waits on it to stop now, in the reactor's thread.
+    """
+    reactor = SignalledReactor()
+    signals = installedSignals(reactor)
+    stopped: list[bool] = []
+    deliver(signum)
+    assert reactor.stops == [signum]
+    signals.whenSecond(lambda: stopped.append(True))
+    deliver(signal.SIGTERM)
+    assert (reactor.stops, stopped) == ([signum], [])
+    [call] = reactor.calls
+    call()
+    assert stopped == [True]
+
+
+def test_secondSignalBeforeDrain(restoreSignals: None) -> None:
+    """
+    A second signal that comes before the drain has begun stops it as soon
+    as it begins.
+    """
+    reactor = SignalledReactor()
+    signals = installedSignals(reactor)
+    deliver(signal.SIGINT)
+    deliver(signal.SIGINT)
+    [call] = reactor.calls
+    call()
+    stopped: list[bool] = []
+    signals.whenSecond(lambda: stopped.append(True))
+    assert stopped == [True]
+
+
+def test_secondSignalLeavesOtherHandlers(restoreSignals: None) -> None:
+    """
+    Handlers that are not the reactor's (a test runner's, or none) are left
+    alone, and no second signal is promised.
+    """
+    reactor = SignalledReactor()
+    before = signal.getsignal(signal.SIGINT)
+    signals = SecondSignal(reactor)  # type: ignore[arg-type]
+    signals.install()
+    assert not signals.caught
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+# Issue 9: a probe (a health check) has its own outcome and is logged at debug level only.
+
+
+@pytest.mark.parametrize("reason", [ConnectionDone, ConnectionLost], ids=["close", "reset"])
+def test_probeOutcome(reason: type[Exception], records: list[ConnectionRecord]) -> None:
+    """
+    A connection that closes or resets without having sent a byte (a
+    health check, a port scan) has the outcome C{probe}, not C{reset}.
+    """
+    factory = makeFactory(framing="line", keepOpen=True)
+    factory.observers.append(records.append)
+    protocol, _ = open_(factory)
+    close(protocol, reason)
+    assert [record.outcome for record in records] == ["probe"]
+
+
+def test_probeOutcomeOnHalfClose(records: list[ConnectionRecord]) -> None:
+    """
+    A client that half-closes without having sent a byte is a probe too.
+    """
+    factory = makeFactory()
+    factory.observers.append(records.append)
+    protocol, _ = open_(factory)
+    protocol.readConnectionLost()
+    close(protocol)
+    assert [record.outcome for record in records] == ["probe"]
+
+
+def test_probeLoggedAtDebugOnly(logged: list[str]) -> None:
+    """
+    A probe is logged at debug level, which the connection log leaves out
+    (twistd's text log shows every level): a health check every 2 s is no
+    news. Other connections are logged as before.
+    """
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory = makeFactory(framing="line", keepOpen=True)
+        probe, _ = open_(factory)
+        close(probe, ConnectionLost)
+        talker, _ = open_(factory)
+        talker.dataReceived(b"hi\n")
+        close(talker)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e["outcome"] for e in events if e.get("event") == "connection"] == ["ok"]
+    assert len([line for line in logged if line.startswith("Connection closed")]) == 1
+
+
+def test_probeLoggedWhenDebugWanted() -> None:
+    """
+    Lowering the connection log's level shows the probes, at debug level.
+    """
+    events: list[LogEvent] = []
+    namespace = EchoReplyFactory.log.namespace
+    CONNECTION_LOG_LEVELS.setLogLevelForNamespace(namespace, LogLevel.debug)
+    globalLogPublisher.addObserver(events.append)
+    try:
+        probe, _ = open_(makeFactory())
+        close(probe, ConnectionLost)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        CONNECTION_LOG_LEVELS.clearLogLevels()
+    [event] = [e for e in events if e.get("event") == "connection"]
+    assert (event["outcome"], event["log_level"]) == ("probe", LogLevel.debug)
+
+
+def test_proxyHealthCheckIsProbe(records: list[ConnectionRecord]) -> None:
+    """
+    HAProxy's health check on a C{send-proxy-v2} server sends a PROXY v2
+    header with the LOCAL command, then resets: a probe, not a reset.
+    """
+    factory = makeFactory(framing="line", keepOpen=True)
+    factory.observers.append(records.append)
+    wrapping = ProxyWrappingFactory(factory)
+    transport = HalfCloseableTransport()
+    wrapper = wrapping.buildProtocol(transport.peerAddr)
+    wrapper.makeConnection(transport)
+    wrapper.dataReceived(PROXY_V2_LOCAL)
+    wrapper.connectionLost(Failure(ConnectionLost()))
+    assert [record.outcome for record in records] == ["probe"]
+
+
+# Issue 9: the connection log counts in words.
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"a\n", "1 message, 2 bytes in, 20 bytes out"),
+        (b"a\nb\n", "2 messages, 4 bytes in, 40 bytes out"),
+        (b"\n", "1 message, 1 byte in, 19 bytes out"),
+    ],
+)
+def test_connectionLogGrammar(data: bytes, words: str, logged: list[str]) -> None:
+    """
+    The connection log says "1 message", "1 byte": plural only when not 1.
+    """
+    factory = makeFactory(framing="line", keepOpen=True)
+    protocol, _ = open_(factory)
+    protocol.dataReceived(data)
+    close(protocol)
+    [line] = [line for line in logged if line.startswith("Connection closed")]
+    assert f", ok, {words}, " in line

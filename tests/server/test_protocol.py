@@ -336,14 +336,14 @@ def test_int32TruncatedAtHalfClose() -> None:
 
 def test_halfCloseWithoutMessage() -> None:
     """
-    A one-shot client that half-closes without a message gets no reply and
-    the connection closes.
+    A one-shot client that half-closes without sending a byte gets no reply
+    and the connection closes; it was a probe (a health check).
     """
     protocol, transport, _ = connect("line")
     protocol.readConnectionLost()
     assert transport.value() == b""
     assert transport.disconnecting
-    assert protocol.outcome == "no-message"
+    assert protocol.outcome == "probe"
 
 
 def test_keepOpenWithEOFRefused() -> None:

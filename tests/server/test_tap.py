@@ -5,14 +5,23 @@ builds, against a memory reactor.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.logger import globalLogPublisher, textFileLogObserver
+from twisted.python import log as legacyLog
 from twisted.python import usage
 
+from sockplay.certs import writeCertificates
 from sockplay.server import EchoReplyFactory
-from sockplay.server.listening import ListenerService, ListenFailed, withBacklog
-from sockplay.server.tap import Options, makeService
+from sockplay.server.listening import ListenerService, ListenFailed, quietly, withBacklog
+from sockplay.server.proxy import ProxyWrappingFactory
+from sockplay.server.tap import DEFAULT_LISTEN, Options, makeService
+from sockplay.server.wording import counted
+from sockplay.server.workers import WorkerPoolService
 
 
 def parse(argv: list[str]) -> Options:
@@ -117,6 +126,9 @@ def test_prefixBytesKept() -> None:
         (["--workers", "0"], "--workers"),
         (["--listen", "systemd:domain=INET:index=0"], "socket activation"),
         (["--udp", "70000"], "--udp"),
+        (["--port", "70000"], "--port must be a whole number from 0 to 65535, not '70000'"),
+        (["-p", "x"], "--port must be a whole number from 0 to 65535, not 'x'"),
+        (["-m", "10"], "-m"),
         (["--udp", "x"], "--udp"),
         (["--metrics", "bogus:1"], "--metrics"),
         (["--metrics", "tcp:0", "--workers", "2"], "--metrics"),
@@ -232,3 +244,218 @@ def test_makeServiceRaisesBacklog() -> None:
     service = makeService(parse(["--listen", "tcp:0"]), reactor)
     service.privilegedStartService()
     assert reactor.tcpServers[0][2] == 1024
+
+
+# Issue 9: one vocabulary of short flags, --port, usage errors in our words.
+
+
+def test_portListensOnLoopback() -> None:
+    """
+    C{-p N} (C{--port N}) listens on TCP port N of 127.0.0.1, instead of the
+    default listener; it no longer means C{--prefix}.
+    """
+    config = parse(["-p", "44140"])
+    assert config["listen"] == ["tcp:44140:interface=127.0.0.1"]
+    assert config["prefix"] == b"Message received: "
+
+
+def test_portCombinesWithListen() -> None:
+    """
+    C{--port} and C{--listen} repeat and combine, in the order given.
+    """
+    config = parse(["--port", "1", "--listen", "unix:/tmp/s.sock", "-p", "0"])
+    assert config["listen"] == [
+        "tcp:1:interface=127.0.0.1",
+        "unix:/tmp/s.sock",
+        "tcp:0:interface=127.0.0.1",
+    ]
+
+
+def test_shortFlagsFollowTheVocabulary() -> None:
+    """
+    Every short flag of the server means what it means in every sockplay
+    tool (C{-p} port, C{-f} framing, C{-k} keep-open, C{-q} quiet), or is
+    the server's own and unused elsewhere (C{-l} listen, C{-w} workers);
+    C{--prefix} and C{--max-message} have long names only.
+    """
+    config = Options()
+    shorts = {name: config.synonyms[name] for name in config.synonyms if len(name) == 1}
+    assert shorts == {
+        "p": "port",
+        "f": "framing",
+        "k": "keep-open",
+        "q": "quiet",
+        "l": "listen",
+        "w": "workers",
+    }
+
+
+def test_helpShowsListenDefault() -> None:
+    """
+    The help shows the default listener, as Twisted shows defaults.
+    """
+    help = " ".join(str(Options()).split())
+    assert f"[default: {DEFAULT_LISTEN}]" in help
+    assert "-p, --port=" in str(Options())
+    # Twisted shows an option method's docstring as written: one line each,
+    # or the help has gaps.
+    for method in (Options.opt_listen, Options.opt_port, Options.opt_udp):
+        assert method.__doc__ is not None and "\n" not in method.__doc__.strip()
+
+
+def test_coerceErrorsInOurWords() -> None:
+    """
+    A bad value is reported in the option's own words, without Twisted's
+    "Parameter type enforcement failed".
+    """
+    with pytest.raises(usage.UsageError) as info:
+        parse(["--workers", "x"])
+    assert str(info.value) == "--workers must be a whole number of at least 1, not 'x'"
+
+
+class _Twistd(usage.Options):
+    """
+    Stands for twistd's options: the server's are its sub-command.
+    """
+
+    subCommands = [["sockplay", None, Options, "sockplay"]]
+
+
+class TwistOptions(_Twistd):
+    """
+    Stands for the twist runner's options (named as Twisted names them).
+    """
+
+
+@pytest.mark.parametrize("runner, command", [(_Twistd, "twistd"), (TwistOptions, "twist")])
+def test_usageErrorUnderTwistd(
+    runner: type[usage.Options], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    Under twistd (the server's options a sub-command), a usage error is one
+    C{Error:} line and where help is, on standard error, and exit status 2:
+    not twistd's whole help, then Twisted's wording.
+    """
+    with pytest.raises(SystemExit) as info:
+        runner().parseOptions(["sockplay", "--workers", "x"])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        "Error: --workers must be a whole number of at least 1, not 'x'",
+        f"Try '{command} sockplay --help'.",
+    ]
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    A directory with a server certificate and key, for C{ssl:} listeners.
+    """
+    directory = tmp_path_factory.mktemp("certs")
+    writeCertificates(directory)
+    return directory
+
+
+def sslListen(certificates: Path, kind: str = "ssl") -> str:
+    return (
+        f"{kind}:0:interface=127.0.0.1:privateKey={certificates / 'server-key.pem'}"
+        f":certKey={certificates / 'server.pem'}"
+    )
+
+
+@pytest.mark.parametrize("kind", ["ssl", "haproxy:ssl"])
+def test_eofFramingRefusedOnTLS(certificates: Path, kind: str) -> None:
+    """
+    C{--framing eof} on a TLS listener (also behind C{haproxy:}) is a usage
+    error that names the listener and the framings to use: no TLS client
+    can half-close to end its message.
+    """
+    listen = sslListen(certificates, kind)
+    with pytest.raises(usage.UsageError) as info:
+        parse(["--framing", "eof", "--listen", "tcp:0", "--listen", listen])
+    assert str(info.value) == (
+        f"--framing eof cannot be used with the TLS listener {listen!r}: a TLS client "
+        "cannot half-close to end its message; use --framing line or int32"
+    )
+
+
+def test_otherFramingsAcceptedOnTLS(certificates: Path) -> None:
+    """
+    The other framings work over TLS, and eof over plain TCP.
+    """
+    parse(["--framing", "line", "--listen", sslListen(certificates)])
+    parse(["--framing", "eof", "--listen", "tcp:0"])
+
+
+def test_workersRefuseTLS(certificates: Path) -> None:
+    """
+    C{--workers} cannot share a TLS listener (one that loads).
+    """
+    with pytest.raises(usage.UsageError) as info:
+        parse(["--workers", "2", "--listen", sslListen(certificates)])
+    assert "--workers cannot share the TLS listener" in str(info.value)
+
+
+def test_workersShareUDP() -> None:
+    """
+    With C{--workers}, the C{--udp} ports go to the worker pool, which binds
+    them once for the workers to share, instead of being dropped.
+    """
+    config = parse(["--workers", "2", "--udp", "0", "--udp", "5353", "--udp-interface", "::1"])
+    service = makeService(config, MemoryReactor())
+    [pool] = [s for s in service if isinstance(s, WorkerPoolService)]
+    assert pool.datagrams == [(0, "::1"), (5353, "::1")]
+
+
+def test_listenerLogNamesItsKind(certificates: Path, logged: list[str]) -> None:
+    """
+    Each listener is logged once, with its real kind: an C{ssl:} listener
+    as C{ssl:}, a C{haproxy:} one as C{haproxy:tcp:}.
+    """
+    reactor = MemoryReactor()
+    config = parse([
+        "--listen", sslListen(certificates), "--listen", "haproxy:tcp:0:interface=127.0.0.1",
+    ])
+    service = makeService(config, reactor)
+    service.privilegedStartService()
+    service.startService()
+    listening = [line for line in logged if line.startswith("Listening on")]
+    assert [line.split(" (")[0] for line in listening] == [
+        "Listening on ssl:0.0.0.0:0",
+        "Listening on haproxy:tcp:0.0.0.0:0",
+    ]
+
+
+def test_portStartLineSilenced() -> None:
+    """
+    The line Twisted's port logs as it starts ("EchoReplyFactory starting on
+    41001") writes nothing to a text log: the listener's own line says it.
+    """
+    out = io.StringIO()
+    observer = textFileLogObserver(out)
+    globalLogPublisher.addObserver(observer)
+    try:
+        quietly(legacyLog.msg, "EchoReplyFactory starting on 41001")
+        legacyLog.msg("kept")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert "starting on" not in out.getvalue()
+    assert "kept" in out.getvalue()
+
+
+def test_proxyFactoryNotNoisy() -> None:
+    """
+    The PROXY wrapper's factory does not log "Starting factory <...>".
+    """
+    assert ProxyWrappingFactory.noisy is False
+    assert EchoReplyFactory.noisy is False
+
+
+@pytest.mark.parametrize("count, words", [(0, "0 connections"), (1, "1 connection"),
+                                          (2, "2 connections")])
+def test_counted(count: int, words: str) -> None:
+    """
+    Counts read "1 connection", "2 connections", "0 connections".
+    """
+    assert counted(count, "connection") == words

@@ -5,6 +5,7 @@ Tests for C{--workers}: several processes serving the same listeners.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -172,3 +173,57 @@ def waitForExit(pid: int, timeout: float) -> bool:
         return bool(readable)
     finally:
         os.close(pidfd)
+
+
+def test_workersServeUDP(servers: ServerPool, workerPids: set[int]) -> None:
+    """
+    With C{--workers 2}, C{--udp} is not dropped: the parent binds the UDP
+    port once and the workers answer its datagrams, each reply from a
+    worker (its C{{pid}}), never from the parent.
+    """
+    server = servers.start(TWISTD, "--workers", "2", "--udp", "0", "--prefix", "{pid} ")
+    transcript = server.transcript()
+    started = {int(pid) for pid in re.findall(r"Worker \d started \(pid (\d+)\)", transcript)}
+    workerPids.update(started)
+    found = re.search(r"Listening on udp:127\.0\.0\.1:(\d+) \(UDP\) with 2 workers", transcript)
+    assert found is not None, transcript
+    pids = set()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DEADLINE)
+        for _ in range(20):
+            sock.sendto(b"who", ("127.0.0.1", int(found.group(1))))
+            reply = sock.recv(65535)
+            pid, _, rest = reply.partition(b" ")
+            assert rest == b"who", reply
+            pids.add(int(pid))
+    assert pids and pids <= started, (pids, started)
+    assert server.process.pid not in pids
+
+
+def test_workersSecondSignalStopsNow(servers: ServerPool, workerPids: set[int]) -> None:
+    """
+    With workers, a first SIGINT to the parent starts each worker's drain;
+    a second stops them at once (the parent passes it on), with no
+    traceback anywhere, and everything exits 0.
+    """
+    server = servers.start(
+        TWISTD, "--workers", "2", "--framing", "line", "--keep-open", "--drain-timeout", "30",
+        "--prefix", "{pid} ",
+    )
+    with connect(server.port) as sock:
+        sock.sendall(b"hi\n")
+        pid, _, rest = sock.recv(1024).partition(b" ")
+        workerPids.add(int(pid))
+        assert rest == b"hi\n"
+        server.process.send_signal(signal.SIGINT)
+        server.waitForLine(lambda line: "press Ctrl-C again to stop now" in line, "stopping")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        assert server.waitForExit() == 0, server.transcript()
+        elapsed = time.monotonic() - started
+    output = server.transcript()
+    # Well within the 5 s a client that does not close is given.
+    assert elapsed < 4, output
+    assert "Traceback" not in output
+    assert waitForExit(int(pid), DEADLINE), "the worker outlived its parent"
+    assert "aborted" in output

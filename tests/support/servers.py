@@ -61,7 +61,8 @@ TWISTD = [*_TWISTD_RUN, "sockplay"]
 # The same, logging one JSON object per line.
 JSON_TWISTD = [*_TWISTD_RUN, "--logger", "sockplay.logs.jsonObserver", "sockplay"]
 
-_LISTENING = re.compile(r"Listening on tcp:127\.0\.0\.1:(\d+) \(")
+# The listener's kind comes first: tcp:, ssl:, haproxy:tcp:...
+_LISTENING = re.compile(r"Listening on (?:haproxy:)?(?:tcp|ssl):127\.0\.0\.1:(\d+) \(")
 _READY = "Server is running, waiting for connections..."
 
 
