@@ -4,15 +4,18 @@ Compare sockplay with other echo-reply servers under the same load.
 It starts sockplay (C{twistd -n sockplay}) and its peers on loopback, the
 asyncio server (also on uvloop, if installed) and the socket tutorial's
 blocking server, drives each with the same C{python -m sockplay.bench} load,
-and writes docs/benchmarks.md (a table, the machine, how it was measured)
-and docs/benchmarks.png (a chart, if matplotlib is installed).
+and writes benchmarks.md (a table, the machine, how it was measured) and
+benchmarks.png (a chart, if matplotlib is installed) into the folder
+C{--output} names (C{--output docs}: the published report), or else into a
+new temporary folder, which it names.
 
 Servers run on one CPU and the load generator on another (C{taskset}, or
 C{os.sched_setaffinity}), when there are two. Each server is warmed up with
 a short run; then the servers take turns (A B C A B C ...) and each figure
 is the median of its rounds.
 
-    python benchmarks/compare.py                 # the full run, into docs/
+    python benchmarks/compare.py                 # the full run, into a temp dir
+    python benchmarks/compare.py --output docs   # the full run, into docs/
     python benchmarks/compare.py --smoke         # a few seconds, into a temp dir
     python benchmarks/compare.py --smoke --output /tmp/bench
 
@@ -116,6 +119,15 @@ class Scenario:
     keepOpen: bool
     load: tuple[str, ...]
     servers: tuple[str, ...]
+
+    @property
+    def arguments(self) -> list[str]:
+        """
+        The load generator's options: the load, on keep-open connections
+        when the servers keep them open (the generator is one-shot by
+        default, as the servers are).
+        """
+        return [*(["--keep-open"] if self.keepOpen else []), *self.load]
 
 
 @dataclass
@@ -361,7 +373,7 @@ def measure(
     pid = server.process.pid
     started = time.monotonic()
     before, busyBefore, ownBefore = processCpu(pid), machineBusy(), ownCpu()
-    process = bench(server.port, [*scenario.load, "--duration", str(duration)])
+    process = bench(server.port, [*scenario.arguments, "--duration", str(duration)])
     summary = finish(process, f"{scenario.name} / {server.name}", duration + 10 + RUN_GRACE)
     serverCpu = processCpu(pid) - before
     # Everything else: the machine's busy time less the server's, the load
@@ -442,7 +454,7 @@ def runIdle(servers: dict[str, Server], connections: int, settings: Settings,
     for name, server in servers.items():
         pid = server.process.pid
         if settings.warmup:
-            warmup = ["--framing", "line", "--duration", str(settings.warmup)]
+            warmup = ["--keep-open", "--framing", "line", "--duration", str(settings.warmup)]
             finish(bench(server.port, warmup), f"idle warm-up / {name}",
                    settings.warmup + 10 + RUN_GRACE)
         settle(settings, outcome)
@@ -510,7 +522,7 @@ SCENARIOS = [
     ),
     Scenario(
         "one-shot raw, 20 concurrent",
-        "raw", False, ("--framing", "raw", "--one-shot", "--connections", "20"),
+        "raw", False, ("--framing", "raw", "--connections", "20"),
         ("sockplay", "asyncio", "uvloop", "blocking", "blocking-threads"),
     ),
 ]
@@ -524,7 +536,7 @@ CEILING = [
              ("--framing", "line", "--connections", "50", "--pipeline", "64"),
              ("uvloop", "asyncio")),
     Scenario("one-shot raw, 20 concurrent", "raw", False,
-             ("--framing", "raw", "--one-shot", "--connections", "20"), ("blocking",)),
+             ("--framing", "raw", "--connections", "20"), ("blocking",)),
 ]
 
 
@@ -586,7 +598,7 @@ def medians(outcome: Outcome) -> list[dict[str, Any]]:
             runs = [r for r in outcome.runs if r.scenario == scenario.name and r.server == server]
             if not runs:
                 continue
-            latencies = [r.summary["latencyMicroseconds"] for r in runs]
+            latencies = [r.summary["latency_ms"] for r in runs]
             rows.append({
                 "scenario": scenario.name,
                 "server": server,
@@ -666,8 +678,8 @@ def boundBy(row: dict[str, Any]) -> str:
     return "server" if server else "load" if load else "latency"
 
 
-def _ms(microseconds: float) -> str:
-    return f"{microseconds / 1000:.2f}"
+def _ms(milliseconds: float) -> str:
+    return f"{milliseconds:.2f}"
 
 
 def render(
@@ -832,18 +844,22 @@ def render(
         "## Running it",
         "",
         "```sh",
-        "pip install '.[bench]'                      # matplotlib, uvloop",
-        "python benchmarks/compare.py                # ~10 minutes; rewrites docs/benchmarks.*",
-        "python benchmarks/compare.py --smoke        # seconds; writes to a temp dir (CI)",
+        "pip install '.[bench]'                      "
+        "# matplotlib, uvloop (hdrhistogram: base install)",
+        "python benchmarks/compare.py                # ~10 minutes; into a new temp dir",
+        "python benchmarks/compare.py --output docs  # the same, rewriting docs/benchmarks.*",
+        "python benchmarks/compare.py --smoke        # seconds; into a new temp dir (CI)",
         "```",
         "",
         "The load generator on its own:",
         "",
         "```sh",
         "twistd -n sockplay --framing line --keep-open &",
-        "python -m sockplay.bench --framing line --connections 50 --pipeline 16 --duration 10",
-        "python -m sockplay.bench --framing line --rate 5000 --duration 30     # open loop",
-        "python -m sockplay.bench --one-shot --connections 20 --requests 10000 --json",
+        "python -m sockplay.bench -k --framing line --connections 50 --pipeline 16 --duration 10",
+        "python -m sockplay.bench -k --framing line --rate 5000 --duration 30  # open loop",
+        "kill %1",
+        "twistd -n sockplay &                        # one-shot, raw: the defaults",
+        "python -m sockplay.bench --connections 20 --requests 10000 --json",
         "```",
         "",
         "See `python -m sockplay.bench --help` and [bench.md](bench.md) for",
@@ -898,13 +914,26 @@ def plot(outcome: Outcome, path: Path) -> bool:
     return True
 
 
+def outputFolder(named: Path | None) -> Path:
+    """
+    Where the report goes: the folder C{named} on the command line (made if
+    need be), or else a new temporary one. Never the tracked docs/ unless
+    it is named (C{--output docs}): a trial run must not overwrite the
+    published figures.
+    """
+    if named is None:
+        return Path(tempfile.mkdtemp(prefix="sockplay-bench-"))
+    named.mkdir(parents=True, exist_ok=True)
+    return named
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="tiny runs, to check that everything works (CI)")
     parser.add_argument("--output", type=Path,
-                        help="where to write benchmarks.md and benchmarks.png (default: docs/, "
-                             "or a new temporary directory with --smoke)")
+                        help="where to write benchmarks.md and benchmarks.png (default: a new "
+                             "temporary directory; --output docs rewrites the tracked report)")
     parser.add_argument("--duration", type=float, help="seconds per measured run")
     parser.add_argument("--rounds", type=int, help="measured runs per server")
     options = parser.parse_args(argv)
@@ -918,13 +947,8 @@ def main(argv: list[str] | None = None) -> int:
             hold=settings.hold,
             smoke=settings.smoke,
         )
-    if options.output is not None:
-        output = options.output
-    elif settings.smoke:
-        output = Path(tempfile.mkdtemp(prefix="sockplay-bench-"))
-    else:
-        output = HERE.parent / "docs"
-    output.mkdir(parents=True, exist_ok=True)
+    output = outputFolder(options.output)
+    print(f"Writing the report into {output}", file=sys.stderr)
     when = datetime.datetime.now(datetime.timezone.utc)
     try:
         outcome = compare(settings)

@@ -16,6 +16,8 @@ How it is built, from the command line down:
   - L{check <sockplay.bench.check>}: the requests and the reply checking,
     with an encoder of its own, so that the bench stays an independent
     judge of the server;
+  - L{diagnosis <sockplay.bench.diagnosis>}: what the failures of a run
+    point at, and which flag fixes it;
   - L{stats <sockplay.bench.stats>} and
     L{progress <sockplay.bench.progress>}: the results, the summary and the
     live progress line.

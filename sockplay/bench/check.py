@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ERROR_KINDS",
+    "SYMPTOMS",
     "Exchange",
     "ReplyChecker",
     "ReplyError",
@@ -28,9 +29,38 @@ __all__ = [
 #  - early-close: the server closed before every reply it owed was in;
 #  - mismatch: a reply byte differs from the expected one;
 #  - extra: the server sent more than the replies it owed;
-#  - timeout: still unanswered at the hard deadline;
+#  - timeout: the server kept an exchange waiting longer than the exchange
+#    timeout, or it was still unanswered at the hard deadline;
 #  - worker: a load process died without reporting (--processes).
 ERROR_KINDS = ("connect", "reset", "early-close", "mismatch", "extra", "timeout", "worker")
+
+# What a failed exchange looked like, where that points at a setting of the
+# bench or the server that does not match the other's (see
+# L{sockplay.bench.diagnosis}):
+#  - closed-after-reply: a connection kept open got one right reply, then
+#    the server closed it (a one-shot server);
+#  - closed-without-reply: the server closed before the first byte of the
+#    first reply (a TLS listener, or a framing error on its side);
+#  - open-after-reply: a one-shot exchange got its whole reply, but the
+#    server kept the connection open (a keep-open server);
+#  - no-reply: not one byte of a reply within the exchange timeout (the
+#    server waits for the rest of a message framed otherwise);
+#  - no-delimiter: a line reply came whole but for its LF (not a line
+#    server);
+#  - reply-unfinished: a reply began, then stopped within the timeout;
+#  - stalled: a connection that had replies stopped getting them.
+SYMPTOMS = (
+    "closed-after-reply",
+    "closed-without-reply",
+    "open-after-reply",
+    "no-reply",
+    "no-delimiter",
+    "reply-unfinished",
+    "stalled",
+)
+
+# How much of a wrong reply is kept, as received, for the diagnosis.
+RECEIVED_KEPT = 256
 
 _INT32 = struct.Struct(">I")
 
@@ -87,13 +117,25 @@ class ReplyError(Exception):
         what came instead).
     @ivar done: replies that the same data completed, correctly, before the
         error.
+    @ivar received: for a mismatch, the wrong reply as received, from its
+        first byte (at most L{RECEIVED_KEPT} bytes).
+    @ivar symptom: one of L{SYMPTOMS}, when the failure looks like one.
     """
 
-    def __init__(self, kind: str, detail: str | None = None, done: int = 0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        detail: str | None = None,
+        done: int = 0,
+        received: bytes | None = None,
+        symptom: str | None = None,
+    ) -> None:
         super().__init__(kind if detail is None else f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
         self.done = done
+        self.received = received
+        self.symptom = symptom
 
 
 def describeMismatch(expected: bytes, received: bytes) -> str:
@@ -173,20 +215,27 @@ class ReplyChecker:
         size = len(data)
         room = self.owed * self.replyLength - offset
         if size > room:
-            done = self.feed(data[:room]) if room > 0 else 0
-            raise ReplyError("extra", f"{size - room} bytes after the last reply owed", done)
-        if not self._stream.startswith(data, offset):
-            at = self._firstDifference(data)
-            # The replies before the one that differs are whole and right.
-            done = (offset + at) // self.replyLength
-            detail = self._mismatch(data, at)
+            owedPart = data[:room] if room > 0 else b""
+            if self._stream.startswith(owedPart, offset):
+                done = self.feed(owedPart) if room > 0 else 0
+                raise ReplyError("extra", f"{size - room} bytes after the last reply owed", done)
+            # A byte of the replies owed is wrong: that is the error, and
+            # the bytes after it show what the server sent instead.
+            at = self._firstDifference(owedPart)
+        elif self._stream.startswith(data, offset):
+            total = offset + size
+            done = total // self.replyLength
+            self.offset = total - done * self.replyLength
             self.owed -= done
-            raise ReplyError("mismatch", detail, done)
-        total = offset + size
-        done = total // self.replyLength
-        self.offset = total - done * self.replyLength
+            return done
+        else:
+            at = self._firstDifference(data)
+        # The replies before the one that differs are whole and right.
+        done = (offset + at) // self.replyLength
+        received = self._received(data, at)
+        detail = describeMismatch(self.reply, received[: self.replyLength])
         self.owed -= done
-        return done
+        raise ReplyError("mismatch", detail, done, received)
 
     def _firstDifference(self, data: bytes | memoryview) -> int:
         """
@@ -196,18 +245,16 @@ class ReplyChecker:
         pairs = enumerate(zip(expected, data, strict=False))
         return next(i for i, (want, got) in pairs if want != got)
 
-    def _mismatch(self, data: bytes | memoryview, at: int) -> str:
+    def _received(self, data: bytes | memoryview, at: int) -> bytes:
         """
-        Describe the reply in C{data} whose byte C{at} is wrong, from its
-        first byte (taken from the expected reply if it began in an earlier,
-        matching, chunk).
+        The reply in C{data} whose byte C{at} is wrong, from its first byte
+        (taken from the expected reply if it began in an earlier, matching,
+        chunk) to the end of C{data}, at most L{RECEIVED_KEPT} bytes.
         """
         start = at - (self.offset + at) % self.replyLength
         if start < 0:
-            received = self.reply[:-start] + bytes(data[: self.replyLength + start])
-        else:
-            received = bytes(data[start : start + self.replyLength])
-        return describeMismatch(self.reply, received)
+            return self.reply[:-start] + bytes(data[:RECEIVED_KEPT])
+        return bytes(data[start : start + RECEIVED_KEPT])
 
     def endOfInput(self) -> None:
         """

@@ -2,20 +2,24 @@
 C{python -m sockplay.bench}: a load generator for echo-reply servers that
 checks every byte of every reply.
 
-It opens C{--connections} connections to a server and sends requests, closed
-loop (the next request when a reply comes in, C{--pipeline} in flight per
-connection) or open loop (C{--rate} requests per second, latency counted
-from when each request was due), for C{--duration} seconds or C{--requests}
-requests, always within a hard C{--deadline}. Each reply must be exactly the
-prefix and the message, framed: any other byte, a connection that fails, or
-a server that closes too early is counted by kind, and the run exits 1.
+It makes C{--connections} exchanges at once, one-shot (every request on a
+new connection, read until the server closes: what the default server
+does) or on keep-open connections (C{--keep-open}: the next request when a
+reply comes in, C{--pipeline} in flight per connection), closed loop or
+open loop (C{--rate} requests per second, latency counted from when each
+request was due), for C{--duration} seconds or C{--requests} requests,
+always within a hard C{--deadline}. Each reply must be exactly the prefix
+and the message, framed: any other byte, a connection that fails, a server
+that closes too early or keeps an exchange waiting past C{--timeout} is
+counted by kind, and the run exits 1, with a hint when the failures point
+at a setting that does not match the server's.
 
 It prints a live progress line on stderr and, at the end, a summary:
 requests, replies per second, errors by kind, and the latency distribution
 from an HDR histogram (C{--json}: the same as one JSON object).
 
 The load runs in one process, or in C{--processes} processes whose results
-(histograms included) merge exactly. See docs/benchmarks.md.
+(histograms included) merge exactly. See docs/bench.md.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from twisted.python import usage
 
 from sockplay import cli
 from sockplay.bench.check import makeExchange
-from sockplay.bench.plan import Plan
+from sockplay.bench.diagnosis import diagnose
+from sockplay.bench.plan import DEFAULT_TIMEOUT, Plan
 from sockplay.bench.processes import runPlans
 from sockplay.bench.progress import Progress
 from sockplay.bench.stats import formatSummary
 from sockplay.bench.target import BenchError, parseEndpoint, resolve
-from sockplay.framing import framingOption
+from sockplay.framing import checkKeepOpen, framingOption
 
 __all__ = ["Options", "ensureDescriptors", "main", "makePlans", "run"]
 
@@ -82,11 +87,14 @@ class Options(cli.TargetOptions):
     program = "python -m sockplay.bench"
     longdesc = (
         "Load an echo-reply server and check every reply byte. Exits 0 if every "
-        "request got the right reply, 1 otherwise, 2 on a usage error."
+        "request got the right reply, 1 otherwise (with a hint when the failures point "
+        "at a setting that does not match the server's), 2 on a usage error."
     )
     optFlags = [
+        ["keep-open", "k", "Keep each connection open for many requests (for a server "
+         "started with --keep-open). [default: one-shot]"],
         ["one-shot", None, "Every request on a new connection, read until the server closes "
-         "(for a server without --keep-open). Default: keep-open connections."],
+         "(for a server without --keep-open): the default, accepted for old command lines."],
         ["json", None, "Print the summary as one JSON object."],
         ["quiet", "q", "No progress line."],
     ]
@@ -98,15 +106,15 @@ class Options(cli.TargetOptions):
         ["message-size", None, None, "Send a message of this many bytes (printable ASCII) "
          "instead of --message.", _messageSize],
         ["connections", None, DEFAULT_CONNECTIONS,
-         "Connections (--one-shot: exchanges at once).", cli.number("--connections", int, 1)],
+         "Exchanges at once (--keep-open: connections).", cli.number("--connections", int, 1)],
         ["duration", "d", None, f"Seconds to send requests for. [default: {DEFAULT_DURATION:g}]",
          cli.number("--duration", float, 0.0, positive=True)],
         ["requests", "n", None, "Send this many requests in all, instead of a duration.",
          cli.number("--requests", int, 1)],
-        ["pipeline", None, 1, "Requests in flight per keep-open connection.",
+        ["pipeline", None, 1, "Requests in flight per connection (with --keep-open).",
          cli.number("--pipeline", int, 1)],
         ["rate", None, None, "Open loop: requests per second in all, latency counted from "
-         "when each was due. Default: closed loop.",
+         "when each was due. [default: closed loop]",
          cli.number("--rate", float, 0.0, positive=True)],
         ["processes", None, 1, "Spread the load over this many processes.",
          cli.number("--processes", int, 1)],
@@ -117,6 +125,10 @@ class Options(cli.TargetOptions):
          f"duration + {DEADLINE_MARGIN:g}; {REQUESTS_DEADLINE:g} with --requests; the hold "
          f"+ {REQUESTS_DEADLINE:g} with --hold]",
          cli.number("--deadline", float, 0.0, positive=True)],
+        ["timeout", None, DEFAULT_TIMEOUT, "Seconds the server may keep an exchange waiting "
+         "(for the next byte of a reply; one-shot: also for the close after it) before it fails "
+         "as a timeout; if no exchange is answered in time, the run stops.",
+         cli.number("--timeout", float, 0.0, positive=True)],
         ["max-errors", None, DEFAULT_MAX_ERRORS, "Stop after this many errors.",
          cli.number("--max-errors", int, 1)],
     ]
@@ -135,6 +147,8 @@ class Options(cli.TargetOptions):
         self["prefix"] = self["prefix"].encode("utf-8", "surrogateescape")
         if self["duration"] is not None and self["requests"] is not None:
             raise usage.UsageError("--duration and --requests cannot be used together")
+        if self["keep-open"] and self["one-shot"]:
+            raise usage.UsageError("--keep-open and --one-shot cannot be used together")
         if self["hold"] is not None:
             for name in ("one-shot", "rate", "duration", "requests"):
                 if self[name]:
@@ -149,10 +163,16 @@ class Options(cli.TargetOptions):
             raise usage.UsageError(
                 "in line framing the message cannot contain LF or end with CR"
             )
-        if framing == "eof" and not self["one-shot"]:
-            raise usage.UsageError("--framing eof needs --one-shot (one message per connection)")
-        if self["one-shot"] and self["pipeline"] != 1:
-            raise usage.UsageError("--pipeline cannot be used with --one-shot")
+        if self["keep-open"] or self["hold"] is not None:
+            try:
+                checkKeepOpen(framing)
+            except ValueError as e:
+                option = "--keep-open" if self["keep-open"] else "--hold"
+                raise usage.UsageError(str(e).replace("--keep-open", option, 1)) from None
+        elif self["pipeline"] != 1:
+            raise usage.UsageError(
+                "--pipeline needs --keep-open: a one-shot exchange sends one request"
+            )
         if framing == "raw" and self["pipeline"] != 1:
             raise usage.UsageError(
                 "--pipeline needs line or int32 framing: a raw server answers each read, "
@@ -173,11 +193,11 @@ class Options(cli.TargetOptions):
     @property
     def mode(self) -> str:
         """
-        C{"keep-open"}, C{"one-shot"} or C{"hold"}.
+        C{"one-shot"} (the default), C{"keep-open"} or C{"hold"}.
         """
         if self["hold"] is not None:
             return "hold"
-        return "one-shot" if self["one-shot"] else "keep-open"
+        return "keep-open" if self["keep-open"] else "one-shot"
 
 
 def makePlans(config: Options, family: int, address: Any) -> list[Plan]:
@@ -209,6 +229,7 @@ def makePlans(config: Options, family: int, address: Any) -> list[Plan]:
                 deadline=config["deadline"],
                 maxErrors=config["max-errors"],
                 hold=config["hold"] or 0.0,
+                timeout=config["timeout"],
             )
         )
     return plans
@@ -242,10 +263,18 @@ def run(config: Options, stdout: TextIO, stderr: TextIO) -> int:
         family, address = resolve(config["host"], config["port"])
     plans = makePlans(config, family, address)
     ensureDescriptors(max(plan.connections for plan in plans) + SPARE_DESCRIPTORS)
-    progress = None if config["quiet"] else Progress(stderr)
+    progress = (
+        None if config["quiet"]
+        else Progress(stderr, duration=config["duration"], requests=config["requests"])
+    )
     results = runPlans(plans, progress)
     if progress is not None:
         progress.finish()
+    hint = (
+        diagnose(results, plans[0], config["message"], config["prefix"], config.target())
+        if results.failed
+        else None
+    )
     summary = results.summary(
         {
             "target": config.target(),
@@ -256,7 +285,8 @@ def run(config: Options, stdout: TextIO, stderr: TextIO) -> int:
             "processes": config["processes"],
             "rate": config["rate"],
             "messageSize": len(config["message"]),
-        }
+        },
+        hint,
     )
     if config["json"]:
         stdout.write(json.dumps(summary) + "\n")
@@ -270,6 +300,8 @@ def run(config: Options, stdout: TextIO, stderr: TextIO) -> int:
         if results.stopped:
             problems.append(f"stopped early ({results.stopped})")
         stderr.write(f"Error: {', '.join(problems)}\n")
+        if hint is not None:
+            stderr.write(f"Hint: {hint}\n")
         return 1
     return 0
 

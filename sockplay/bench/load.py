@@ -32,6 +32,16 @@ MAX_CONNECTING = 128
 # Nanoseconds in a second: the worker's clock counts nanoseconds.
 NS = 1_000_000_000
 
+# What a timeout's detail says, for each symptom (formatted with the
+# timeout, in seconds).
+_STALLS = {
+    "no-reply": "no reply in {:g} s",
+    "stalled": "no further reply in {:g} s",
+    "no-delimiter": "a reply without its LF, and nothing more in {:g} s",
+    "reply-unfinished": "a reply began, then nothing more in {:g} s",
+    "open-after-reply": "the whole reply, then the server kept the connection open {:g} s",
+}
+
 
 class Connection:
     """
@@ -45,10 +55,15 @@ class Connection:
     @ivar ready: whether it is in an open-loop load's queue of connections
         with room for another request.
     @ivar startedAt: when the connection (one-shot: the exchange) began.
+    @ivar heard: when (ns) the server last sent something, or, if it owed
+        nothing then, when it was last asked for something: the exchange
+        timeout counts from it.
+    @ivar answered: right replies received on the connection so far.
     """
 
     __slots__ = (
-        "checker", "closed", "connected", "fd", "pending", "ready", "sends", "sock", "startedAt",
+        "answered", "checker", "closed", "connected", "fd", "heard", "pending", "ready", "sends",
+        "sock", "startedAt",
     )
 
     def __init__(self, sock: socket.socket, checker: ReplyChecker, startedAt: int) -> None:
@@ -61,6 +76,8 @@ class Connection:
         self.closed = False
         self.ready = False
         self.startedAt = startedAt
+        self.heard = startedAt
+        self.answered = 0
 
 
 class Engine(Protocol):
@@ -176,13 +193,68 @@ class Load:
         """
         Reading C{connection} failed.
         """
-        self.worker.fail(connection, ReplyError("reset", str(error)))
+        self.worker.fail(
+            connection, ReplyError("reset", str(error), symptom=self.closingSymptom(connection))
+        )
 
     def endOfInput(self, connection: Connection) -> None:
         """
         The server closed C{connection}, and no reply was owed on it.
         """
-        self.worker.fail(connection, ReplyError("early-close", "closed while idle"))
+        self.worker.fail(
+            connection,
+            ReplyError("early-close", "closed while idle", symptom=self.closingSymptom(connection)),
+        )
+
+    def closingSymptom(self, connection: Connection) -> str | None:
+        """
+        What the server's closing C{connection} too early looks like (one of
+        L{SYMPTOMS <sockplay.bench.check.SYMPTOMS>}), if anything: closed
+        after exactly one reply (a one-shot server), or before the first
+        byte of the first reply.
+        """
+        if connection.checker.offset:
+            return None
+        if connection.answered == 1:
+            return "closed-after-reply"
+        return "closed-without-reply" if not connection.answered else None
+
+    def awaiting(self, connection: Connection) -> bool:
+        """
+        Whether C{connection} waits for the server, so that the exchange
+        timeout applies: it is made and owes replies.
+        """
+        return connection.connected and bool(connection.checker.owed)
+
+    def stallSymptom(self, connection: Connection) -> str:
+        """
+        What an exchange that the server kept waiting too long looks like
+        (one of L{SYMPTOMS <sockplay.bench.check.SYMPTOMS>}).
+        """
+        checker = connection.checker
+        if checker.offset:
+            if (
+                self.plan.exchange.framing == "line"
+                and checker.offset == checker.replyLength - 1
+            ):
+                return "no-delimiter"
+            return "reply-unfinished"
+        return "stalled" if connection.answered else "no-reply"
+
+    def timeOutStalled(self, now: int) -> None:
+        """
+        Fail, as a C{timeout}, every exchange the server has kept waiting
+        longer than the plan's exchange timeout: it sent nothing for that
+        long while a reply (one-shot: or the close) was owed.
+        """
+        limit = now - int(self.plan.timeout * NS)
+        fail = self.worker.fail
+        for connection in list(self.worker.connections.values()):
+            if connection.heard <= limit and self.awaiting(connection):
+                symptom = self.stallSymptom(connection)
+                fail(connection, ReplyError(
+                    "timeout", _STALLS[symptom].format(self.plan.timeout), symptom=symptom,
+                ))
 
     def stopSending(self) -> None:
         """
@@ -210,7 +282,7 @@ class Load:
         fail = self.worker.fail
         for connection in list(self.worker.connections.values()):
             if self.expired(connection):
-                fail(connection, ReplyError("timeout"))
+                fail(connection, ReplyError("timeout", "still waiting at the deadline"))
 
     def expired(self, connection: Connection) -> bool:
         """

@@ -208,6 +208,22 @@ class OneShotLoad(Load):
     def finished(self, now: int) -> bool:
         return not (self.quota > 0 or self.worker.connecting or self.worker.connections)
 
+    def awaiting(self, connection: Connection) -> bool:
+        """
+        A one-shot exchange waits for the server until the server closes:
+        for the reply, then for the close.
+        """
+        return connection.connected
+
+    def stallSymptom(self, connection: Connection) -> str:
+        """
+        A one-shot exchange that has its whole reply and still waits is
+        waiting for a close that a keep-open server never sends.
+        """
+        if not connection.checker.owed:
+            return "open-after-reply"
+        return super().stallSymptom(connection)
+
     def expired(self, connection: Connection) -> bool:
         """
         At the deadline every exchange still open has failed.

@@ -64,6 +64,9 @@ class SocketEngine:
     @ivar connecting: how many of them are not made yet.
     @ivar opened: how many connections were opened in all.
     @ivar owed: replies owed on all open connections.
+    @ivar now: the time (ns) as of the latest poll: what the socket work
+        stamps on a connection when the server is heard from, without asking
+        the clock for every read.
     """
 
     def __init__(self, load: Load, clock: Callable[[], int] = time.monotonic_ns) -> None:
@@ -78,6 +81,7 @@ class SocketEngine:
         self.connecting = 0
         self.opened = 0
         self.owed = 0
+        self.now = clock()
         self._load = load
         self._latencies: dict[int, int] = {}
         self._poller: Any = None
@@ -120,6 +124,7 @@ class SocketEngine:
         if self._noDelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = Connection(sock, self._checker.fresh(), startedAt)
+        connection.heard = self.now
         self.connections[connection.fd] = connection
         self.connecting += 1
         code = sock.connect_ex(plan.address)
@@ -178,6 +183,9 @@ class SocketEngine:
         are owed, their latency counting from C{since}.
         """
         # ReplyChecker.expect, inlined: this runs for every batch sent.
+        if not connection.checker.owed:
+            # The server owed nothing: the exchange timeout starts now.
+            connection.heard = self.now
         connection.checker.owed += count
         self.owed += count
         sends = connection.sends
@@ -220,10 +228,12 @@ class SocketEngine:
             try:
                 connection.checker.endOfInput()
             except ReplyError as e:
+                e.symptom = self._load.closingSymptom(connection)
                 self.fail(connection, e)
                 return
             self._load.endOfInput(connection)
             return
+        connection.heard = self.now
         try:
             done = connection.checker.feed(self._view[:size])
         except ReplyError as e:
@@ -240,6 +250,7 @@ class SocketEngine:
         latencies (oldest requests first).
         """
         self.results.ok += done
+        connection.answered += done
         latencies = self._latencies
         sends = connection.sends
         while done:
@@ -262,7 +273,7 @@ class SocketEngine:
         are unanswered. The load then replaces a keep-open connection.
         """
         results = self.results
-        results.addError(error.kind, error.detail)
+        results.addError(error.kind, error.detail, error.received, error.symptom)
         owed = connection.checker.owed
         if owed > 1:
             results.unanswered += owed - 1
@@ -334,7 +345,7 @@ class Worker(SocketEngine):
         end = start
         try:
             while True:
-                now = clock()
+                now = self.now = clock()
                 if stopAt is not None and now >= stopAt and not stopping:
                     stopping = True
                     load.stopSending()
@@ -350,6 +361,12 @@ class Worker(SocketEngine):
                     break
                 if now >= nextTick:
                     nextTick = now + tick
+                    load.timeOutStalled(now)
+                    if results.errors["timeout"] and not results.ok:
+                        # Not one exchange answered in time: waiting for
+                        # more of them would only repeat that.
+                        results.stopped = "timeout"
+                        break
                     if len(self._latencies) > _FOLD_AT:
                         results.addLatencies(self._latencies)
                         self._latencies = {}
@@ -359,7 +376,10 @@ class Worker(SocketEngine):
                 if stopAt is not None and not stopping:
                     wake = min(wake, stopAt)
                 wake = load.wakeBy(wake)
-                for fd, events in poll(max(wake - now, 0) / NS):
+                ready = poll(max(wake - now, 0) / NS)
+                if ready:
+                    self.now = clock()
+                for fd, events in ready:
                     connection = connections.get(fd)
                     if connection is None:
                         continue

@@ -10,10 +10,17 @@ from typing import Any
 
 from sockplay.bench.check import Exchange
 
-__all__ = ["MODES", "Plan"]
+__all__ = ["DEFAULT_TIMEOUT", "MODES", "Plan"]
 
 # The kinds of load, as the summary names them: see L{sockplay.bench.loads}.
 MODES = ("keep-open", "one-shot", "hold")
+
+# Seconds the server may keep an exchange waiting (no byte of the reply
+# owed, or, one-shot, no close after it) before it fails as a timeout: a
+# reply that takes this long on a network a benchmark runs over means a
+# stalled server or a mismatch of framing or mode, and waiting longer only
+# delays saying so (wrk's default, too).
+DEFAULT_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Plan:
     @ivar deadline: seconds after which everything stops, answered or not.
     @ivar maxErrors: errors after which the run stops.
     @ivar hold: seconds to hold the connections idle (hold mode).
+    @ivar timeout: seconds the server may keep an exchange waiting.
     """
 
     family: int
@@ -47,3 +55,4 @@ class Plan:
     deadline: float = 60.0
     maxErrors: int = 1000
     hold: float = 0.0
+    timeout: float = DEFAULT_TIMEOUT

@@ -20,15 +20,27 @@ LOG_PROGRESS = 5.0
 class Progress:
     """
     The live progress line on stderr: on a terminal, redrawn in place about
-    once a second; otherwise a plain line every few seconds.
+    once a second; otherwise a plain line every few seconds. It shows how
+    far the run is: the seconds elapsed out of the duration, or the
+    verified replies out of the requests.
     """
 
     def __init__(
-        self, stream: IO[str], clock: Callable[[], float] = time.monotonic, tty: bool | None = None
+        self,
+        stream: IO[str],
+        clock: Callable[[], float] = time.monotonic,
+        tty: bool | None = None,
+        duration: float | None = None,
+        requests: int | None = None,
     ) -> None:
         """
         @param tty: whether C{stream} is a terminal (default: ask it).
+        @param duration: the seconds the run sends requests for, if it is
+            timed.
+        @param requests: the requests it sends, if it is counted.
         """
+        self._duration = duration
+        self._requests = requests
         self._stream = stream
         self._clock = clock
         self._tty = stream.isatty() if tty is None else tty
@@ -47,7 +59,16 @@ class Progress:
             return
         rate = (ok - self._lastOk) / (now - self._last)
         self._last, self._lastOk = now, ok
-        line = f"{now - self._start:6.1f} s  {ok:>12,} ok  {rate:>10,.0f}/s  {errors:,} errors"
+        elapsed = f"{now - self._start:6.1f}"
+        if self._duration is not None:
+            elapsed += f"/{self._duration:g}"
+        done = f"{ok:>12,}"
+        if self._requests is not None:
+            done += f"/{self._requests:,}"
+        line = (
+            f"{elapsed} s  {done} ok  {rate:>10,.0f}/s  "
+            f"{errors:,} error{'' if errors == 1 else 's'}"
+        )
         if self._tty:
             self._stream.write(f"\r{line}\x1b[K")
             self._drawn = True

@@ -11,7 +11,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from sockplay.bench.check import ERROR_KINDS
+from sockplay.bench.check import ERROR_KINDS, SYMPTOMS
 
 __all__ = [
     "HIGHEST_MICROSECONDS",
@@ -58,7 +58,12 @@ class Results:
     @ivar processes: how many load processes these results come from.
     @ivar firstMismatch: how the first mismatching reply differed.
     @ivar stopped: why the run ended before its planned end (C{"deadline"},
-        C{"max-errors"}, C{"interrupted"}), or C{None}.
+        C{"max-errors"}, C{"timeout"}: no exchange was answered within the
+        exchange timeout, C{"interrupted"}), or C{None}.
+    @ivar symptoms: how many failures looked like each of L{SYMPTOMS}, for
+        the diagnosis.
+    @ivar firstReceived: the first wrong reply as received, from its first
+        byte (a few hundred bytes at most), for the diagnosis.
     """
 
     requests: int = 0
@@ -73,6 +78,8 @@ class Results:
     processes: int = 1
     firstMismatch: str | None = None
     stopped: str | None = None
+    symptoms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SYMPTOMS, 0))
+    firstReceived: bytes | None = None
 
     @property
     def errorCount(self) -> int:
@@ -88,13 +95,24 @@ class Results:
         """
         return bool(self.errorCount or self.unanswered or self.stopped)
 
-    def addError(self, kind: str, detail: str | None = None) -> None:
+    def addError(
+        self,
+        kind: str,
+        detail: str | None = None,
+        received: bytes | None = None,
+        symptom: str | None = None,
+    ) -> None:
         """
-        Count one failure of C{kind}; keep the first mismatch's C{detail}.
+        Count one failure of C{kind}; keep the first mismatch's C{detail}
+        and C{received} reply, and count its C{symptom} (one of
+        L{SYMPTOMS}), if it has one.
         """
         self.errors[kind] = self.errors.get(kind, 0) + 1
         if kind == "mismatch" and self.firstMismatch is None:
             self.firstMismatch = detail
+            self.firstReceived = received
+        if symptom is not None:
+            self.symptoms[symptom] = self.symptoms.get(symptom, 0) + 1
 
     def addLatencies(self, counts: dict[int, int]) -> None:
         """
@@ -126,8 +144,11 @@ class Results:
         self.elapsed = max(self.elapsed, other.elapsed)
         self.cpuSeconds += other.cpuSeconds
         self.processes += other.processes
-        self.firstMismatch = self.firstMismatch or other.firstMismatch
+        if self.firstMismatch is None:
+            self.firstMismatch, self.firstReceived = other.firstMismatch, other.firstReceived
         self.stopped = self.stopped or other.stopped
+        for symptom, count in other.symptoms.items():
+            self.symptoms[symptom] = self.symptoms.get(symptom, 0) + count
 
     def toWire(self) -> dict[str, Any]:
         """
@@ -147,6 +168,8 @@ class Results:
             "processes": self.processes,
             "firstMismatch": self.firstMismatch,
             "stopped": self.stopped,
+            "symptoms": dict(self.symptoms),
+            "firstReceived": None if self.firstReceived is None else self.firstReceived.hex(),
         }
 
     @classmethod
@@ -159,6 +182,9 @@ class Results:
             histogram.decode_and_add(wire["histogram"].encode("ascii"))
         values = {key: value for key, value in wire.items() if key != "histogram"}
         values["errors"] = {**dict.fromkeys(ERROR_KINDS, 0), **wire["errors"]}
+        values["symptoms"] = {**dict.fromkeys(SYMPTOMS, 0), **wire["symptoms"]}
+        if wire["firstReceived"] is not None:
+            values["firstReceived"] = bytes.fromhex(wire["firstReceived"])
         return cls(histogram=histogram, **values)
 
     def latencies(self) -> dict[str, int] | None:
@@ -177,14 +203,19 @@ class Results:
         result["mean"] = round(self.histogram.get_mean_value())
         return result
 
-    def summary(self, run: dict[str, Any]) -> dict[str, Any]:
+    def summary(self, run: dict[str, Any], hint: str | None = None) -> dict[str, Any]:
         """
-        The summary of a run, as printed by C{--json}.
+        The summary of a run, as printed by C{--json}. Latencies are in
+        milliseconds, rounded to the microsecond, as in the client's
+        C{--json}.
 
         @param run: what was run (target, framing, mode, load shape), put
             first.
+        @param hint: what the failure of the run points at, and which flag
+            fixes it (L{sockplay.bench.diagnosis}), if anything.
         """
         elapsed = self.elapsed
+        latencies = self.latencies()
         return {
             **run,
             "elapsed": round(elapsed, 6),
@@ -194,7 +225,11 @@ class Results:
             "errorCount": self.errorCount,
             "unanswered": self.unanswered,
             "repliesPerSecond": round(self.ok / elapsed, 1) if elapsed > 0 else 0.0,
-            "latencyMicroseconds": self.latencies(),
+            "latency_ms": (
+                None
+                if latencies is None
+                else {name: round(value / 1000, 3) for name, value in latencies.items()}
+            ),
             "cpu": {
                 "seconds": round(self.cpuSeconds, 3),
                 "percentOfOneCore": round(100 * self.cpuSeconds / elapsed, 1) if elapsed else 0.0,
@@ -202,11 +237,8 @@ class Results:
             },
             "firstMismatch": self.firstMismatch,
             "stopped": self.stopped,
+            "hint": hint,
         }
-
-
-def _milliseconds(microseconds: int) -> str:
-    return f"{microseconds / 1000:.3f}"
 
 
 def formatSummary(summary: dict[str, Any]) -> str:
@@ -225,10 +257,10 @@ def formatSummary(summary: dict[str, Any]) -> str:
         f"  elapsed     {summary['elapsed']:.3f} s",
         f"  replies/s   {summary['repliesPerSecond']:,.1f}",
     ]
-    latency = summary["latencyMicroseconds"]
+    latency = summary["latency_ms"]
     if latency is not None:
         points = "  ".join(
-            f"{name} {_milliseconds(latency[name])}"
+            f"{name} {latency[name]:.3f}"
             for name in ("min", *(name for name, _ in PERCENTILES), "max")
         )
         lines.append(f"  latency ms  {points}")

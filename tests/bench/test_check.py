@@ -109,6 +109,35 @@ def test_mismatchInsideAReplyBegunEarlier() -> None:
     assert "received b'Message accepted: hi\\n'" in caught.value.detail
 
 
+def test_mismatchKeepsTheWrongReplyWhole() -> None:
+    """
+    A wrong reply longer than the expected one (a server's error, say) is
+    a C{mismatch}, not C{extra}, and the error keeps it whole, as received,
+    for the diagnosis; the detail shows as much of it as a reply's length.
+    """
+    checker = ReplyChecker(b"Message received: hi", READ_SIZE)
+    checker.expect(1)
+    wrong = b"\x00\x00\x00+Error: message too long (limit 65536 bytes)"
+    with pytest.raises(ReplyError) as caught:
+        checker.feed(wrong)
+    assert (caught.value.kind, caught.value.received) == ("mismatch", wrong)
+    assert caught.value.detail is not None
+    assert caught.value.detail.endswith("received b'\\x00\\x00\\x00+Error: message t'")
+
+
+def test_mismatchKeepsARepliesStartFromAnEarlierRead() -> None:
+    """
+    The wrong reply kept for the diagnosis starts at its first byte, also
+    when that came in an earlier read.
+    """
+    checker = ReplyChecker(b"Message received: hi\n", READ_SIZE)
+    checker.expect(1)
+    checker.feed(b"Message ")
+    with pytest.raises(ReplyError) as caught:
+        checker.feed(b"accepted: hi\n")
+    assert caught.value.received == b"Message accepted: hi\n"
+
+
 def test_extraBytesAreAnError() -> None:
     """
     Bytes past the replies owed are C{extra}; the replies before them

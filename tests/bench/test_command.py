@@ -30,23 +30,26 @@ def parse(*argv: str) -> Options:
 
 def test_defaultOptions() -> None:
     """
-    By default: 127.0.0.1:12345, raw framing, the tutorial's message and
-    prefix, 50 keep-open connections, one request in flight, 10 seconds,
-    and a deadline 10 seconds later.
+    By default, what the default server answers: 127.0.0.1:12345, raw
+    framing, the tutorial's message and prefix, one-shot exchanges (one
+    request per connection, as the server closes after one reply), 50 at
+    once, for 10 seconds, a deadline 10 seconds later, and 2 seconds for
+    each exchange.
     """
     config = parse()
     assert (config["host"], config["port"], config["framing"]) == ("127.0.0.1", 12345, "raw")
     assert (config["message"], config["prefix"]) == (b"Hello Server !", PREFIX)
-    assert (config["connections"], config["pipeline"], config.mode) == (50, 1, "keep-open")
+    assert (config["connections"], config["pipeline"], config.mode) == (50, 1, "one-shot")
     assert (config["duration"], config["requests"], config["deadline"]) == (10.0, None, 20.0)
     assert (config["rate"], config["processes"], config["max-errors"]) == (None, 1, 1000)
+    assert config["timeout"] == 2.0
 
 
 def test_requestsInsteadOfDuration() -> None:
     """
     With C{--requests} there is no duration, and a longer deadline.
     """
-    config = parse("--requests", "500", "--framing", "int32", "--pipeline", "8")
+    config = parse("--requests", "500", "-k", "--framing", "int32", "--pipeline", "8")
     assert (config["requests"], config["duration"], config["deadline"]) == (500, None, 120.0)
 
 
@@ -61,10 +64,12 @@ def test_messageSize() -> None:
     assert all(33 <= byte < 127 for byte in message)
 
 
-def test_oneShotAndHoldModes() -> None:
+def test_modes() -> None:
     """
-    C{--one-shot} and C{--hold} select their modes.
+    C{-k}/C{--keep-open} and C{--hold} select their modes; C{--one-shot},
+    the default, is still accepted.
     """
+    assert parse("-k").mode == parse("--keep-open").mode == "keep-open"
     assert parse("--one-shot").mode == "one-shot"
     held = parse("--hold", "3", "--connections", "100")
     assert (held.mode, held["hold"], held["duration"], held["deadline"]) == (
@@ -77,9 +82,13 @@ def test_oneShotAndHoldModes() -> None:
     [
         (["--duration", "5", "--requests", "9"], "--duration and --requests"),
         (["--message", "x", "--message-size", "9"], "--message and --message-size"),
-        (["--framing", "eof"], "--framing eof needs --one-shot"),
-        (["--pipeline", "4"], "--pipeline needs line or int32 framing"),
-        (["--one-shot", "--framing", "line", "--pipeline", "4"], "--pipeline cannot be used"),
+        (["-k", "--framing", "eof"], "--keep-open cannot be used with --framing eof"),
+        (["--hold", "1", "--framing", "eof"], "--hold cannot be used with --framing eof"),
+        (["-k", "--one-shot"], "--keep-open and --one-shot cannot be used together"),
+        (["-k", "--pipeline", "4"], "--pipeline needs line or int32 framing"),
+        (["--framing", "line", "--pipeline", "4"], "--pipeline needs --keep-open"),
+        (["--one-shot", "--framing", "line", "--pipeline", "4"], "--pipeline needs --keep-open"),
+        (["--timeout", "0"], "--timeout must be a positive number"),
         (["--framing", "line", "--message", "a\nb"], "cannot contain LF"),
         (["--message", ""], "an empty message"),
         (["--hold", "1", "--rate", "10"], "--hold cannot be used with --rate"),
@@ -98,6 +107,30 @@ def test_badOptions(argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError) as caught:
         parse(*argv)
     assert message in str(caught.value)
+
+
+def test_helpUsesTheSharedFlags() -> None:
+    """
+    The help names the short flags every sockplay command shares (C{-p}
+    port, C{-m} message, C{-f} framing, C{-k} keep-open, C{-c} connect,
+    C{-H} host, C{-q} quiet), and writes every default as C{[default: X]}.
+    """
+    text = str(Options())  # type: ignore[no-untyped-call]
+    for flags in ("-p, --port", "-m, --message", "-f, --framing", "-k, --keep-open",
+                  "-c, --connect", "-H, --host", "-q, --quiet"):
+        assert flags in text
+    assert "[default: one-shot]" in text and "[default: closed loop]" in text
+    assert "Default:" not in text and "(default" not in text
+
+
+def test_plansCarryTheTimeout() -> None:
+    """
+    Every load process gets the exchange timeout.
+    """
+    config = parse("--timeout", "0.5", "--processes", "2", "--requests", "4")
+    assert [plan.timeout for plan in makePlans(config, socket.AF_INET, ("127.0.0.1", 1))] == [
+        0.5, 0.5,
+    ]
 
 
 def test_plansSplitTheLoad() -> None:
@@ -180,4 +213,5 @@ def test_benchImportsNeitherServerNorClient() -> None:
         if module.startswith("sockplay") and not module.startswith("sockplay.bench")
     }
     assert foreign == {("sockplay", "cli"), ("sockplay.cli", "port"),
-                       ("sockplay.framing", "framingOption")}
+                       ("sockplay.framing", "framingOption"),
+                       ("sockplay.framing", "checkKeepOpen")}

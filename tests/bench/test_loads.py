@@ -26,6 +26,7 @@ from sockplay.bench.plan import Plan
 
 REPLY = b"Message received: hi\n"
 MS = 1_000_000
+SECOND = 1000 * MS
 
 
 def errors(conversation: Conversation) -> dict[str, int]:
@@ -331,3 +332,134 @@ def test_openLoopOneShotStartsWhenDue() -> None:
     assert (load.wakeBy(100 * MS), load.wakeBy(1 * MS)) == (3 * MS, 1 * MS)
     load.stopSending()
     assert (load.wakeBy(100 * MS), load.finished(3 * MS)) == (100 * MS, True)
+
+
+# The exchange timeout, and what failures look like
+
+
+def symptoms(conversation: Conversation) -> dict[str, int]:
+    """
+    The symptoms the conversation's worker counted.
+    """
+    return {kind: n for kind, n in conversation.worker.results.symptoms.items() if n}
+
+
+@pytest.mark.parametrize("plan", [localPlan(requests=5), localPlan(mode="hold", hold=1.0)],
+                         ids=["keep-open", "hold"])
+def test_closedAfterOneReply(conversations: Conversations, plan: Plan) -> None:
+    """
+    A keep-open or held connection that the server closes after its first
+    reply (what a one-shot server does) is an C{early-close} that looks
+    like a one-shot server.
+    """
+    conversation = conversations(plan)
+    conversation.received(3)
+    conversation.reply(REPLY)
+    conversation.server.shutdown(socket.SHUT_WR)
+    conversation.readAll()
+    assert (errors(conversation), symptoms(conversation)) == (
+        {"early-close": 1}, {"closed-after-reply": 1},
+    )
+
+
+def test_closedWithoutReply(conversations: Conversations) -> None:
+    """
+    A server that closes before the first byte of a reply (what a TLS
+    listener does with plain bytes) is an C{early-close} that says so.
+    """
+    conversation = conversations(localPlan("raw", mode="one-shot", requests=1))
+    conversation.received(2)
+    conversation.server.shutdown(socket.SHUT_WR)
+    conversation.readAll()
+    assert (errors(conversation), symptoms(conversation)) == (
+        {"early-close": 1}, {"closed-without-reply": 1},
+    )
+
+
+def test_closedMidReplyHasNoSymptom(conversations: Conversations) -> None:
+    """
+    A close in the middle of a reply points at no setting.
+    """
+    conversation = conversations(localPlan(requests=1))
+    conversation.received(3)
+    conversation.server.sendall(b"Message rec")
+    conversation.server.shutdown(socket.SHUT_WR)
+    conversation.readAll()
+    assert (errors(conversation), symptoms(conversation)) == ({"early-close": 1}, {})
+
+
+def test_noReplyTimesOut(conversations: Conversations) -> None:
+    """
+    A request that gets not one byte of reply within the exchange timeout
+    fails as a C{timeout} that looks like no reply, and no sooner.
+    """
+    conversation = conversations(localPlan(requests=1, timeout=2.0))
+    conversation.load.timeOutStalled(2 * SECOND - 1)
+    assert (errors(conversation), conversation.connection.closed) == ({}, False)
+    conversation.load.timeOutStalled(2 * SECOND)
+    assert (errors(conversation), symptoms(conversation)) == ({"timeout": 1}, {"no-reply": 1})
+    assert conversation.connection.closed
+
+
+def test_oneShotOpenAfterReplyTimesOut(conversations: Conversations) -> None:
+    """
+    A one-shot exchange whose reply is whole but whose connection the
+    server keeps open (a keep-open server) fails as a C{timeout} once the
+    timeout has passed since the reply.
+    """
+    conversation = conversations(localPlan("raw", mode="one-shot", requests=1, timeout=2.0))
+    conversation.at(SECOND)
+    conversation.reply(b"Message received: hi")
+    conversation.load.timeOutStalled(3 * SECOND - 1)
+    assert errors(conversation) == {}
+    conversation.load.timeOutStalled(3 * SECOND)
+    assert (errors(conversation), symptoms(conversation)) == (
+        {"timeout": 1}, {"open-after-reply": 1},
+    )
+    assert conversation.worker.results.ok == 0
+
+
+def test_timeoutCountsFromTheLastByte(conversations: Conversations) -> None:
+    """
+    The timeout counts from the last byte heard: a reply that keeps
+    arriving does not time out; one that stops part-way does.
+    """
+    conversation = conversations(localPlan(requests=1, timeout=2.0))
+    conversation.at(SECOND)
+    conversation.reply(b"Message ")
+    conversation.load.timeOutStalled(2 * SECOND)
+    assert errors(conversation) == {}
+    conversation.load.timeOutStalled(3 * SECOND)
+    assert (errors(conversation), symptoms(conversation)) == (
+        {"timeout": 1}, {"reply-unfinished": 1},
+    )
+
+
+def test_lineReplyWithoutLFTimesOut(conversations: Conversations) -> None:
+    """
+    A line reply that comes whole but for its LF looks like a server that
+    is not a line server.
+    """
+    conversation = conversations(localPlan("line", requests=1, timeout=2.0))
+    conversation.reply(REPLY[:-1])
+    conversation.load.timeOutStalled(2 * SECOND)
+    assert symptoms(conversation) == {"no-delimiter": 1}
+
+
+def test_idleConnectionNeverTimesOut(conversations: Conversations) -> None:
+    """
+    A keep-open connection that owes no reply waits for nothing: it does
+    not time out, however long it stays idle; its next request starts the
+    timeout afresh, and a connection that had replies and then none looks
+    stalled.
+    """
+    conversation = conversations(localPlan(requests=1, timeout=2.0))
+    conversation.reply(REPLY)
+    conversation.load.timeOutStalled(100 * SECOND)
+    assert (errors(conversation), conversation.connection.closed) == ({}, False)
+    conversation.at(100 * SECOND)
+    conversation.worker.send(conversation.connection, 1, 100 * SECOND)
+    conversation.load.timeOutStalled(101 * SECOND)
+    assert errors(conversation) == {}
+    conversation.load.timeOutStalled(102 * SECOND)
+    assert (errors(conversation), symptoms(conversation)) == ({"timeout": 1}, {"stalled": 1})

@@ -7,8 +7,18 @@ clock.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
-from support.bench import Conversations, localPlan
+import pytest
+from support.bench import PREFIX, Conversations, FakeClock, FakePoller, localPlan
+
+from sockplay.bench import loop
+from sockplay.bench.check import makeExchange
+from sockplay.bench.load import NS
+from sockplay.bench.loads import makeLoad
+from sockplay.bench.loop import Worker
+from sockplay.bench.plan import Plan
+from sockplay.bench.poller import WRITE
 
 
 def test_workerCountsMismatchByKind(conversations: Conversations) -> None:
@@ -109,3 +119,47 @@ def test_workerIdleCloseIsEarly(conversations: Conversations) -> None:
     conversation.readAll()
     results = conversation.worker.results
     assert (results.ok, results.errors["early-close"]) == (1, 1)
+
+
+class TimePassingPoller(FakePoller):
+    """
+    Stands in for epoll in a whole run: nothing is ever read, each poll
+    moves the fake clock on by what it was asked to wait, and a connection
+    being made is reported writable (made) at the next poll.
+    """
+
+    def __init__(self, clock: FakeClock[int]) -> None:
+        self._clock = clock
+        self._connecting: list[int] = []
+
+    def register(self, fd: int, mask: int) -> None:
+        if mask & WRITE:
+            self._connecting.append(fd)
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self._clock.now += max(int(timeout * NS), 1)
+        ready, self._connecting = self._connecting, []
+        return [(fd, WRITE) for fd in ready]
+
+
+@pytest.mark.parametrize("mode", ["one-shot", "keep-open"])
+def test_runStopsWhenNothingIsAnsweredInTime(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A run in which not one exchange is answered within the exchange
+    timeout stops there, as C{timeout}, instead of waiting for its
+    duration or deadline: waiting for more would only repeat it.
+    """
+    path = str(tmp_path / "mute.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
+        mute.bind(path)
+        mute.listen(8)
+        clock = FakeClock(0)
+        monkeypatch.setattr(loop, "makePoller", lambda: (TimePassingPoller(clock), True))
+        plan = Plan(socket.AF_UNIX, path, makeExchange("raw", b"hi", PREFIX), mode=mode,
+                    connections=2, duration=10.0, deadline=20.0, timeout=2.0)
+        results = Worker(makeLoad(plan), clock=clock).run()
+    assert (results.stopped, results.ok, results.errors["timeout"]) == ("timeout", 0, 2)
+    assert results.symptoms["no-reply"] == 2
+    assert 2.0 <= results.elapsed < 2.5

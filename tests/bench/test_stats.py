@@ -57,6 +57,23 @@ def test_mergedHistogramsExact() -> None:
     assert (merged.minimum, merged.maximum) == (min(latencies), max(latencies))
 
 
+def test_symptomsTravelAndMerge() -> None:
+    """
+    The symptoms of failures and the first wrong reply, which the
+    diagnosis reads, cross the process boundary and merge: counts add up,
+    and the first wrong reply stays the first.
+    """
+    first, second = Results(), Results()
+    first.addError("early-close", "closed", None, "closed-after-reply")
+    second.addError("early-close", "closed", None, "closed-after-reply")
+    second.addError("mismatch", "byte 0", b"\x15\x03\x03", None)
+    merged = Results(processes=0)
+    for part in (first, second):
+        merged.merge(Results.fromWire(json.loads(json.dumps(part.toWire()))))
+    assert merged.symptoms["closed-after-reply"] == 2
+    assert (merged.firstMismatch, merged.firstReceived) == ("byte 0", b"\x15\x03\x03")
+
+
 def test_mergeAddsCountsAndKeepsLongestElapsed() -> None:
     """
     Merging adds counts, errors and CPU time; the run lasted as long as its
@@ -87,7 +104,8 @@ RUN = {
 def test_summaryShape() -> None:
     """
     The JSON summary has the run's shape, the counts, every error kind,
-    the rate and the latency percentiles in microseconds.
+    the rate, the latency percentiles in milliseconds (as the client's
+    C{--json}: C{latency_ms}), and the hint.
     """
     results = resultsWith([100, 200, 300, 400])
     results.elapsed = 2.0
@@ -96,12 +114,12 @@ def test_summaryShape() -> None:
     assert list(summary) == [
         *RUN,
         "elapsed", "requests", "ok", "errors", "errorCount", "unanswered",
-        "repliesPerSecond", "latencyMicroseconds", "cpu", "firstMismatch", "stopped",
+        "repliesPerSecond", "latency_ms", "cpu", "firstMismatch", "stopped", "hint",
     ]
     assert summary["errors"] == dict.fromkeys(ERROR_KINDS, 0)
     assert (summary["requests"], summary["ok"], summary["repliesPerSecond"]) == (4, 4, 2.0)
-    assert summary["latencyMicroseconds"] == {
-        "min": 100, "p50": 200, "p90": 400, "p99": 400, "p99.9": 400, "max": 400, "mean": 250,
+    assert summary["latency_ms"] == {
+        "min": 0.1, "p50": 0.2, "p90": 0.4, "p99": 0.4, "p99.9": 0.4, "max": 0.4, "mean": 0.25,
     }
     assert summary["cpu"] == {"seconds": 0.5, "percentOfOneCore": 25.0, "processes": 1}
 
@@ -114,7 +132,7 @@ def test_summaryWithoutReplies() -> None:
     results.addError("connect")
     results.elapsed = 1.0
     summary = results.summary(RUN)
-    assert (summary["latencyMicroseconds"], summary["repliesPerSecond"]) == (None, 0.0)
+    assert (summary["latency_ms"], summary["repliesPerSecond"]) == (None, 0.0)
 
 
 def test_textSummaryShowsErrors() -> None:

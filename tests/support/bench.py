@@ -104,6 +104,14 @@ class Conversation:
         self.worker.connecting += 1
         self.worker._connectDone(self.connection)
 
+    def at(self, now: int) -> None:
+        """
+        Move time to C{now} (ns): the worker's clock, and its time as of
+        the latest poll, which it stamps on what it hears.
+        """
+        self.clock.now = now
+        self.worker.now = now
+
     def received(self, size: int) -> bytes:
         """
         What the server end got: exactly C{size} bytes.
