@@ -40,6 +40,9 @@ EXPOSE 12345
 STOPSIGNAL SIGTERM
 
 # One request, as a client would make it: connect, send, read the reply.
+# Healthy only on exit status 0, an echo of the message: 1 (no reply), 3 (an
+# error reply, such as "Error: server busy" from a full server) and 4 (a
+# reply that is not an echo) all count as failures.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-m", "sockplay.client", "--host", "127.0.0.1", "--port", "12345", "--timeout", "3"]
 

@@ -11,9 +11,14 @@ server (one C{recv(1024)}, a reply, a close).
 
 With C{--tls} it speaks TLS and verifies the server's certificate. With
 C{--count} it is a probe: it sends several messages, prints each reply with
-its round-trip time, and ends with ping-style statistics. With C{--retries}
-it tries again, on a new connection, after a failure that may pass (a
-refused or reset connection, no reply, a timeout).
+its round-trip time, and ends with ping-style statistics, also when SIGINT
+or SIGTERM stops it. With C{--retries} it tries again, on a new connection,
+after a failure that may pass (a refused or reset connection, no reply, a
+timeout).
+
+Its exit status tells a script what happened (L{sockplay.client.verdict}):
+0 an echo of the message, 1 no reply, 2 a usage error, 3 an error reply,
+4 a reply that is not an echo.
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ from collections.abc import Sequence
 from random import Random
 from typing import Any, NoReturn
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 from twisted.python.failure import Failure
 
 from sockplay.cli import exitWithError, parseOrExit
-from sockplay.client.failures import describeFailure
+from sockplay.client.failures import describeFailure, exitStatus
 from sockplay.client.options import Options
 from sockplay.client.output import (
+    formatBanner,
     formatProbe,
     formatReply,
     formatRetry,
@@ -40,6 +47,7 @@ from sockplay.client.output import (
 )
 from sockplay.client.requests import ProbeResult, probe, request
 from sockplay.client.retry import Retry
+from sockplay.client.verdict import FAILED, problem
 
 __all__ = ["main"]
 
@@ -47,20 +55,48 @@ __all__ = ["main"]
 def _reportFailure(config: Options) -> NoReturn:
     """
     Report the exception being handled in one line if it is an expected
-    failure (with its traceback if it is a bug), and exit 1.
+    failure, and exit with its status (with its traceback, and 1, if it is
+    a bug).
     """
     failure = Failure()
     message = describeFailure(failure, config)
     if message is None:
         failure.printTraceback(file=sys.stderr)
-        raise SystemExit(1) from None
-    exitWithError(message)
+        raise SystemExit(FAILED) from None
+    exitWithError(message, exitStatus(failure))
 
 
-async def _probeMain(reactor: IReactorCore, config: Options, random: Random | None) -> None:
+class _Stoppable:
+    """
+    The command's work, cancelled when the reactor is asked to stop (its
+    SIGINT and SIGTERM handlers ask), so that the command can still print
+    what it has; the reactor's shutdown waits until it has.
+    """
+
+    def __init__(self, reactor: IReactorCore) -> None:
+        self._work: Deferred[Any] | None = None
+        self.finished: Deferred[None] = Deferred()
+        reactor.addSystemEventTrigger("before", "shutdown", self._stop)
+
+    def watch(self, work: Deferred[Any]) -> None:
+        """
+        Cancel C{work} if the reactor is asked to stop before it is done.
+        """
+        self._work = work
+
+    def _stop(self) -> Deferred[None]:
+        if self._work is not None:
+            self._work.cancel()
+        return self.finished
+
+
+async def _probeMain(
+    reactor: IReactorCore, config: Options, random: Random | None, stoppable: _Stoppable
+) -> None:
     """
     The command with C{--count}: a line per probe as it ends (unless
-    C{--json}), then the statistics; exit 1 if any probe was lost.
+    C{--json}), then the statistics, also when stopped by a signal; exit 1
+    if any probe was lost.
     """
 
     def report(result: ProbeResult) -> None:
@@ -70,8 +106,12 @@ async def _probeMain(reactor: IReactorCore, config: Options, random: Random | No
     def notify(seq: int, retry: Retry) -> None:
         print(formatRetry(retry, config, seq), file=sys.stderr, flush=True)
 
+    probing = Deferred.fromCoroutine(
+        probe(reactor, config, report, random=random, notify=notify)
+    )
+    stoppable.watch(probing)
     try:
-        results = await probe(reactor, config, report, random=random, notify=notify)
+        results = await probing
     except Exception:
         _reportFailure(config)
     if config["json"]:
@@ -80,7 +120,7 @@ async def _probeMain(reactor: IReactorCore, config: Options, random: Random | No
         for line in formatSummary(results, config.target()):
             print(line, flush=True)
     if any(result.error is not None for result in results):
-        raise SystemExit(1)
+        raise SystemExit(FAILED)
 
 
 async def _main(reactor: IReactorCore, config: Options, random: Random | None = None) -> None:
@@ -91,6 +131,19 @@ async def _main(reactor: IReactorCore, config: Options, random: Random | None = 
     @param random: the source of the backoff's jitter; seeded from the
         system by default.
     """
+    stoppable = _Stoppable(reactor)
+    try:
+        await _run(reactor, config, random, stoppable)
+    finally:
+        stoppable.finished.callback(None)
+
+
+async def _run(
+    reactor: IReactorCore, config: Options, random: Random | None, stoppable: _Stoppable
+) -> None:
+    """
+    What L{_main} does, its work watched by C{stoppable}.
+    """
     if config["insecure"]:
         print(
             "Warning: --insecure: the server's TLS certificate is not verified; "
@@ -99,24 +152,33 @@ async def _main(reactor: IReactorCore, config: Options, random: Random | None = 
             flush=True,
         )
     if config["count"] is not None:
-        await _probeMain(reactor, config, random)
+        await _probeMain(reactor, config, random, stoppable)
         return
 
     def notify(retry: Retry) -> None:
         print(formatRetry(retry, config), file=sys.stderr, flush=True)
 
+    asking = Deferred.fromCoroutine(request(reactor, config, random=random, notify=notify))
+    stoppable.watch(asking)
     try:
-        reply = await request(reactor, config, random=random, notify=notify)
+        reply = await asking
     except Exception:
         _reportFailure(config)
-    print(formatReply(reply), flush=True)
+    for banner in reply.banners:
+        print(formatBanner(banner), flush=True)
+    print(formatReply(reply.payload), flush=True)
+    wrong = problem(reply.payload, config["message"], config["framing"], config.target())
+    if wrong is not None:
+        status, message = wrong
+        exitWithError(message, status)
 
 
 def main(argv: Sequence[str] | None = None, _reactor: Any = None) -> None:
     """
     Parse C{argv} (default: C{sys.argv[1:]}), run one exchange (with
-    C{--count}, the probes) and exit: 0 with the reply (every reply), 1 on a
-    failure (any probe lost), 2 on a usage error.
+    C{--count}, the probes) and exit: 0 with an echo of the message (with
+    C{--count}, every probe echoed), 1 on a failure (any probe lost), 2 on a
+    usage error, 3 for an error reply, 4 for a reply that is not an echo.
     """
     config = Options()  # type: ignore[no-untyped-call]
     parseOrExit(config, argv)

@@ -1,38 +1,59 @@
 """
 Where the client connects: C{--host} and C{--port}, or a C{--connect}
-endpoint string, wrapped in TLS with C{--tls}.
+endpoint string, wrapped in TLS with C{--tls} or an C{ssl:} string.
+
+C{tcp:}, C{tcp6:} and C{ssl:} strings are built here, from what
+L{sockplay.client.connect} read; C{ssl:} is C{tcp:} with the client's own
+TLS, which verifies the server as C{--tls} does (Twisted's C{ssl:} client
+string verifies nothing unless told). Any other kind goes to Twisted's
+C{clientFromString}.
 """
 
 from __future__ import annotations
 
 from typing import cast
 
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
-from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    clientFromString,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IReactorCore, IReactorTCP, IStreamClientEndpoint
 
+from sockplay.client.connect import SHAPE, HostTarget
 from sockplay.client.failures import ClientError
 from sockplay.client.options import Options
+from sockplay.client.verdict import USAGE
 
 __all__ = ["makeEndpoint"]
 
 
 def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoint:
     """
-    The endpoint that C{config} names, wrapped in TLS with C{--tls}.
+    The endpoint that C{config} names, wrapped in TLS with C{--tls} or an
+    C{ssl:} C{--connect} string.
 
-    @raise ClientError: if C{--connect} is not a valid endpoint string, or
-        TLS cannot be set up as asked.
+    @raise ClientError: if C{--connect} is not a valid endpoint string
+        (with the usage error's status), or TLS cannot be set up as asked.
     """
-    if config["connect"]:
+    target = config.connectTarget
+    endpoint: IStreamClientEndpoint
+    if target is not None:
+        endpoint = _hostEndpoint(reactor, target, config["timeout"])
+    elif config["connect"]:
         try:
             endpoint = cast(IStreamClientEndpoint, clientFromString(reactor, config["connect"]))
         except Exception as e:
-            raise ClientError(f"bad --connect endpoint {config['connect']!r}: {e}") from None
+            raise ClientError(
+                f"cannot parse --connect {config['connect']!r}: {e}; {SHAPE}", USAGE
+            ) from None
     else:
         endpoint = HostnameEndpoint(
             reactor, config["host"], config["port"], timeout=config["timeout"]
         )
-    if config["tls"]:
+    if config.usesTLS():
         try:
             # Here, not at the top: TLS support (pyOpenSSL, service_identity)
             # is part of the install, but a broken one should cost --tls
@@ -40,7 +61,7 @@ def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoin
             from sockplay.client.tls import TrustError, clientConnectionCreator
         except ImportError as e:
             raise ClientError(
-                f"--tls needs Twisted's TLS support ({e.name} is missing): "
+                f"TLS needs Twisted's TLS support ({e.name} is missing): "
                 "pip install sockplay (it includes TLS)"
             ) from None
         try:
@@ -51,3 +72,24 @@ def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoin
             raise ClientError(str(e)) from None
         endpoint = wrapClientTLS(creator, endpoint)
     return endpoint
+
+
+def _hostEndpoint(
+    reactor: IReactorCore, target: HostTarget, timeout: float
+) -> IStreamClientEndpoint:
+    """
+    The TCP endpoint of a C{tcp:}, C{tcp6:} or C{ssl:} string (TLS is
+    added by the caller): C{tcp6:} connects over IPv6 only, and resolves a
+    name to its IPv6 addresses.
+
+    @param timeout: the connect timeout if the string sets none.
+    """
+    bindAddress = None if target.bindAddress is None else (target.bindAddress, 0)
+    kind = TCP6ClientEndpoint if target.kind == "tcp6" else TCP4ClientEndpoint
+    return kind(
+        cast(IReactorTCP, reactor),
+        target.host,
+        target.port,
+        timeout=target.timeout if target.timeout is not None else timeout,
+        bindAddress=bindAddress,
+    )

@@ -13,9 +13,18 @@ from twisted.python.failure import Failure
 
 from sockplay.client.options import Options
 from sockplay.client.retry import RetriesExhausted
+from sockplay.client.verdict import FAILED
 from sockplay.framing import MessageTooLong, TruncatedMessage
 
-__all__ = ["ClientError", "NoReply", "describeFailure", "isRetryable"]
+__all__ = [
+    "ClientError",
+    "ClosedAfterReply",
+    "Interrupted",
+    "NoReply",
+    "describeFailure",
+    "exitStatus",
+    "isRetryable",
+]
 
 
 class NoReply(Exception):
@@ -24,10 +33,36 @@ class NoReply(Exception):
     """
 
 
+class ClosedAfterReply(NoReply):
+    """
+    On a connection kept open for several messages, the server closed (or
+    reset) the connection after answering some, without answering the
+    next: the mark of a one-shot server.
+
+    @ivar replies: how many messages the connection had answered.
+    """
+
+    def __init__(self, replies: int) -> None:
+        super().__init__(replies)
+        self.replies = replies
+
+
+class Interrupted(Exception):
+    """
+    SIGINT or SIGTERM stopped the client before the reply came.
+    """
+
+
 class ClientError(Exception):
     """
     An expected failure, with the one-line message to show the user.
+
+    @ivar status: the exit status it ends the command with.
     """
+
+    def __init__(self, message: str, status: int = FAILED) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # Failures that may pass, so that a new connection may succeed: the server or
@@ -58,25 +93,84 @@ def isRetryable(failure: Failure) -> bool:
     return failure.check(*_RETRYABLE) is not None or type(failure.value) is error.ConnectError
 
 
-def describeFailure(failure: Failure, config: Options) -> str | None:
+def exitStatus(failure: Failure) -> int:
+    """
+    The exit status for an expected failure: a L{ClientError}'s own, else
+    L{FAILED}.
+    """
+    if failure.check(ClientError):
+        return cast(ClientError, failure.value).status
+    return FAILED
+
+
+# For each framing, the server framing that most likely explains a reply
+# that never comes or never ends: the one the server waits in.
+_LIKELY_FRAMING = {"raw": "line", "line": "int32", "int32": "line", "eof": "line"}
+
+
+def _framingHint(config: Options) -> str:
+    """
+    The hint for a reply that never came or never ended: the framings may
+    not match.
+    """
+    framing = config["framing"]
+    guess = _LIKELY_FRAMING[framing]
+    return (
+        f"is the server's framing {guess}, not {framing}? "
+        f"try --framing {guess} (it must match the server's)"
+    )
+
+
+def _plural(count: int, noun: str, plural: str) -> str:
+    return f"{count} {noun if count == 1 else plural}"
+
+
+def describeFailure(failure: Failure, config: Options, hint: bool = True) -> str | None:
     """
     The one-line message for an expected failure, or C{None} for a bug.
+
+    @param hint: add, where the cause is likely, what to try (another
+        framing, C{--tls}, C{--keep-open} on the server); not for a line
+        that will be followed by another attempt.
     """
     if failure.check(RetriesExhausted):
         exhausted = cast(RetriesExhausted, failure.value)
-        message = describeFailure(exhausted.failure, config)
+        message = describeFailure(exhausted.failure, config, hint)
         return f"{message} (after {exhausted.attempts} attempts)" if message else None
     target = config.target()
-    if failure.check(ClientError, NoReply):
+    if failure.check(ClosedAfterReply):
+        replies = cast(ClosedAfterReply, failure.value).replies
+        message = (
+            f"{target} closed the connection after {_plural(replies, 'reply', 'replies')} "
+            "without answering the next message"
+        )
+        if hint:
+            message += (
+                ": is it a one-shot server? run it with --keep-open, or drop --keep-open here"
+            )
+        return message
+    if failure.check(Interrupted):
+        return "interrupted before the reply"
+    if failure.check(NoReply):
+        message = str(failure.value)
+        if hint and not config.usesTLS():
+            message += f" (is {target} a TLS listener? try --tls)"
+        return message
+    if failure.check(ClientError):
         return str(failure.value)
     if failure.check(TimeoutError, error.TimeoutError):
-        return f"no reply from {target} within {config['timeout']:g} s"
+        message = f"no reply from {target} within {config['timeout']:g} s"
+        return f"{message}: {_framingHint(config)}" if hint else message
     if failure.check(error.ConnectionRefusedError):
         return f"connection refused by {target}"
     if failure.check(error.DNSLookupError):
-        return f"cannot resolve {config['host']!r}"
+        host = config.lookupHost()
+        if host is None:
+            return f"cannot resolve the host of {target}: {failure.getErrorMessage()}"
+        return f"cannot resolve {host!r}"
     if failure.check(TruncatedMessage):
-        return f"connection closed in the middle of a reply ({failure.getErrorMessage()})"
+        message = f"connection closed in the middle of a reply ({failure.getErrorMessage()})"
+        return f"{message}: {_framingHint(config)}" if hint else message
     if failure.check(MessageTooLong):
         return f"reply too long ({failure.getErrorMessage()})"
     # By name, so that TLS support is imported only when a TLS failure,
@@ -85,6 +179,9 @@ def describeFailure(failure: Failure, config: Options) -> str | None:
         from sockplay.client.tls import describeTLSFailure
 
         return describeTLSFailure(failure, target, config["ca"])
-    if failure.check(error.ConnectError, error.ConnectionLost, error.ConnectionDone, OSError):
+    if failure.check(error.ConnectionLost):
+        # Twisted's text ("lost in a non-clean fashion") means a reset.
+        return f"connection reset by {target}"
+    if failure.check(error.ConnectError, error.ConnectionDone, OSError):
         return f"cannot talk to {target}: {failure.getErrorMessage()}"
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from sockplay.cli import TargetOptions, number
+from sockplay.client.connect import BadConnect, HostTarget, parseConnect
 from sockplay.framing import checkKeepOpen, framingOption
 
 __all__ = [
@@ -47,7 +48,13 @@ class Options(TargetOptions):
 
     After parsing, C{message} is C{bytes}, and C{interval}, C{retries},
     C{backoff} and C{backoff-max} hold their defaults where they apply.
+
+    @ivar connectTarget: the host and port of a C{tcp:}, C{tcp6:} or
+        C{ssl:} C{--connect} string, read; C{None} without one, or for
+        another kind.
     """
+
+    connectTarget: HostTarget | None = None
 
     program = "python -m sockplay.client"
     longdesc = (
@@ -56,8 +63,9 @@ class Options(TargetOptions):
         "With --retries, a request that fails in a way that may pass is tried again."
     )
     optFlags = [
-        ["tls", None, "Use TLS, and verify the server's certificate and name."],
-        ["insecure", None, "With --tls: do not verify the server's certificate (a warning "
+        ["tls", None, "Use TLS, and verify the server's certificate and name (a --connect "
+         "ssl: string does too)."],
+        ["insecure", None, "With TLS: do not verify the server's certificate (a warning "
          "says so)."],
         ["keep-open", "k", "With --count: send every message on one connection (for a "
          "--keep-open server; line, int32 or raw framing)."],
@@ -70,24 +78,26 @@ class Options(TargetOptions):
         ["timeout", "t", DEFAULT_TIMEOUT, "Seconds allowed for connect plus reply, for each "
          "attempt (each message with --count; each retry has its own).",
          number("--timeout", float, 0.0, positive=True)],
-        ["ca", None, None, "With --tls: trust the CA certificates in this PEM file instead "
+        ["ca", None, None, "With TLS: trust the CA certificates in this PEM file instead "
          "of the system's."],
-        ["server-name", None, None, "With --tls: the name the server's certificate must be "
-         "valid for (default: --host); also sent as the TLS server name."],
-        ["count", "n", None, "Probe: send this many messages and print statistics.",
-         number("--count", int, 1)],
-        ["interval", "i", None, f"With --count: seconds from one message to the next "
-         f"(default: {DEFAULT_INTERVAL:g}).", number("--interval", float, 0.0)],
+        ["server-name", None, None, "With TLS: the name the server's certificate must be "
+         "valid for, also sent as the TLS server name. [default: the host of --connect, "
+         "or --host]"],
+        ["count", "n", None, "Probe: send this many messages (0: until stopped) and print "
+         "statistics; SIGINT or SIGTERM ends it with them.",
+         number("--count", int, 0)],
+        ["interval", "i", None, f"With --count: seconds from one message to the next. "
+         f"[default: {DEFAULT_INTERVAL:g}]", number("--interval", float, 0.0)],
         ["retries", None, None, f"Try again, on a new connection, up to this many more times "
          f"after a failure that may pass: refused or reset connection, closed without a reply, "
-         f"timed out; not a TLS or name error (default: {DEFAULT_RETRIES}; with --count, for "
-         f"each message). Each retry is one line on stderr.",
+         f"timed out; not a TLS or name error (with --count, for each message). Each retry is "
+         f"one line on stderr. [default: {DEFAULT_RETRIES}]",
          number("--retries", int, 0)],
         ["backoff", None, None, f"With --retries: the longest wait before the first retry, "
          f"in seconds; it doubles for each next one, and each wait is drawn at random from 0 "
-         f"up to it (default: {DEFAULT_BACKOFF:g}).", number("--backoff", float, 0.0)],
-        ["backoff-max", None, None, f"With --retries: the cap on that doubling, in seconds "
-         f"(default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more).",
+         f"up to it. [default: {DEFAULT_BACKOFF:g}]", number("--backoff", float, 0.0)],
+        ["backoff-max", None, None, f"With --retries: the cap on that doubling, in seconds. "
+         f"[default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more]",
          number("--backoff-max", float, 0.0)],
     ]
 
@@ -104,27 +114,43 @@ class Options(TargetOptions):
                 "an empty --message cannot be sent in raw framing (nothing would be sent); "
                 "use line, eof or int32"
             )
+        if self["connect"]:
+            try:
+                self.connectTarget = parseConnect(self["connect"])
+            except BadConnect as e:
+                raise usage.UsageError(str(e)) from None
         self._checkTLS()
         self._checkProbe()
         self._checkRetries()
 
+    def usesTLS(self) -> bool:
+        """
+        Whether the client speaks TLS: with C{--tls}, or a C{--connect}
+        C{ssl:} string (which the client verifies as C{--tls} does).
+        """
+        target = self.connectTarget
+        return bool(self["tls"]) or (target is not None and target.kind == "ssl")
+
     def _checkTLS(self) -> None:
+        tls = self.usesTLS()
         for option in ("ca", "server-name", "insecure"):
-            if self[option] and not self["tls"]:
-                raise usage.UsageError(f"--{option} needs --tls")
-        if not self["tls"]:
+            if self[option] and not tls:
+                raise usage.UsageError(f"--{option} needs --tls (or a --connect ssl: string)")
+        if not tls:
             return
         if self["insecure"] and self["ca"]:
             raise usage.UsageError("--insecure verifies nothing, so --ca would not be used")
         if self["framing"] == "eof":
             raise usage.UsageError(
-                "--framing eof cannot be used with --tls: a TLS connection cannot half-close, "
+                "--framing eof cannot be used with TLS: a TLS connection cannot half-close, "
                 "which is how an eof message ends"
             )
-        if self["connect"] and not (self["server-name"] or self["insecure"]):
+        if self["connect"] and self.connectTarget is None and not (
+            self["server-name"] or self["insecure"]
+        ):
             raise usage.UsageError(
-                "--tls with --connect needs --server-name: the name the server's certificate "
-                "must be valid for"
+                "TLS over this --connect endpoint needs --server-name: the name the server's "
+                "certificate must be valid for"
             )
 
     def _checkProbe(self) -> None:
@@ -157,8 +183,19 @@ class Options(TargetOptions):
                 f"{self['backoff']:g}"
             )
 
+    def lookupHost(self) -> str | None:
+        """
+        The host name the client looks up: the host of a C{tcp:}, C{tcp6:}
+        or C{ssl:} C{--connect} string, or C{--host}; C{None} for another
+        C{--connect} kind.
+        """
+        if self["connect"]:
+            return None if self.connectTarget is None else self.connectTarget.host
+        return str(self["host"])
+
     def serverName(self) -> str:
         """
-        The name the server's TLS certificate must be valid for.
+        The name the server's TLS certificate must be valid for:
+        C{--server-name}, or the host connected to.
         """
-        return str(self["server-name"] or self["host"])
+        return str(self["server-name"] or self.lookupHost() or self["host"])

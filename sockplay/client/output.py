@@ -14,7 +14,14 @@ from sockplay.client.options import Options
 from sockplay.client.requests import ProbeResult
 from sockplay.client.retry import Retry
 
-__all__ = ["formatProbe", "formatReply", "formatRetry", "formatSummary", "probeReport"]
+__all__ = [
+    "formatBanner",
+    "formatProbe",
+    "formatReply",
+    "formatRetry",
+    "formatSummary",
+    "probeReport",
+]
 
 
 def _text(data: bytes) -> str:
@@ -37,6 +44,14 @@ def formatReply(reply: bytes) -> str:
     return "Response from the server: " + _text(reply)
 
 
+def formatBanner(banner: bytes) -> str:
+    """
+    The line printed for a banner the server sent before its reply, as
+    L{formatReply} prints the reply.
+    """
+    return "Banner from the server: " + _text(banner)
+
+
 def formatRetry(retry: Retry, config: Options, seq: int | None = None) -> str:
     """
     The line printed on stderr before a retry: C{Retrying (attempt 2 of 4)
@@ -44,7 +59,7 @@ def formatRetry(retry: Retry, config: Options, seq: int | None = None) -> str:
     C{Retrying seq=3 (attempt 2 of 4) after ...}.
     """
     which = "" if seq is None else f" seq={seq}"
-    why = describeFailure(retry.failure, config) or retry.failure.getErrorMessage()
+    why = describeFailure(retry.failure, config, hint=False) or retry.failure.getErrorMessage()
     return (
         f"Retrying{which} (attempt {retry.attempt} of {retry.attempts}) after {why}: "
         f"waiting {retry.wait:.3f} s"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from twisted.internet import error
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import (
     IHalfCloseableDescriptor,
@@ -22,7 +23,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sockplay.client.failures import ClientError, NoReply
+from sockplay.client.failures import ClientError, ClosedAfterReply, NoReply
 from sockplay.client.reply import MAX_REPLY, ReplyReader
 from sockplay.framing import LF, Framer, makeFramer
 
@@ -56,6 +57,23 @@ class ReplyClientProtocol(Protocol):
         fails with L{NoReply}, L{TruncatedMessage} or L{MessageTooLong}.
         Cancelling it aborts the connection.
     """
+
+    @property
+    def banners(self) -> tuple[bytes, ...]:
+        """
+        What the server sent before its reply, unasked (its banner), as
+        L{ReplyReader} tells it apart.
+        """
+        return tuple(self._reader.banners)
+
+    @property
+    def held(self) -> bytes | None:
+        """
+        A complete message that is neither an echo nor an error, held as a
+        possible banner while the next is awaited: the reply, for a caller
+        that stops waiting for more.
+        """
+        return self._reader.held
 
     def __init__(self, message: bytes, framing: str = "raw", maxReply: int = MAX_REPLY) -> None:
         """
@@ -155,6 +173,7 @@ class KeepOpenClientProtocol(Protocol):
         self._reader: ReplyReader | None = None
         self._pending: Deferred[bytes] | None = None
         self._lost = False
+        self._answered = 0
         self._closeWaiters: list[Deferred[None]] = []
 
     @property
@@ -205,7 +224,17 @@ class KeepOpenClientProtocol(Protocol):
         whoever waits in L{close}.
         """
         if self._reader is not None:
-            self._settle(self._reader.end(reason))
+            outcome = self._reader.end(reason)
+            if (
+                self._answered
+                and isinstance(outcome, Failure)
+                and outcome.check(NoReply, error.ConnectionLost)
+            ):
+                # Closed (or reset, as the server's kernel answers a
+                # message sent after its close) after answering: the server
+                # keeps no connection open.
+                outcome = Failure(ClosedAfterReply(self._answered))
+            self._settle(outcome)
         self._lost = True
         waiters, self._closeWaiters = self._closeWaiters, []
         for waiter in waiters:
@@ -239,6 +268,7 @@ class KeepOpenClientProtocol(Protocol):
             if isinstance(outcome, Failure):
                 pending.errback(outcome)
             else:
+                self._answered += 1
                 pending.callback(outcome)
 
     def _cancel(self, pending: Deferred[bytes]) -> None:

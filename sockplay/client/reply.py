@@ -5,17 +5,33 @@ of where a reply ends, with no I/O, shared by both client protocols.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from twisted.internet import error
 from twisted.python.failure import Failure
 
 from sockplay.client.failures import NoReply
+from sockplay.client.verdict import ReplyKind, classify
 from sockplay.framing import Framer, MessageTooLong, TruncatedMessage
 
-__all__ = ["MAX_REPLY", "ReplyReader"]
+__all__ = ["MAX_REPLY", "Reply", "ReplyReader"]
 
 # A reply larger than this is refused rather than held in memory: it is far
 # above any reply a sockplay server sends for a message within its limit.
 MAX_REPLY = 16 * 1024 * 1024
+
+
+class Reply(NamedTuple):
+    """
+    The server's answer to one message.
+
+    @ivar payload: the reply, without its framing.
+    @ivar banners: what the server sent before it, unasked (its
+        C{--banner}), oldest first.
+    """
+
+    payload: bytes
+    banners: tuple[bytes, ...] = ()
 
 
 class ReplyReader:
@@ -28,6 +44,17 @@ class ReplyReader:
     a C{--keep-open} server, which does not close, still answers. For C{line}
     the reply ends at the first LF; for C{int32}, after its length-prefixed
     payload.
+
+    In C{line} and C{int32} framing a server's banner (sent on connect,
+    before anything is read) is told from the reply: a message that is
+    neither an echo of the message sent nor an error is held, and if
+    another follows, the held one was the banner (L{banners}) and the next
+    is the reply, whatever it is. A held message
+    that nothing follows before the end of input is the reply; L{held} is
+    it, for a caller that stops waiting. (C{raw} and C{eof} have no message
+    boundaries: a banner there is the start of the reply.)
+
+    @ivar banners: the banners read so far, oldest first.
 
     Each method returns the outcome once it is known: the reply payload
     (without its framing), or a L{Failure} saying why there is none.
@@ -45,6 +72,8 @@ class ReplyReader:
         self._maxReply = maxReply
         self._chunks: list[bytes] = []
         self._size = 0
+        self.banners: list[bytes] = []
+        self.held: bytes | None = None
 
     def feed(self, data: bytes) -> bytes | Failure | None:
         """
@@ -67,8 +96,16 @@ class ReplyReader:
             if self._framer.name == "raw" and self._hasEcho():
                 return b"".join(self._chunks)
             return None
-        messages = self._framer.feed(data)
-        return messages[0].payload if messages else None
+        for message in self._framer.feed(data):
+            if self.held is not None:
+                # The held message was the banner: this one is the reply.
+                self.banners.append(self.held)
+                self.held = None
+                return message.payload
+            if classify(message.payload, self._message) is not ReplyKind.OTHER:
+                return message.payload
+            self.held = message.payload
+        return None
 
     def _hasEcho(self) -> bool:
         """
@@ -114,5 +151,9 @@ class ReplyReader:
         last = self._framer.finish()
         if last is not None and last.payload and self._framer.name == "line":
             # A reply whose line the server never terminated: keep it.
+            if self.held is not None:
+                self.banners.append(self.held)
+            self.held = None
             return last.payload
-        return None
+        held, self.held = self.held, None
+        return held

@@ -7,25 +7,33 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
+from itertools import count
 from random import Random
 from typing import NamedTuple, NoReturn, TypeVar, cast
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet import error
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from sockplay.client.endpoint import makeEndpoint
-from sockplay.client.failures import describeFailure, isRetryable
+from sockplay.client.failures import Interrupted, describeFailure, isRetryable
 from sockplay.client.options import Options
 from sockplay.client.protocol import ReplyClientProtocol
+from sockplay.client.reply import Reply
 from sockplay.client.retry import Backoff, Retry, retry
 from sockplay.client.session import KeepOpenSession
+from sockplay.client.verdict import problem
 
 __all__ = ["ProbeResult", "probe", "request"]
 
 _T = TypeVar("_T")
+
+# What cancelling an exchange raises: CancelledError, or, while it is still
+# connecting, the endpoint's ConnectingCancelledError.
+_CANCELLED = (CancelledError, error.ConnectingCancelledError)
 
 
 def _withTimeout(d: Deferred[_T], reactor: IReactorCore, timeout: float) -> Deferred[_T]:
@@ -66,9 +74,9 @@ async def request(
     endpoint: IStreamClientEndpoint | None = None,
     random: Random | None = None,
     notify: Callable[[Retry], object] = lambda retry: None,
-) -> bytes:
+) -> Reply:
     """
-    Connect, send C{config["message"]} and return the reply payload; with
+    Connect, send C{config["message"]} and return the reply; with
     C{config["retries"]}, try again on a new connection after a failure
     that L{isRetryable}.
 
@@ -78,19 +86,28 @@ async def request(
     @param random: the source of the backoff's jitter.
     @param notify: called with each L{Retry}, before its wait.
     @raise RetriesExhausted: if every attempt failed, with retries.
+    @raise Interrupted: if cancelled (on SIGINT or SIGTERM) before the
+        reply.
     """
     if endpoint is None:
         endpoint = makeEndpoint(reactor, config)
     attempt = partial(_exchange, reactor, config, endpoint)
-    return await _retrying(reactor, config, attempt, random, notify)
+    try:
+        return await _retrying(reactor, config, attempt, random, notify)
+    except _CANCELLED:
+        raise Interrupted() from None
 
 
 async def _exchange(
     reactor: IReactorCore, config: Options, endpoint: IStreamClientEndpoint
-) -> bytes:
+) -> Reply:
     """
     One attempt of L{request}: connect, send, and wait for the reply, all
     within C{config["timeout"]}.
+
+    A message that is neither an echo nor an error, held in case it was a
+    banner (see L{ReplyReader}), is the reply if nothing follows it within
+    the timeout: a server that keeps the connection open does not end it.
     """
     protocol = ReplyClientProtocol(config["message"], config["framing"])
     connecting = connectProtocol(endpoint, protocol)
@@ -99,7 +116,14 @@ async def _exchange(
         return protocol.reply
 
     exchange = connecting.addCallback(awaitReply)
-    return cast(bytes, await _withTimeout(exchange, reactor, config["timeout"]))
+    try:
+        payload = cast(bytes, await _withTimeout(exchange, reactor, config["timeout"]))
+    except TimeoutError:
+        held = protocol.held
+        if held is None:
+            raise
+        return Reply(held)
+    return Reply(payload, protocol.banners)
 
 
 class ProbeResult(NamedTuple):
@@ -130,12 +154,17 @@ async def probe(
     notify: Callable[[int, Retry], object] = lambda seq, retry: None,
 ) -> list[ProbeResult]:
     """
-    Send C{config["count"]} messages, C{config["interval"]} seconds apart
-    (start to start; a slower probe delays the next, they never overlap),
-    each on a new connection, or all on one with C{config["keep-open"]}.
-    Each attempt is bounded by C{config["timeout"]}; with
-    C{config["retries"]}, a probe is tried again as L{request} is; a
-    failure or a timeout (on the last attempt) loses that probe only.
+    Send C{config["count"]} messages (0: until cancelled),
+    C{config["interval"]} seconds apart (start to start; a slower probe
+    delays the next, they never overlap), each on a new connection, or all
+    on one with C{config["keep-open"]}. Each attempt is bounded by
+    C{config["timeout"]}; with C{config["retries"]}, a probe is tried again
+    as L{request} is; a failure or a timeout (on the last attempt), or a
+    reply that is not an echo of the message, loses that probe only.
+
+    Cancelling the returned Deferred (on SIGINT or SIGTERM) ends the run
+    with the results so far; a probe still waiting for its reply is lost,
+    as interrupted.
 
     @param report: called with each probe's result as soon as it is known.
     @param clock: the time source for round-trip times and intervals; the
@@ -153,26 +182,40 @@ async def probe(
     endpoint = makeEndpoint(reactor, config)
     session = KeepOpenSession(endpoint, config["framing"], clock) if config["keep-open"] else None
     results: list[ProbeResult] = []
+    last = config["count"] or None
     try:
-        for seq in range(1, config["count"] + 1):
+        for seq in count(1):
             started = clock.seconds()
             attempt = partial(_probeOnce, reactor, config, endpoint, session, clock)
             try:
                 reply, rtt = await _retrying(
                     reactor, config, attempt, random, partial(notify, seq)
                 )
+            except _CANCELLED:
+                result = ProbeResult(seq, error=describeFailure(Failure(Interrupted()), config))
+                results.append(result)
+                report(result)
+                break
             except Exception:
                 message = describeFailure(Failure(), config)
                 if message is None:
                     raise
                 result = ProbeResult(seq, error=message)
             else:
-                result = ProbeResult(seq, rtt, reply)
+                wrong = problem(reply, config["message"], config["framing"], config.target())
+                if wrong is None:
+                    result = ProbeResult(seq, rtt, reply)
+                else:
+                    result = ProbeResult(seq, error=wrong[1])
             results.append(result)
             report(result)
-            if seq < config["count"]:
-                wait = started + config["interval"] - clock.seconds()
+            if seq == last:
+                break
+            wait = started + config["interval"] - clock.seconds()
+            try:
                 await deferLater(clock, max(wait, 0.0))
+            except CancelledError:
+                break
     finally:
         if session is not None:
             await _close(session, reactor, config["timeout"])
@@ -194,7 +237,7 @@ async def _probeOnce(
     if session is None:
         started = clock.seconds()
         reply = await _exchange(reactor, config, endpoint)
-        return reply, clock.seconds() - started
+        return reply.payload, clock.seconds() - started
     try:
         exchange = Deferred.fromCoroutine(session.ask(config["message"]))
         return await _withTimeout(exchange, reactor, config["timeout"])

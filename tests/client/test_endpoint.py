@@ -33,10 +33,17 @@ def test_hostAndPort() -> None:
 
 def test_badConnectString() -> None:
     """
-    A C{--connect} string that is not an endpoint is one line naming it.
+    A C{--connect} string of a kind Twisted does not know is one line that
+    says it cannot be parsed and what one looks like, with the status of a
+    usage error.
     """
-    with pytest.raises(ClientError, match="bad --connect endpoint 'foo:bar'"):
+    with pytest.raises(ClientError) as raised:
         makeEndpoint(MemoryReactorClock(), options("--connect", "foo:bar"))
+    assert str(raised.value) == (
+        "cannot parse --connect 'foo:bar': Unknown endpoint type: 'foo'; "
+        "an endpoint looks like tcp:host=...:port=..."
+    )
+    assert raised.value.status == 2
 
 
 def test_tlsSupportMissing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +55,7 @@ def test_tlsSupportMissing(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ClientError) as raised:
         makeEndpoint(MemoryReactorClock(), options("--tls"))
     assert str(raised.value) == (
-        "--tls needs Twisted's TLS support (sockplay.client.tls is missing): "
+        "TLS needs Twisted's TLS support (sockplay.client.tls is missing): "
         "pip install sockplay (it includes TLS)"
     )
 

@@ -12,7 +12,13 @@ from twisted.internet import error
 from twisted.internet.defer import TimeoutError
 from twisted.python.failure import Failure
 
-from sockplay.client.failures import ClientError, NoReply, describeFailure, isRetryable
+from sockplay.client.failures import (
+    ClientError,
+    ClosedAfterReply,
+    NoReply,
+    describeFailure,
+    isRetryable,
+)
 from sockplay.client.options import Options
 from sockplay.framing import MessageTooLong, TruncatedMessage
 
@@ -21,7 +27,10 @@ from sockplay.framing import MessageTooLong, TruncatedMessage
     "exception, message",
     [
         (error.ConnectionRefusedError(), "connection refused by 127.0.0.1:12345"),
-        (NoReply("connection closed without a reply"), "connection closed without a reply"),
+        (
+            NoReply("connection closed without a reply"),
+            "connection closed without a reply (is 127.0.0.1:12345 a TLS listener? try --tls)",
+        ),
         (error.DNSLookupError(), "cannot resolve '127.0.0.1'"),
     ],
 )
@@ -90,3 +99,75 @@ def test_lastingFailuresNotRetried(exception: Exception) -> None:
     """
     assert not isRetryable(Failure(exception))
 
+
+
+def _options(*argv: str) -> Options:
+    config = Options()
+    config.parseOptions(list(argv))
+    return config
+
+
+def test_dnsFailureNamesConnectHost() -> None:
+    """
+    A name that does not resolve is the one in C{--connect}, not C{--host}
+    (which C{--connect} overrides).
+    """
+    config = _options("--connect", "tcp:host=nosuch.invalid:port=1")
+    failure = Failure(error.DNSLookupError("address 'nosuch.invalid' not found"))
+    assert describeFailure(failure, config) == "cannot resolve 'nosuch.invalid'"
+
+
+def test_dnsFailureNamesHost() -> None:
+    """
+    Without C{--connect}, the name that does not resolve is C{--host}.
+    """
+    config = _options("--host", "nosuch.invalid")
+    failure = Failure(error.DNSLookupError())
+    assert describeFailure(failure, config) == "cannot resolve 'nosuch.invalid'"
+
+
+def test_resetWording() -> None:
+    """
+    A reset reads as one, not as Twisted's "lost in a non-clean fashion".
+    """
+    failure = Failure(error.ConnectionLost())
+    assert describeFailure(failure, _options()) == "connection reset by 127.0.0.1:12345"
+
+
+def test_timeoutHintsAtFraming() -> None:
+    """
+    No reply within C{--timeout} hints that the framings may not match,
+    naming the framing the server most likely waits in.
+    """
+    failure = Failure(TimeoutError())
+    assert describeFailure(failure, _options("--timeout", "2")) == (
+        "no reply from 127.0.0.1:12345 within 2 s: is the server's framing line, not raw? "
+        "try --framing line (it must match the server's)"
+    )
+    assert describeFailure(failure, _options("--timeout", "2"), hint=False) == (
+        "no reply from 127.0.0.1:12345 within 2 s"
+    )
+
+
+def test_closedWithoutReplyHintsAtTLS() -> None:
+    """
+    A plain client that the server closes on without a reply (as a TLS
+    listener does) is told to try C{--tls}; a TLS client is not.
+    """
+    failure = Failure(NoReply("connection closed without a reply"))
+    assert describeFailure(failure, _options()).endswith(  # type: ignore[union-attr]
+        "(is 127.0.0.1:12345 a TLS listener? try --tls)"
+    )
+    assert describeFailure(failure, _options("--tls")) == "connection closed without a reply"
+
+
+def test_closedAfterReplyHintsAtOneShot() -> None:
+    """
+    A keep-open connection that the server closes after a reply, without
+    answering the next message, hints at a one-shot server.
+    """
+    failure = Failure(ClosedAfterReply(1))
+    assert describeFailure(failure, _options()) == (
+        "127.0.0.1:12345 closed the connection after 1 reply without answering the next "
+        "message: is it a one-shot server? run it with --keep-open, or drop --keep-open here"
+    )

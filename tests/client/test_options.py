@@ -42,7 +42,7 @@ def test_optionsDefaults() -> None:
     "argv",
     [["--port", "x"], ["--port", "0"], ["--port", "70000"], ["--framing", "xml"],
      ["--timeout", "0"], ["--timeout", "-1"], ["--bogus"],
-     ["--count", "0"], ["--count", "x"], ["--count", "2", "--interval", "-1"],
+     ["--count", "-1"], ["--count", "x"], ["--count", "2", "--interval", "-1"],
      ["--count", "2", "--interval", "nan"], ["--retries", "-1"], ["--retries", "x"],
      ["--retries", "1", "--backoff", "-1"], ["--retries", "1", "--backoff", "inf"],
      ["--retries", "1", "--backoff-max", "nan"]],

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from signal import SIGINT, SIGTERM
 
 import pytest
 from support.client import REPLY, fired
@@ -22,11 +24,19 @@ from support.fakes import (
     pumpWithHalfClose,
     refuseLatest,
 )
-from support.servers import CLIENT, LOOPBACK, TWISTD, ServerPool, ServerProcess, run
+from support.servers import (
+    CLIENT,
+    DEADLINE,
+    LOOPBACK,
+    TWISTD,
+    ServerPool,
+    ServerProcess,
+    run,
+)
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
@@ -175,7 +185,11 @@ def test_timeoutLosesOneProbe() -> None:
     pump.flush()
     probing.reactor.advance(2)
     assert probing.reported == [
-        ProbeResult(1, error=f"no reply from {CONNECT} within 2 s"),
+        ProbeResult(
+            1,
+            error=f"no reply from {CONNECT} within 2 s: is the server's framing int32, not "
+            "line? try --framing int32 (it must match the server's)",
+        ),
     ]
     assert pump.clientIO.disconnecting
     probing.reactor.advance(0)
@@ -215,7 +229,7 @@ def test_badEndpointFailsBeforeProbing() -> None:
     reported: list[ProbeResult] = []
     d = Deferred.fromCoroutine(probe(reactor, config, reported.append))
     failure = fired(d)
-    assert isinstance(failure, Failure) and "bad --connect endpoint" in str(failure.value)
+    assert isinstance(failure, Failure) and "cannot parse --connect" in str(failure.value)
     assert reported == []
 
 
@@ -318,3 +332,199 @@ def test_probeLossExitsOne(tmp_path: Path) -> None:
         f"--- {LOOPBACK}:{port} probe statistics ---",
         "2 sent, 0 received, 100% loss",
     ]
+
+
+# Stopped by a signal, --count 0, and replies that are not echoes.
+
+
+def test_cancelKeepsResults() -> None:
+    """
+    Cancelling the probe (as SIGINT or SIGTERM does) between probes ends it
+    with the results so far.
+    """
+    probing = Probing("--count", "5", "--interval", "1", "--framing", "line")
+    pumpWithHalfClose(probing.accept(serverFactory(probing.reactor).buildProtocol(None)))
+    probing.done.cancel()
+    assert fired(probing.done) == [ProbeResult(1, 0.0, REPLY)]
+
+
+def test_cancelLosesProbeInFlight() -> None:
+    """
+    A probe still waiting for its reply when cancelled is counted as lost,
+    interrupted: it was sent and not answered.
+    """
+    probing = Probing("--count", "5", "--framing", "line")
+    pump = probing.accept(MuteServer())
+    pump.flush()
+    probing.done.cancel()
+    assert fired(probing.done) == [ProbeResult(1, error="interrupted before the reply")]
+    assert pump.clientIO.disconnecting
+
+
+def test_countZeroRunsUntilStopped() -> None:
+    """
+    C{--count 0} probes until stopped.
+    """
+    probing = Probing("--count", "0", "--interval", "1", "--framing", "line")
+    factory = serverFactory(probing.reactor)
+    for _ in range(20):
+        pumpWithHalfClose(probing.accept(factory.buildProtocol(None)))
+        probing.reactor.advance(1)
+    assert probing.attempts == 21 and not probing.done.called
+    probing.done.cancel()
+    results = fired(probing.done)
+    assert isinstance(results, list) and len(results) == 21
+
+
+def test_errorReplyLosesProbe() -> None:
+    """
+    A reply that is not an echo of the message (here a full server's error)
+    loses the probe, with the reason.
+    """
+    probing = Probing("--count", "1", "--framing", "line")
+    factory = EchoReplyFactory(ServerSettings("line", maxConnections=1), clock=probing.reactor)
+    factory.buildProtocol(None).makeConnection(StringTransport())
+    pumpWithHalfClose(probing.accept(factory.buildProtocol(None)))
+    assert probing.reported == [
+        ProbeResult(1, error=f"{CONNECT} answered with an error instead of an echo: server busy")
+    ]
+
+
+def test_keepOpenAgainstOneShotServer() -> None:
+    """
+    C{--keep-open} against a one-shot server: the second message, sent on
+    the connection the server closed after its reply, is lost with a hint
+    that the server is one-shot.
+    """
+    probing = Probing("--count", "2", "--interval", "0", "--framing", "line", "--keep-open")
+    pump = probing.accept(serverFactory(probing.reactor).buildProtocol(None))
+    pump.flush()
+    assert probing.reported == [ProbeResult(1, 0.0, REPLY)]
+    probing.reactor.advance(0)
+    # The message went out on the connection the server has half-closed;
+    # the close reaches this client (not half-closeable) as a close.
+    pump.serverIO.loseConnection()
+    pump.flush()
+    assert probing.reported[1] == ProbeResult(
+        2,
+        error=f"{CONNECT} closed the connection after 1 reply without answering the next "
+        "message: is it a one-shot server? run it with --keep-open, or drop --keep-open here",
+    )
+
+
+def stoppedCommand(*argv: str, server: Protocol) -> tuple[object, object]:
+    """
+    Run the command with C{argv} on a memory reactor, connected to
+    C{server}; then ask the reactor to stop, as the client's SIGINT and
+    SIGTERM handlers do.
+
+    @return: what the command and the shutdown trigger fired with.
+    """
+    reactor = MemoryReactorClock()
+    config = Options()
+    config.parseOptions(["--connect", CONNECT, *argv])
+    d = Deferred.fromCoroutine(_main(reactor, config))
+    pumpWithHalfClose(acceptLatest(reactor, server))
+    [(stop, args, kwargs)] = reactor.triggers["before"]["shutdown"]
+    stopped = stop(*args, **kwargs)
+    return fired(d), fired(stopped)
+
+
+def test_commandPrintsSummaryWhenStopped(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    When the reactor is asked to stop (the client's SIGINT and SIGTERM
+    handlers ask), the command prints the statistics of what was sent, and
+    exits 0 if every probe sent was answered; the shutdown waits for it.
+    """
+    server = serverFactory(MemoryReactorClock()).buildProtocol(None)
+    assert stoppedCommand("--count", "0", "--framing", "line", server=server) == (None, None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("seq=1 rtt=")
+    assert out[1:] == [f"--- {CONNECT} probe statistics ---", out[2]]
+    assert out[2].startswith("1 sent, 1 received, 0% loss")
+
+
+def test_commandStoppedInFlightExitsOne(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    Stopped while a probe waits for its reply, the command counts it lost
+    and exits 1, also with C{--json}, which still prints its report.
+    """
+    failure, _ = stoppedCommand("--count", "3", "--json", server=MuteServer())
+    assert isinstance(failure, Failure) and failure.value.code == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["probes"] == [{"seq": 1, "error": "interrupted before the reply"}]
+    assert (report["sent"], report["received"]) == (1, 0)
+
+
+def test_requestStoppedExitsOne(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    A single request stopped before its reply is one error line and exit
+    status 1, not a silent 0.
+    """
+    failure, _ = stoppedCommand(server=MuteServer())
+    assert isinstance(failure, Failure) and failure.value.code == 1
+    assert capsys.readouterr() == ("", "Error: interrupted before the reply\n")
+
+
+def _startProbe(port: int, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """
+    Start C{--count 0} against the line server on C{port}.
+    """
+    process = subprocess.Popen(
+        [*CLIENT, "--port", str(port), "--count", "0", "--interval", "0.05", "--framing",
+         "line", *args],
+        cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process
+
+
+@pytest.mark.parametrize("signal", [SIGINT, SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signalPrintsSummary(
+    signal: int, keepOpenLineServer: ServerProcess, tmp_path: Path
+) -> None:
+    """
+    A real C{--count 0} probe stopped by SIGINT (Ctrl-C) or SIGTERM prints
+    the statistics of what it sent, and exits 0 if every probe sent was
+    answered (1 if the signal came while one waited for its reply).
+    """
+    process = _startProbe(keepOpenLineServer.port, tmp_path, "--keep-open")
+    try:
+        assert process.stdout is not None
+        for _ in range(3):
+            assert _PROBE_LINE.fullmatch(process.stdout.readline().rstrip("\n"))
+        process.send_signal(signal)
+        out, err = process.communicate(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=DEADLINE)
+    lines = out.splitlines()
+    assert err == "", out
+    assert lines[-2] == f"--- {LOOPBACK}:{keepOpenLineServer.port} probe statistics ---"
+    sent, received = int(lines[-1].split()[0]), int(lines[-1].split()[2])
+    assert sent >= 3 and received >= sent - 1, out
+    assert process.returncode == (0 if received == sent else 1), out
+
+
+def test_signalPrintsJSON(tmp_path: Path) -> None:
+    """
+    With C{--json}, a real probe stopped by SIGINT prints its JSON report.
+    """
+    with ServerPool(tmp_path) as pool:
+        server = pool.start(TWISTD, "--framing", "line")
+        process = _startProbe(server.port, tmp_path, "--json")
+        try:
+            # Nothing is printed before the end: wait until the server has
+            # answered (a connection each).
+            server.waitForLine(lambda line: "Connection closed" in line, "a probe")
+            process.send_signal(SIGINT)
+            out, err = process.communicate(timeout=DEADLINE)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=DEADLINE)
+    assert err == "", out
+    report = json.loads(out)
+    assert report["sent"] >= 1, out
+    assert process.returncode == (0 if report["received"] == report["sent"] else 1), out

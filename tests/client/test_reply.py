@@ -145,3 +145,48 @@ def test_bothProtocolsEndAlike(framing: str, received: bytes, reason: Failure) -
         assert isinstance(keepOpen, Failure) and keepOpen.type is oneShot.type
     else:
         assert keepOpen == oneShot
+
+
+@pytest.mark.parametrize("framing", ["line", "int32"])
+def test_bannerToldFromReply(framing: str) -> None:
+    """
+    In line and int32 framing, a message that is neither an echo nor an
+    error, followed by another, was the server's banner: the reply is the
+    next one, and the banner is kept apart, not shown as the reply.
+    """
+    framer = makeFramer(framing)
+    r = ReplyReader(framer, HELLO)
+    assert r.feed(framer.encode(b"Welcome", b"\n")) is None
+    assert r.feed(framer.encode(REPLY, b"\n")) == REPLY
+    assert r.banners == [b"Welcome"]
+
+
+def test_heldMessageIsTheReplyAtTheEnd() -> None:
+    """
+    A message that is not an echo, with nothing after it before the server
+    closes, is the reply (not a banner).
+    """
+    r = reader("line")
+    assert r.feed(b"olleH\n") is None
+    assert r.held == b"olleH"
+    assert r.end(DONE) == b"olleH"
+    assert r.banners == []
+
+
+def test_errorReplyIsNotHeld() -> None:
+    """
+    An error reply (a busy server's, which sends no banner) is the reply at
+    once.
+    """
+    assert reader("line").feed(b"Error: server busy\n") == b"Error: server busy"
+
+
+def test_oneShotProtocolBanners() -> None:
+    """
+    The one-shot protocol exposes the banner it read before the reply.
+    """
+    protocol = ReplyClientProtocol(HELLO, "line")
+    protocol.makeConnection(HalfCloseableTransport())
+    protocol.dataReceived(b"Welcome\n" + REPLY + b"\n")
+    assert fired(protocol.reply) == REPLY
+    assert protocol.banners == (b"Welcome",)

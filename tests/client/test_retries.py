@@ -286,8 +286,7 @@ def test_requestRetriesExhausted() -> None:
             {"resetRate": 1.0},
             # A reset reaches a TCP client as a lost connection.
             error.ConnectionLost(),
-            f"cannot talk to {CONNECT}: Connection to the other side was lost in a "
-            "non-clean fashion.",
+            f"connection reset by {CONNECT}",
         ),
     ],
     ids=["drop", "reset"],
@@ -339,10 +338,10 @@ def test_badEndpointNotRetried(capsys: pytest.CaptureFixture[str]) -> None:
     command = Command("--retries", "3", connect="foo:bar")
     command.reactor.advance(60)
     assert command.attempts == 0
-    assert command.exitStatus() == 1
+    assert command.exitStatus() == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("Error: bad --connect endpoint 'foo:bar'")
+    assert err.startswith("Error: cannot parse --connect 'foo:bar'")
     assert len(err.splitlines()) == 1
 
 
@@ -530,6 +529,5 @@ def test_givesUpAgainstResets(tmp_path: Path) -> None:
         ("2", "4"), ("3", "4"), ("4", "4")
     ], result.stderr
     why = {m.group(3) for m in matches if m}
-    assert why == {f"cannot talk to {LOOPBACK}:{server.port}: Connection to the other side "
-                   "was lost in a non-clean fashion."}, result.stderr
+    assert why == {f"connection reset by {LOOPBACK}:{server.port}"}, result.stderr
     assert last == f"Error: {why.pop()} (after 4 attempts)"

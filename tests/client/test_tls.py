@@ -212,19 +212,18 @@ def test_clientTLSWithConnect(
 
 def test_clientEOFFramingOverTLS(tlsServer: ServerProcess, tmp_path: Path) -> None:
     """
-    eof framing cannot work over TLS: with C{--tls} it is a usage error
-    (exit 2); over a C{--connect ssl:} endpoint it is one error line saying
-    why (exit 1).
+    eof framing cannot work over TLS: with C{--tls}, and over a
+    C{--connect ssl:} endpoint, it is a usage error (exit 2).
     """
     result = tlsClient(tlsServer, tmp_path, "--insecure", "--framing", "eof")
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr.startswith("Error: --framing eof cannot be used with --tls")
+    assert result.stderr.startswith("Error: --framing eof cannot be used with TLS")
     result = run(
         [*CLIENT, "--connect", f"ssl:host={LOOPBACK}:port={tlsServer.port}", "--framing", "eof"],
         tmp_path,
     )
-    assert (result.returncode, result.stdout) == (1, "")
-    assertOneErrorLine(result.stderr, "Error: eof framing needs a transport that can half-close")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: --framing eof cannot be used with TLS")
 
 
 def test_clientTLSToPlainServer(tmp_path: Path) -> None:
@@ -301,7 +300,9 @@ _ACCEPT = re.compile(r"ACCEPT .*:(\d+)\s*")
 def test_clientAgainstOpensslServer(certificates: CertificateFiles, tmp_path: Path) -> None:
     """
     The client verifies and talks to OpenSSL's C{s_server}, here in its
-    C{-rev} mode, which answers each line with the line reversed.
+    C{-rev} mode, which answers each line with the line reversed: a reply
+    that is not an echo, printed, and exit status 4 once C{--timeout} shows
+    that no other line follows it (it could have been a banner).
     """
     command = [
         opensslBinary(), "s_server", "-accept", f"{LOOPBACK}:0", "-naccept", "1", "-rev",
@@ -313,12 +314,34 @@ def test_clientAgainstOpensslServer(certificates: CertificateFiles, tmp_path: Pa
         port = int(line.split(":")[-1])
         result = run(
             [*CLIENT, "--port", str(port), "--tls", "--ca", str(certificates.ca),
-             "--server-name", "localhost", "--framing", "line"],
+             "--server-name", "localhost", "--framing", "line", "--timeout", "1"],
             tmp_path,
         )
-        assert (result.returncode, result.stderr) == (0, ""), server.transcript()
+        assert (result.returncode, result.stderr) == (
+            4, f"Error: the reply from {LOOPBACK}:{port} is not an echo of the message\n"
+        ), server.transcript()
         assert result.stdout == "Response from the server: ! revreS olleH\n"
         # -naccept 1: it ends once the client has closed.
         assert server.waitForExit() == 0, server.transcript()
     finally:
         server.stop()
+
+
+def test_sslConnectVerifies(
+    tlsServer: ServerProcess, certificates: CertificateFiles, tmp_path: Path
+) -> None:
+    """
+    A C{--connect ssl:} string verifies the server as C{--tls} does: against
+    the system's CAs it fails (the throwaway CA is not among them), with
+    C{--ca} it succeeds, checking the name in C{host=}; C{--insecure} skips
+    the check, with its warning.
+    """
+    connect = f"ssl:host=localhost:port={tlsServer.port}"
+    result = run([*CLIENT, "--connect", connect], tmp_path)
+    assert (result.returncode, result.stdout) == (1, "")
+    assertOneErrorLine(result.stderr, f"Error: cannot verify the TLS certificate of {connect}")
+    result = run([*CLIENT, "--connect", connect, "--ca", str(certificates.ca)], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, HELLO_LINE.decode(), "")
+    result = run([*CLIENT, "--connect", connect, "--insecure"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, HELLO_LINE.decode())
+    assert result.stderr.startswith("Warning: --insecure")

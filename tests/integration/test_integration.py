@@ -312,7 +312,8 @@ def test_clientClosedWithoutReply(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",
-        "Error: connection closed without a reply\n",
+        "Error: connection closed without a reply "
+        f"(is {LOOPBACK}:{server.port} a TLS listener? try --tls)\n",
     )
 
 
@@ -335,7 +336,8 @@ def test_clientEOFFramingClosedWithoutReply(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",
-        "Error: connection closed without a reply\n",
+        "Error: connection closed without a reply "
+        f"(is {LOOPBACK}:{server.port} a TLS listener? try --tls)\n",
     )
 
 
@@ -351,18 +353,19 @@ def test_clientTimeout(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",
-        f"Error: no reply from {LOOPBACK}:{server.port} within 0.5 s\n",
+        f"Error: no reply from {LOOPBACK}:{server.port} within 0.5 s: is the server's "
+        "framing line, not raw? try --framing line (it must match the server's)\n",
     )
 
 
 def test_clientBadEndpoint(tmp_path: Path) -> None:
     """
     A C{--connect} that is not an endpoint string is one error line and exit
-    status 1.
+    status 2, a usage error.
     """
     result = run([*CLIENT, "--connect", "foo:bar"], tmp_path)
-    assert (result.returncode, result.stdout) == (1, "")
-    assertOneErrorLine(result.stderr, "Error: bad --connect endpoint 'foo:bar'")
+    assert (result.returncode, result.stdout) == (2, "")
+    assertOneErrorLine(result.stderr, "Error: cannot parse --connect 'foo:bar'")
 
 
 def test_clientUsageError(tmp_path: Path) -> None:

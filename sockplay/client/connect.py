@@ -1,0 +1,149 @@
+"""
+Reading a C{--connect} endpoint string, with no I/O: its kind, and for the
+kinds the client builds itself (C{tcp:}, C{tcp6:}, C{ssl:}) the host, port
+and connection options, so that a mistyped string is a usage error that
+says what is wrong, and the messages can name the host actually looked up.
+
+The syntax is Twisted's (U{endpoint strings
+<https://docs.twisted.org/en/stable/core/howto/endpoints.html>}):
+arguments separated by colons, C{name=value} or positional, a backslash
+escaping the next character. A colon in a value (an IPv6 address) must be
+escaped: C{tcp:host=\\:\\:1:port=12345}.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["HOST_KINDS", "SHAPE", "BadConnect", "HostTarget", "parseConnect", "splitEndpoint"]
+
+# The example every "cannot parse" message ends with.
+SHAPE = "an endpoint looks like tcp:host=...:port=..."
+
+# The kinds whose host and port the client reads itself: tcp6: is not
+# among Twisted's client endpoint strings, and ssl: is set up by the
+# client so that it verifies the server (Twisted's ssl: string does not).
+HOST_KINDS = ("tcp", "tcp6", "ssl")
+
+# The arguments of those kinds that the client accepts, beyond host and port.
+_OPTIONAL = ("timeout", "bindAddress")
+
+
+class BadConnect(ValueError):
+    """
+    A C{--connect} string that cannot be parsed; the message says why and
+    what one looks like.
+    """
+
+
+class HostTarget(NamedTuple):
+    """
+    A C{tcp:}, C{tcp6:} or C{ssl:} endpoint string, read.
+
+    @ivar kind: C{tcp}, C{tcp6} or C{ssl}.
+    @ivar host: the host name or address to connect to.
+    @ivar port: the TCP port.
+    @ivar timeout: the connect timeout in seconds, if the string sets one.
+    @ivar bindAddress: the local address to connect from, if set.
+    """
+
+    kind: str
+    host: str
+    port: int
+    timeout: float | None = None
+    bindAddress: str | None = None
+
+
+def splitEndpoint(description: str) -> list[str]:
+    """
+    Split an endpoint string at its unescaped colons, removing the
+    backslash escapes, as Twisted does.
+    """
+    parts = [""]
+    escaped = False
+    for character in description:
+        if escaped:
+            parts[-1] += character
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character == ":":
+            parts.append("")
+        else:
+            parts[-1] += character
+    return parts
+
+
+def _unescapedColon(description: str, host: str) -> bool:
+    """
+    Whether the host looks cut at an unescaped colon, as an IPv6 address
+    written as it is (C{tcp:host=::1:port=12345}) is.
+    """
+    return "::" in description or "host=:" in description or host.startswith("[")
+
+
+# What to write instead of an IPv6 address with bare colons.
+_ESCAPE = (
+    "the colons of an IPv6 address must be escaped with a backslash: "
+    "tcp:host=\\:\\:1:port=12345 (in single quotes in a shell)"
+)
+
+
+def parseConnect(description: str) -> HostTarget | None:
+    """
+    Read C{description}, a C{--connect} endpoint string.
+
+    @return: its host, port and options for a C{tcp:}, C{tcp6:} or
+        C{ssl:} string; C{None} for any other kind, which Twisted reads
+        (C{unix:}, or a kind a plugin adds).
+    @raise BadConnect: if the string has no kind, or a C{tcp:}, C{tcp6:}
+        or C{ssl:} string lacks a host or a port, has an argument the client
+        does not take, or a port that is not a number.
+    """
+    kind, *arguments = splitEndpoint(description)
+    if not arguments or not kind:
+        raise BadConnect(f"cannot parse --connect {description!r}: no endpoint kind; {SHAPE}")
+    if kind not in HOST_KINDS:
+        return None
+
+    def bad(why: str) -> BadConnect:
+        return BadConnect(f"cannot parse --connect {description!r}: {why}; {SHAPE}")
+
+    named: dict[str, str] = {}
+    positional: list[str] = []
+    for argument in arguments:
+        name, equals, value = argument.partition("=")
+        if not equals:
+            positional.append(argument)
+        elif name in named:
+            raise bad(f"{name}= is given twice")
+        else:
+            named[name] = value
+    for name in ("host", "port"):
+        if positional and name not in named:
+            named[name] = positional.pop(0)
+    host = named.pop("host", "")
+    if positional or not host:
+        if _unescapedColon(description, host):
+            raise bad(_ESCAPE)
+        raise bad(f"unexpected {positional[0]!r}" if positional else "no host")
+    if "port" not in named:
+        raise bad("no port")
+    try:
+        port = int(named.pop("port"))
+    except ValueError:
+        why = _ESCAPE if _unescapedColon(description, host) else "the port is not a number"
+        raise bad(why) from None
+    if not 0 < port < 65536:
+        raise bad(f"port {port} is not from 1 to 65535")
+    for name in named:
+        if name not in _OPTIONAL:
+            extra = "; the client trusts --ca or the system's CAs" if kind == "ssl" else ""
+            raise bad(f"{kind}: takes host, port, timeout and bindAddress, not {name}={extra}")
+    timeout = None
+    if "timeout" in named:
+        try:
+            timeout = float(named["timeout"])
+        except ValueError:
+            raise bad("the timeout is not a number") from None
+    return HostTarget(kind, host, port, timeout, named.get("bindAddress"))
