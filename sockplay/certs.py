@@ -294,13 +294,7 @@ class Options(CommandOptions):
                 else f"{opt[1:]}:" in self.shortOpt
             )
             ordered += [opt, value] if takesValue else [opt]
-        try:
-            super().parseOptions([*ordered, "--", *args])  # type: ignore[no-untyped-call]
-        except usage.UsageError as e:
-            # What Twisted puts before a coerce function's error, which says it better.
-            raise usage.UsageError(
-                str(e).removeprefix("Parameter type enforcement failed: ")
-            ) from None
+        super().parseOptions([*ordered, "--", *args])
 
     def parseArgs(self, directory: str) -> None:  # type: ignore[override]
         self["directory"] = Path(directory)

@@ -25,11 +25,13 @@ __all__ = [
     "UNLIMITED",
     "CommandOptions",
     "TargetOptions",
+    "counted",
     "exitWithError",
     "number",
     "parseOrExit",
     "port",
     "raiseFileLimit",
+    "splitEndpoint",
     "version",
 ]
 
@@ -38,6 +40,9 @@ _Number = TypeVar("_Number", int, float)
 # The socket tutorial's server address, which every tool talks to by default.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12345
+
+# What Twisted puts before a coerce function's error, which says it better.
+_TWISTED_COERCE_WORDING = "Parameter type enforcement failed: "
 
 # What raiseFileLimit reports for a limit that is unlimited (or unknown).
 UNLIMITED = -1
@@ -80,6 +85,36 @@ def number(
 
     coerce.coerceDoc = ""  # type: ignore[attr-defined]
     return coerce
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """
+    C{count} and C{noun}, plural unless C{count} is 1, for the messages of
+    every command: C{"1 message"}, C{"0 messages"}, C{"2 replies"}.
+
+    @param plural: the plural, where it is not C{noun} with an C{s}.
+    """
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def splitEndpoint(description: str) -> list[str]:
+    """
+    Split a Twisted endpoint string at its unescaped colons, removing the
+    backslash escapes, as Twisted does: the kind, then its arguments.
+    """
+    parts = [""]
+    escaped = False
+    for character in description:
+        if escaped:
+            parts[-1] += character
+            escaped = False
+        elif character == "\\":
+            escaped = True
+        elif character == ":":
+            parts.append("")
+        else:
+            parts[-1] += character
+    return parts
 
 
 def port(value: str) -> int:
@@ -130,6 +165,18 @@ class CommandOptions(usage.Options):
             return self.arguments
         return f"Usage: {self.program} {self.arguments}"
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options} as Twisted does, with our coerce functions' errors
+        as they are written, without Twisted's preamble before them.
+
+        @raise usage.UsageError: for anything wrong on the command line.
+        """
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            raise usage.UsageError(str(e).removeprefix(_TWISTED_COERCE_WORDING)) from None
+
     def opt_version(self) -> None:
         """
         Display sockplay's version (and Twisted's and Python's) and exit.
@@ -179,7 +226,7 @@ def parseOrExit(config: CommandOptions, argv: Sequence[str] | None) -> None:
     error, say what is wrong and where help is, and exit 2.
     """
     try:
-        config.parseOptions(list(argv) if argv is not None else None)  # type: ignore[no-untyped-call]
+        config.parseOptions(list(argv) if argv is not None else None)
     except usage.UsageError as e:
         print(f"Error: {e}", file=sys.stderr)
         print(f"Try '{config.program} --help'.", file=sys.stderr)

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 from sockplay.cli import port as portOption
+from sockplay.cli import splitEndpoint
 
 __all__ = ["BenchError", "parseEndpoint", "resolve"]
 
@@ -28,26 +29,6 @@ class BenchError(Exception):
     """
 
 
-def _splitEndpoint(description: str) -> list[str]:
-    """
-    Split a Twisted endpoint string at its unescaped colons, removing the
-    backslash escapes.
-    """
-    parts = [""]
-    escaped = False
-    for character in description:
-        if escaped:
-            parts[-1] += character
-            escaped = False
-        elif character == "\\":
-            escaped = True
-        elif character == ":":
-            parts.append("")
-        else:
-            parts[-1] += character
-    return parts
-
-
 def parseEndpoint(description: str) -> tuple[int, Any]:
     """
     The address family and socket address of a client endpoint string:
@@ -57,7 +38,7 @@ def parseEndpoint(description: str) -> tuple[int, Any]:
 
     @raise BenchError: for any other endpoint, or a malformed one.
     """
-    kind, *arguments = _splitEndpoint(description)
+    kind, *arguments = splitEndpoint(description)
     if kind not in _ARGUMENTS:
         raise BenchError(
             f"bad --connect endpoint {description!r}: the load generator supports "

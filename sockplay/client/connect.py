@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["HOST_KINDS", "SHAPE", "BadConnect", "HostTarget", "parseConnect", "splitEndpoint"]
+from sockplay.cli import splitEndpoint
+
+__all__ = ["HOST_KINDS", "SHAPE", "BadConnect", "HostTarget", "parseConnect"]
 
 # The example every "cannot parse" message ends with.
 SHAPE = "an endpoint looks like tcp:host=...:port=..."
@@ -52,26 +54,6 @@ class HostTarget(NamedTuple):
     port: int
     timeout: float | None = None
     bindAddress: str | None = None
-
-
-def splitEndpoint(description: str) -> list[str]:
-    """
-    Split an endpoint string at its unescaped colons, removing the
-    backslash escapes, as Twisted does.
-    """
-    parts = [""]
-    escaped = False
-    for character in description:
-        if escaped:
-            parts[-1] += character
-            escaped = False
-        elif character == "\\":
-            escaped = True
-        elif character == ":":
-            parts.append("")
-        else:
-            parts[-1] += character
-    return parts
 
 
 def _unescapedColon(description: str, host: str) -> bool:

@@ -11,6 +11,7 @@ from twisted.internet import error
 from twisted.internet.defer import TimeoutError
 from twisted.python.failure import Failure
 
+from sockplay.cli import counted
 from sockplay.client.options import Options
 from sockplay.client.retry import RetriesExhausted
 from sockplay.client.verdict import FAILED
@@ -121,10 +122,6 @@ def _framingHint(config: Options) -> str:
     )
 
 
-def _plural(count: int, noun: str, plural: str) -> str:
-    return f"{count} {noun if count == 1 else plural}"
-
-
 def describeFailure(failure: Failure, config: Options, hint: bool = True) -> str | None:
     """
     The one-line message for an expected failure, or C{None} for a bug.
@@ -141,7 +138,7 @@ def describeFailure(failure: Failure, config: Options, hint: bool = True) -> str
     if failure.check(ClosedAfterReply):
         replies = cast(ClosedAfterReply, failure.value).replies
         message = (
-            f"{target} closed the connection after {_plural(replies, 'reply', 'replies')} "
+            f"{target} closed the connection after {counted(replies, 'reply', 'replies')} "
             "without answering the next message"
         )
         if hint:

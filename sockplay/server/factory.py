@@ -19,13 +19,13 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
+from sockplay.cli import counted
 from sockplay.framing import Framer, makeFramer
 from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
 from sockplay.server.lifecycle import Drain, Sweep
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
-from sockplay.server.wording import counted
 
 __all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
 

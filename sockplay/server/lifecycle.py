@@ -24,11 +24,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from sockplay.cli import UNLIMITED, raiseFileLimit
+from sockplay.cli import UNLIMITED, counted, raiseFileLimit
 from sockplay.server._twisted import forgetExitSignal
 from sockplay.server.protocol import ConnectionState
 from sockplay.server.settings import ServerSettings
-from sockplay.server.wording import counted
 
 __all__ = [
     "READY_MESSAGE",

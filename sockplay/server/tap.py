@@ -37,9 +37,6 @@ __all__ = ["DEFAULT_DRAIN_TIMEOUT", "DEFAULT_LISTEN", "LOOPBACK", "Options", "ma
 LOOPBACK = "127.0.0.1"
 DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}:interface={LOOPBACK}"
 
-# What Twisted puts before a coerce function's error; ours say it better.
-_TWISTED_COERCE_WORDING = "Parameter type enforcement failed: "
-
 # A port to listen on: 0 lets the system pick a free one.
 _listenPort = number("--port", int, 0, 65535)
 _udpPort = number("--udp", int, 0, 65535)
@@ -158,12 +155,11 @@ class Options(CommandOptions):
         and exit 2, as C{python -m sockplay.server} does.
         """
         try:
-            super().parseOptions(options)  # type: ignore[no-untyped-call]
+            super().parseOptions(options)
         except usage.UsageError as e:
-            message = str(e).removeprefix(_TWISTED_COERCE_WORDING)
             if self.parent is None:
-                raise usage.UsageError(message) from None
-            print(f"Error: {message}", file=sys.stderr)
+                raise
+            print(f"Error: {e}", file=sys.stderr)
             print(f"Try '{self._command()} --help'.", file=sys.stderr)
             raise SystemExit(2) from None
 

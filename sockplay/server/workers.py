@@ -48,6 +48,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, globalLogBeginner, te
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sockplay.cli import counted
 from sockplay.server._twisted import forgetExitSignal
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
@@ -62,7 +63,6 @@ from sockplay.server.listening import (
 )
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.settings import ServerSettings, renderProcessTemplate
-from sockplay.server.wording import counted
 
 __all__ = [
     "ENVIRONMENT_KEY",

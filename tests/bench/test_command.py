@@ -213,5 +213,6 @@ def test_benchImportsNeitherServerNorClient() -> None:
         if module.startswith("sockplay") and not module.startswith("sockplay.bench")
     }
     assert foreign == {("sockplay", "cli"), ("sockplay.cli", "port"),
+                       ("sockplay.cli", "splitEndpoint"),
                        ("sockplay.framing", "framingOption"),
                        ("sockplay.framing", "checkKeepOpen")}

@@ -49,7 +49,7 @@ from support.servers import (
 )
 
 from sockplay.certs import writeCertificates
-from sockplay.server.wording import counted
+from sockplay.cli import counted
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from twisted.python import log as legacyLog
 from twisted.python import usage
 
 from sockplay.certs import writeCertificates
+from sockplay.cli import counted
 from sockplay.server import EchoReplyFactory
 from sockplay.server.listening import ListenerService, ListenFailed, quietly, withBacklog
 from sockplay.server.proxy import ProxyWrappingFactory
 from sockplay.server.tap import DEFAULT_LISTEN, Options, makeService
-from sockplay.server.wording import counted
 from sockplay.server.workers import WorkerPoolService
 
 
