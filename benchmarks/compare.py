@@ -857,7 +857,8 @@ def render(
         "",
         "```sh",
         "twistd -n sockplay --framing line --keep-open &",
-        "python -m sockplay.bench --keep-open --framing line --connections 50 --pipeline 16 --duration 1",
+        "python -m sockplay.bench --keep-open --framing line --connections 50 --pipeline 16"
+        " --duration 1",
         "python -m sockplay.bench --keep-open --framing line --rate 5000 --duration 1  # open loop",
         "",
         "twistd -n sockplay &                        # one-shot, raw: the defaults",
