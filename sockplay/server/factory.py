@@ -118,7 +118,8 @@ class EchoReplyFactory(ConnectionOwner):
         Fill in a template's placeholders for C{protocol}'s connection.
         """
         return renderTemplate(
-            template, self.hostname, protocol.hostAddress, protocol.peerAddress
+            template, self.hostname, protocol.hostAddress, protocol.peerAddress,
+            tls=protocol.overTLS,
         )
 
     def intern(self, address: IAddress) -> IAddress:
@@ -184,7 +185,7 @@ class EchoReplyFactory(ConnectionOwner):
         """
         record = ConnectionRecord(
             peer=describeAddress(protocol.peerAddress),
-            listener=describeAddress(protocol.hostAddress),
+            listener=describeAddress(protocol.hostAddress, protocol.overTLS),
             framing=self.settings.framing,
             messages=protocol.messages,
             bytesIn=protocol.bytesIn,

@@ -39,6 +39,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -116,6 +117,8 @@ class EchoReplyProtocol(Protocol):
     @ivar outcome: why the conversation ended, or C{None} while it goes on.
     @ivar lastMessageAt: when a message last completed (or the connection
         began): the idle timeout counts from here.
+    @ivar overTLS: whether the connection is over TLS (known only where the
+        local address is, for the logs and templates).
     @ivar lingerDeadline: once the conversation is over, when the client must
         have closed; 0 before.
     """
@@ -138,6 +141,8 @@ class EchoReplyProtocol(Protocol):
         # Kept from the start: a closed TCP transport cannot tell them.
         self.peerAddress: IAddress | None = None
         self.hostAddress: IAddress | None = None
+        # Over TLS, which the logs and {listener} name as ssl:.
+        self.overTLS = False
         self.lastMessageAt = 0.0
         self.lingerDeadline = 0.0
         self._framer: Framer | None = None
@@ -174,6 +179,7 @@ class EchoReplyProtocol(Protocol):
             # Behind the PROXY protocol getHost() is the load balancer's
             # frontend; {listener} and the logs name this server's own socket.
             self.hostAddress = factory.intern(localAddress(transport))
+            self.overTLS = ISSLTransport.providedBy(transport)
         self._framer = factory.makeFramer()
         refusal = factory.admit(self)
         if refusal is not None:

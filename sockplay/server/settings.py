@@ -145,9 +145,12 @@ def renderTemplate(
     listener: IAddress | None,
     peer: IAddress | None,
     pid: int | None = None,
+    tls: bool = False,
 ) -> bytes:
     """
     Fill in the placeholders of a prefix or banner for one connection.
+
+    @param tls: the connection is over TLS: C{{listener}} says C{ssl:}.
 
     Only the placeholders are replaced; any other brace is kept as it is,
     so a prefix never needs escaping.
@@ -156,6 +159,6 @@ def renderTemplate(
         return template
     return (
         renderProcessTemplate(template, hostname, pid)
-        .replace(b"{listener}", describeAddress(listener).encode("utf-8", "backslashreplace"))
+        .replace(b"{listener}", describeAddress(listener, tls).encode("utf-8", "backslashreplace"))
         .replace(b"{peer}", hostOf(peer).encode("utf-8", "backslashreplace"))
     )

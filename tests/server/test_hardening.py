@@ -17,9 +17,11 @@ import pytest
 from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, HalfCloseableTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from sockplay.server import EchoReplyFactory, EchoReplyProtocol
 from sockplay.server.factory import CONNECTION_LOG_LEVELS
@@ -385,6 +387,24 @@ def test_recordOnClose(records: list[ConnectionRecord]) -> None:
             outcome="ok",
         )
     ]
+
+
+def test_recordNamesATLSListenerSsl(records: list[ConnectionRecord]) -> None:
+    """
+    A connection over TLS names its listener C{ssl:}, as the endpoint that
+    made it does, in the record and in a C{{listener}} prefix; its
+    address alone would say C{tcp:}.
+    """
+    factory = makeFactory(prefix=b"{listener} ")
+    factory.observers.append(records.append)
+    transport = HalfCloseableTransport()
+    directlyProvides(transport, ISSLTransport)
+    protocol = factory.buildProtocol(transport.peerAddr)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"hi")
+    close(protocol)
+    assert transport.value() == b"ssl:127.0.0.1:12345 hi"
+    assert records[0].listener == "ssl:127.0.0.1:12345"
 
 
 def test_recordOutcomeReset(records: list[ConnectionRecord]) -> None:
