@@ -26,7 +26,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -132,7 +132,7 @@ class _WorkerProcess(ProcessProtocol):
         self.pool.workerEnded(self, reason)
 
 
-class _SharedPort:
+class _SharedPort(NamedTuple):
     """
     A socket the parent binds and the workers serve.
 
@@ -143,14 +143,11 @@ class _SharedPort:
     @ivar datagram: whether it is a UDP port.
     """
 
-    def __init__(
-        self, port: Any, description: str, family: int, haproxy: bool, datagram: bool
-    ) -> None:
-        self.port = port
-        self.description = description
-        self.family = family
-        self.haproxy = haproxy
-        self.datagram = datagram
+    port: Any
+    description: str
+    family: int
+    haproxy: bool
+    datagram: bool
 
 
 class WorkerPoolService(Service):
