@@ -20,7 +20,6 @@ import selectors
 import signal
 import socket
 import statistics
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from support.servers import (
     connect,
     readExactly,
     readToEOF,
+    resetConnection,
     tutorialClient,
 )
 
@@ -174,14 +174,6 @@ def lineExchange(sock: socket.socket, message: bytes) -> bytes:
     """
     sock.sendall(message + b"\n")
     return readExactly(sock, len(PREFIX) + len(message) + 1)
-
-
-def resetConnection(sock: socket.socket) -> None:
-    """
-    Close C{sock} with a RST instead of a FIN: linger on, timeout 0.
-    """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def waitReadable(sock: socket.socket, timeout: float) -> bool:

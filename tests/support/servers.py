@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ __all__ = [
     "connect",
     "readExactly",
     "readToEOF",
+    "resetConnection",
     "tutorialClient",
 ]
 
@@ -234,6 +236,14 @@ def connect(port: int) -> socket.socket:
     A blocking loopback connection to C{port}, with a timeout.
     """
     return socket.create_connection((LOOPBACK, port), timeout=SOCKET_TIMEOUT)
+
+
+def resetConnection(sock: socket.socket) -> None:
+    """
+    Close C{sock} with a RST instead of a FIN: linger on, timeout 0.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 def readToEOF(sock: socket.socket) -> bytes:
