@@ -9,6 +9,8 @@ the name is missing: an upgrade then costs speed, never correctness.
   - The hot path: sending on a plain TCP or UNIX socket at once when its
     write buffer is empty (L{sendNow}) and shutting its write side at once
     (L{shutDownWriteNow}), instead of waiting a reactor turn.
+  - How many bytes a socket transport still holds in its write buffer
+    (L{writeBuffered}), for the linger's progress check.
   - twistd's exit signal, forgotten after a graceful drain
     (L{forgetExitSignal}); Twisted has no public way to say it.
   - The PROXY protocol wrapper, whose classes live in a private module
@@ -46,12 +48,14 @@ __all__ = [
     "proxyInfoOf",
     "sendNow",
     "shutDownWriteNow",
+    "writeBuffered",
 ]
 
 # The private names this module reaches for, each with where it lives. The
 # test suite checks every one against the installed Twisted.
 PRIVATE_NAMES = (
     "twisted.internet.abstract.FileDescriptor._tempDataBuffer",
+    "twisted.internet.abstract.FileDescriptor._tempDataLen",
     "twisted.internet.abstract.FileDescriptor._writeDisconnected",
     "twisted.internet.tcp.Connection._closeWriteConnection",
     "twisted.internet.base.ReactorBase._exitSignal",
@@ -195,6 +199,26 @@ def shutDownWriteNow(transport: ITransport) -> bool:
     plain._writeDisconnected = True
     closeWrite()
     return True
+
+
+def writeBuffered(transport: abstract.FileDescriptor) -> int | None:
+    """
+    How many bytes C{transport} (a socket transport: Twisted's TCP or UNIX
+    connection) holds in its write buffer, not yet handed to the kernel.
+
+    Twisted keeps two buffers: C{dataBuffer}, partly sent up to C{offset},
+    and a list of later writes whose length is C{_tempDataLen}. No public
+    API says how full they are.
+
+    @return: the byte count, or C{None} if Twisted's buffer is not where
+        this module expects it (the caller then cannot tell progress, and
+        keeps a fixed bound).
+    """
+    plain: Any = transport
+    try:
+        return len(plain.dataBuffer) - int(plain.offset) + int(plain._tempDataLen)
+    except (AttributeError, TypeError):
+        return None
 
 
 def forgetExitSignal(reactor: object) -> None:

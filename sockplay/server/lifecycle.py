@@ -51,11 +51,18 @@ class Sweepable(typing.Protocol):
     state: ConnectionState
     lastMessageAt: float
     lingerDeadline: float
+    delivering: bool
     outcome: str | None
 
     def idleExpired(self) -> None:
         """
         No message completed within the idle timeout.
+        """
+
+    def checkDelivery(self) -> None:
+        """
+        See whether the last replies made progress towards the client, and
+        if so restart the linger period.
         """
 
     def lingerExpired(self) -> None:
@@ -78,7 +85,10 @@ class Sweep:
     """
     Ends the connections whose time is up: those reading with no complete
     message for the idle timeout, and those whose conversation is over and
-    whose client has not closed by their linger deadline.
+    whose client has not closed by their linger deadline. Before it ends
+    one, it asks a connection whose replies are still on their way whether
+    they made progress, which moves the deadline: a reply that is being
+    read keeps its connection.
 
     One timer for all connections, rather than a timer per connection reset
     at every message: a message only notes the time, which is cheap at a
@@ -127,8 +137,11 @@ class Sweep:
             if idleTimeout > 0 and protocol.state is _READING:
                 if protocol.lastMessageAt <= idleDeadline:
                     protocol.idleExpired()
-            elif protocol.lingerDeadline and protocol.lingerDeadline <= now:
-                protocol.lingerExpired()
+            elif protocol.lingerDeadline:
+                if protocol.delivering:
+                    protocol.checkDelivery()
+                if protocol.lingerDeadline <= now:
+                    protocol.lingerExpired()
         self.stopIfUnused()
 
     def stopIfUnused(self) -> None:

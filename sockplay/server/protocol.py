@@ -16,8 +16,8 @@ A connection's life::
     REPLYING (queued replies still going out)
         |
         v
-    CLOSING (our half-close sent: input discarded until the client closes)
-        |
+    CLOSING (our half-close sent: input discarded until the client closes,
+        |    within the linger period, which restarts while the reply is read)
         v
     CLOSED  (also straight from any state: abort, reset, lost connection)
 
@@ -55,6 +55,7 @@ from sockplay.server._twisted import (
     shutDownWriteNow,
 )
 from sockplay.server.proxy import localAddress
+from sockplay.server.sendqueue import unsentBytes
 from sockplay.server.settings import ServerSettings
 
 __all__ = ["ConnectionOwner", "ConnectionState", "EchoReplyProtocol"]
@@ -120,7 +121,9 @@ class EchoReplyProtocol(Protocol):
     @ivar overTLS: whether the connection is over TLS (known only where the
         local address is, for the logs and templates).
     @ivar lingerDeadline: once the conversation is over, when the client must
-        have closed; 0 before.
+        have closed, unless its reply makes progress meanwhile; 0 before.
+    @ivar delivering: the conversation is over and its replies may still be
+        on their way to the client: the sweep calls L{checkDelivery}.
     """
 
     log = Logger()
@@ -145,6 +148,10 @@ class EchoReplyProtocol(Protocol):
         self.overTLS = False
         self.lastMessageAt = 0.0
         self.lingerDeadline = 0.0
+        self.delivering = False
+        # What the client had not received when checkDelivery last looked;
+        # -1 before it first looks.
+        self._unsent = -1
         self._framer: Framer | None = None
         self._prefix = b""
         # Most messages answered before closing: 1 one-shot, 0 for no limit.
@@ -261,9 +268,8 @@ class EchoReplyProtocol(Protocol):
 
     def writeConnectionLost(self) -> None:
         """
-        Our half-close went out, so the client has every reply byte: give it
-        a fresh linger period to close its side (a slow reader of a large
-        reply is not cut off while it is still reading).
+        Our half-close went out, so Twisted's write buffer is empty: that is
+        progress, and the linger period starts again.
         """
         if self.lingerDeadline:
             self.lingerDeadline = self._seconds() + self.factory.settings.lingerTimeout
@@ -271,6 +277,7 @@ class EchoReplyProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.state = _CLOSED
         self.lingerDeadline = 0.0
+        self.delivering = False
         if self.outcome is None:
             if not self.bytesIn:
                 # Connected and gone without a byte: a health check (such
@@ -384,11 +391,12 @@ class EchoReplyProtocol(Protocol):
         self.outcome = outcome
         if errorText is not None:
             self.sendError(errorText)
-        # Bound the wait for the queued replies to flush and for the client
-        # to close (the sweep enforces it); restarted once our half-close
-        # has gone out.
+        # Bound the wait for the replies to reach the client and for it to
+        # close (the sweep enforces it); restarted whenever the replies make
+        # progress (checkDelivery), and once our half-close has gone out.
         linger = self.factory.settings.lingerTimeout
         self.lingerDeadline = self._seconds() + linger + self._queuedFor()
+        self.delivering = True
         self.factory.watch()
         self._closeIfReplied()
 
@@ -436,11 +444,38 @@ class EchoReplyProtocol(Protocol):
             self._paused = False
             transport.resumeProducing()
 
+    def checkDelivery(self) -> None:
+        """
+        The conversation is over and its replies may still be on their way
+        (the sweep asks, while L{delivering}): if the client has received
+        bytes since the last look, the linger period starts again, so that a
+        slow reader of a large reply is kept for as long as it reads. Once
+        it has every byte, the linger is only the wait for it to close, and
+        the sweep stops asking.
+
+        Where the transport cannot tell (no socket beneath it, see
+        L{sockplay.server.sendqueue.unsentBytes}), the linger is a fixed
+        period from the last reply, and from the half-close.
+        """
+        unsent = self.factory.unsentBytes(self.transport)
+        if unsent is None:
+            self.delivering = False
+            return
+        # Progress; or, at the first look, a reply still on its way, which
+        # the client may have been reading since the deadline was set.
+        if unsent < self._unsent or (unsent and self._unsent < 0):
+            self.lingerDeadline = self._seconds() + self.factory.settings.lingerTimeout
+        self._unsent = unsent
+        if not unsent and self.state is _CLOSING:
+            self.delivering = False
+
     def lingerExpired(self) -> None:
         """
-        The client did not close its side in time after the last reply.
+        The client did not close its side in time after the last reply, and
+        the reply made no progress towards it for the linger period.
         """
         self.lingerDeadline = 0.0
+        self.delivering = False
         if self.outcome in (None, "ok", "shutdown"):
             self.outcome = "aborted"
         asStream(self.transport).abortConnection()
@@ -466,11 +501,15 @@ class ConnectionOwner(Factory[EchoReplyProtocol]):
     @ivar settings: the L{ServerSettings}.
     @ivar clock: the time source for timers.
     @ivar random: the source of fault-injection draws.
+    @ivar unsentBytes: how many bytes written to a transport its client has
+        not yet received, or C{None} where that cannot be told: by default
+        L{sockplay.server.sendqueue.unsentBytes}; a test puts a fake here.
     """
 
     settings: ServerSettings
     clock: IReactorTime
     random: Random
+    unsentBytes: Callable[[object], int | None] = staticmethod(unsentBytes)
 
     @property
     def needsLocalAddress(self) -> bool:

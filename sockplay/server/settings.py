@@ -36,8 +36,9 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 # server's file descriptors and memory bounded under a connection flood.
 DEFAULT_MAX_CONNECTIONS = 10000
 
-# After its last reply, how long the server waits for the client to close.
-# A well-behaved client closes as soon as it has read its reply.
+# After its last reply, how long the server waits for the client to close,
+# counted from the reply's last progress towards the client. A well-behaved
+# client closes as soon as it has read its reply.
 DEFAULT_LINGER = 5.0
 
 
@@ -61,7 +62,8 @@ class ServerSettings:
         for no limit.
     @ivar lingerTimeout: seconds to wait for the client to close after the
         server's last reply (and the grace given to a client that does not
-        read its error), before aborting.
+        read its error), before aborting; restarted whenever the reply makes
+        progress towards the client.
     @ivar quiet: no per-connection log events.
     @ivar banner: sent on connect, before anything is read; C{None} for none.
     @ivar delay: seconds to wait before each reply (a timer, never blocking).

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, HalfCloseableTransport
+from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, FakeSendQueue, HalfCloseableTransport
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
@@ -350,6 +351,72 @@ def test_drainWaitsForDelayedReply() -> None:
     clock.advance(1)
     assert transport.value() == P + b"owed\n"
     assert transport.writeClosed
+
+
+# The sweep's interval with the default idle timeout and linger: a tenth of
+# the linger.
+LINGER_SWEEP = DEFAULT_LINGER / 10
+
+
+def drainWithSlowReader(
+    unsent: int, timeout: float
+) -> tuple[EchoReplyFactory, EchoReplyProtocol, HalfCloseableTransport, FakeSendQueue, Clock,
+           Deferred[None]]:
+    """
+    Start a drain of C{timeout} seconds while a keep-open line connection
+    has a reply of which C{unsent} bytes have not reached its client, as a
+    fake send queue says.
+
+    @return: the factory, the connection, its transport, the fake send
+        queue, the clock, and the drain's Deferred.
+    """
+    clock = Clock()
+    factory = makeFactory(clock, framing="line", keepOpen=True)
+    queue = FakeSendQueue()
+    factory.unsentBytes = queue
+    protocol, transport = open_(factory)
+    protocol.dataReceived(b"large\n")
+    queue.unsent[transport] = unsent
+    done = factory.drain(timeout)
+    assert transport.writeClosed
+    return factory, protocol, transport, queue, clock, done
+
+
+def test_drainKeepsAReplyThatIsBeingRead() -> None:
+    """
+    A drain does not discard a reply that its client is still reading at a
+    steady pace: past the linger period, within the drain timeout, the
+    connection stays until the client has read it all and closes, and it
+    counts as drained.
+    """
+    factory, protocol, transport, queue, clock, done = drainWithSlowReader(8000, 10)
+    while queue.unsent[transport]:
+        clock.pump([LINGER_SWEEP] * 2)
+        queue.unsent[transport] -= 1000
+        assert not transport.aborted
+    assert clock.seconds() > DEFAULT_LINGER
+    protocol.readConnectionLost()
+    close(protocol)
+    assert done.called
+    assert (factory.drained, factory.aborted) == (1, 0)
+    assert protocol.outcome == "shutdown"
+
+
+def test_drainTimeoutEndsEvenASteadyReader() -> None:
+    """
+    The drain timeout bounds a reader that is still reading: whatever is
+    open then is aborted.
+    """
+    factory, protocol, transport, queue, clock, done = drainWithSlowReader(60000, 8)
+    for _ in range(15):
+        clock.advance(LINGER_SWEEP)
+        queue.unsent[transport] -= 100
+    assert not transport.aborted
+    clock.advance(LINGER_SWEEP)
+    assert transport.aborted
+    close(protocol, ConnectionLost)
+    assert done.called
+    assert (factory.drained, factory.aborted) == (0, 1)
 
 
 def test_drainWithNothingOpen() -> None:

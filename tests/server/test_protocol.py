@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-from support.fakes import LOOPBACK_PEER, HalfCloseableTransport
+from support.fakes import LOOPBACK_PEER, FakeSendQueue, HalfCloseableTransport
 from twisted.internet.interfaces import IHalfCloseableDescriptor, INegotiated
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -23,6 +23,9 @@ from sockplay.server.settings import (
 )
 
 P = DEFAULT_PREFIX
+
+# How often the sweep looks, with the default settings: a tenth of the linger.
+SWEEP = DEFAULT_LINGER / 10
 
 
 def int32(payload: bytes) -> bytes:
@@ -404,3 +407,143 @@ def test_lingerRestartsWhenHalfCloseIsSent() -> None:
     assert not transport.aborted
     clock.advance(1)
     assert transport.aborted
+
+
+def elapse(clock: Clock, seconds: float) -> None:
+    """
+    Let C{seconds} pass a sweep at a time, as on a real clock (one big step
+    would run the sweeps it skips at its end).
+    """
+    clock.pump([SWEEP] * round(seconds / SWEEP))
+
+
+def slowReader(
+    unsent: int, **settings: Any
+) -> tuple[EchoReplyProtocol, HalfCloseableTransport, Clock, FakeSendQueue]:
+    """
+    A one-shot line connection whose reply is answered and half-closed, with
+    C{unsent} of its bytes not yet received by the client, as a fake send
+    queue says.
+    """
+    protocol, transport, clock = connect("line", **settings)
+    queue = FakeSendQueue()
+    queue.unsent[transport] = unsent
+    protocol.factory.unsentBytes = queue
+    protocol.dataReceived(b"x\n")
+    protocol.writeConnectionLost()
+    assert transport.writeClosed
+    return protocol, transport, clock, queue
+
+
+def test_slowReaderKeptWhileItReads(logged: list[str]) -> None:
+    """
+    A client that reads a large reply slowly is kept for as long as the
+    reply makes progress, well past the linger period, and the connection
+    closes cleanly when the client does.
+    """
+    protocol, transport, clock, queue = slowReader(60000)
+    for _ in range(int(4 * DEFAULT_LINGER)):
+        elapse(clock, 1)
+        queue.unsent[transport] -= 1000
+        assert not transport.aborted
+    protocol.readConnectionLost()
+    assert transport.disconnecting and not transport.aborted
+    protocol.connectionLost()
+    assert protocol.outcome == "ok"
+    assert clock.getDelayedCalls() == []
+
+
+def test_stalledReaderCutOff(logged: list[str]) -> None:
+    """
+    A client that stops reading (the reply makes no progress) is aborted
+    once the linger period passes without progress, not before, and its
+    log says C{aborted}.
+    """
+    protocol, transport, clock, queue = slowReader(60000)
+    for _ in range(3):
+        elapse(clock, 1)
+        queue.unsent[transport] -= 1000
+    stalledAt = clock.seconds()
+    elapse(clock, DEFAULT_LINGER - SWEEP)
+    assert not transport.aborted
+    elapse(clock, 2 * SWEEP)
+    assert transport.aborted
+    assert clock.seconds() - stalledAt <= DEFAULT_LINGER + SWEEP
+    protocol.connectionLost()
+    assert protocol.outcome == "aborted"
+    assert any("Connection closed: " in line and ", aborted, " in line for line in logged)
+
+
+def test_readerThatNeverReadsCutOff() -> None:
+    """
+    A client that reads nothing of a reply still on its way is aborted
+    after the linger period, counted from the sweep's first look at it
+    (within one sweep of the last reply).
+    """
+    _, transport, clock, _ = slowReader(60000)
+    elapse(clock, DEFAULT_LINGER)
+    assert not transport.aborted
+    elapse(clock, 2 * SWEEP)
+    assert transport.aborted
+
+
+def test_readEverythingButNeverClosesCutOff() -> None:
+    """
+    A client that has received the whole reply but never closes is aborted
+    after the linger period, counted from the last progress.
+    """
+    protocol, transport, clock, queue = slowReader(3000)
+    for _ in range(3):
+        elapse(clock, 1)
+        queue.unsent[transport] -= 1000
+    assert queue.unsent[transport] == 0
+    elapse(clock, DEFAULT_LINGER - SWEEP)
+    assert not transport.aborted
+    elapse(clock, 2 * SWEEP)
+    assert transport.aborted
+    protocol.connectionLost()
+    assert protocol.outcome == "aborted"
+
+
+def test_deliveredReplyLingersAsBefore() -> None:
+    """
+    A reply the client already has (nothing unsent) leaves the client the
+    linger period from the half-close to close, as without progress checks;
+    and the sweep stops asking about it.
+    """
+    protocol, transport, clock, queue = slowReader(0)
+    elapse(clock, DEFAULT_LINGER - SWEEP)
+    assert not transport.aborted and not protocol.delivering
+    looks = queue.looks
+    elapse(clock, SWEEP)
+    assert transport.aborted
+    assert queue.looks == looks == 1
+
+
+def test_lingerFixedWhereSendQueueUnknown() -> None:
+    """
+    Where the transport cannot tell how much the client has received (no
+    socket beneath it), the linger is the fixed period from the half-close,
+    and the sweep asks only once.
+    """
+    protocol, transport, clock = connect("line")
+    queue = FakeSendQueue()
+    protocol.factory.unsentBytes = queue
+    protocol.dataReceived(b"x\n")
+    elapse(clock, DEFAULT_LINGER - SWEEP)
+    assert not transport.aborted and not protocol.delivering
+    elapse(clock, SWEEP)
+    assert transport.aborted
+    assert queue.looks == 1
+
+
+def test_unsentBytesReadsNoSocketAsUnknown() -> None:
+    """
+    By default, a connection asks the real send queue, which an in-memory
+    transport does not have: the fixed linger applies.
+    """
+    protocol, transport, clock = connect("line")
+    protocol.dataReceived(b"x\n")
+    assert protocol.delivering
+    elapse(clock, SWEEP)
+    assert not protocol.delivering and not transport.aborted

@@ -121,3 +121,22 @@ def refuseLatest(reactor: MemoryReactorClock) -> None:
     """
     _, _, factory, _, _ = reactor.tcpClients[-1]
     factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+
+
+class FakeSendQueue:
+    """
+    What a server's connections read as the bytes their clients have not
+    yet received (put one in the factory's C{unsentBytes}): a count set per
+    transport; C{None}, as for a transport with no socket, for the others.
+
+    @ivar unsent: the count for each transport.
+    @ivar looks: how many times a connection asked.
+    """
+
+    def __init__(self) -> None:
+        self.unsent: dict[object, int] = {}
+        self.looks = 0
+
+    def __call__(self, transport: object) -> int | None:
+        self.looks += 1
+        return self.unsent.get(transport)
