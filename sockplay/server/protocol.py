@@ -37,12 +37,14 @@ from twisted.internet import error
 from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IPushProducer,
     IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -96,7 +98,7 @@ def _tooLongText(error: MessageTooLong) -> str:
     return f"message too long (limit {error.limit} bytes)"
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
+@implementer(IHalfCloseableProtocol, IPushProducer, IHandshakeListener)
 class EchoReplyProtocol(Protocol):
     """
     One client connection: frame its input, answer each message.
@@ -163,6 +165,8 @@ class EchoReplyProtocol(Protocol):
         self._paused = False
         # The client half-closed: our side then closes fully.
         self._readClosed = False
+        # Directly over TLS, and the handshake is not done yet.
+        self._handshaking = False
         self._seconds: Callable[[], float] = time.time
 
     @property
@@ -213,6 +217,7 @@ class EchoReplyProtocol(Protocol):
         else:
             self._limit = 1
         self._direct = isPlainSocket(transport)
+        self._handshaking = isinstance(transport, TLSMemoryBIOProtocol)
         self._prefix = factory.render(settings.prefix, self)
         if settings.banner is not None:
             self._send(self._framer.encode(factory.render(settings.banner, self), b"\n"))
@@ -364,9 +369,24 @@ class EchoReplyProtocol(Protocol):
         No complete message within the idle timeout (the sweep found it):
         say so and end.
         """
-        if self.state is _READING:
-            timeout = self.factory.settings.idleTimeout
-            self._stop("idle-timeout", f"idle timeout ({timeout:g} s)")
+        if self.state is not _READING:
+            return
+        if self._handshaking:
+            # A TLS client that never finished its handshake: nothing can
+            # reach it, not even the error, and a TLS close would wait for
+            # the handshake. Drop it now, not after the linger.
+            self.outcome = "idle-timeout"
+            asStream(self.transport).abortConnection()
+            return
+        timeout = self.factory.settings.idleTimeout
+        self._stop("idle-timeout", f"idle timeout ({timeout:g} s)")
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done (Twisted's TLS transport calls this): from
+        now on the client can be told why the connection ends.
+        """
+        self._handshaking = False
 
     def shutdown(self) -> None:
         """

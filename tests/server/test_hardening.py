@@ -19,11 +19,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.ssl import DefaultOpenSSLContextFactory
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides
 
+from sockplay.certs import CertificateFiles, writeCertificates
 from sockplay.server import EchoReplyFactory, EchoReplyProtocol
 from sockplay.server.factory import CONNECTION_LOG_LEVELS
 from sockplay.server.lifecycle import DrainService, SecondSignal
@@ -1001,3 +1004,57 @@ def test_connectionLogGrammar(data: bytes, words: str, logged: list[str]) -> Non
     close(protocol)
     [line] = [line for line in logged if line.startswith("Connection closed")]
     assert f", ok, {words}, " in line
+
+
+# A TLS client that never finishes its handshake
+
+
+def tlsConnection(
+    clock: Clock, certificates: CertificateFiles
+) -> tuple[EchoReplyProtocol, HalfCloseableTransport]:
+    """
+    A server connection under Twisted's own TLS transport, itself on an
+    in-memory transport, before any handshake byte has arrived.
+    """
+    factory = makeFactory(clock, framing="line", idleTimeout=3)
+    context = DefaultOpenSSLContextFactory(
+        str(certificates.serverKey), str(certificates.server)
+    )
+    tls = TLSMemoryBIOFactory(context, False, factory).buildProtocol(LOOPBACK_PEER)
+    assert tls is not None
+    transport = HalfCloseableTransport()
+    tls.makeConnection(transport)
+    protocol = tls.wrappedProtocol
+    assert isinstance(protocol, EchoReplyProtocol)
+    return protocol, transport
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    return writeCertificates(tmp_path_factory.mktemp("certs"))
+
+
+def test_idleBeforeTLSHandshakeAborts(certificates: CertificateFiles) -> None:
+    """
+    A client that opens a TLS connection and never sends its handshake is
+    dropped at the idle timeout: no error can reach it, and a TLS close
+    would wait for the handshake, holding the connection for the linger.
+    """
+    clock = Clock()
+    protocol, transport = tlsConnection(clock, certificates)
+    clock.advance(3 + SWEEP)
+    assert transport.aborted
+    assert protocol.outcome == "idle-timeout"
+
+
+def test_idleAfterTLSHandshakeSaysWhy(certificates: CertificateFiles) -> None:
+    """
+    Once the TLS handshake is done, an idle client is told why, as on a
+    plain connection, and is not aborted.
+    """
+    clock = Clock()
+    protocol, transport = tlsConnection(clock, certificates)
+    protocol.handshakeCompleted()
+    clock.advance(3 + SWEEP)
+    assert not transport.aborted
+    assert protocol.outcome == "idle-timeout"
