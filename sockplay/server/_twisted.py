@@ -13,9 +13,10 @@ the name is missing: an upgrade then costs speed, never correctness.
     (L{writeBuffered}), for the linger's progress check.
   - twistd's exit signal, forgotten after a graceful drain
     (L{forgetExitSignal}); Twisted has no public way to say it.
-  - The PROXY protocol wrapper, whose classes live in a private module
-    (L{HAProxyProtocolWrapper}, L{HAProxyWrappingFactory}) and whose parsed
-    header is a private attribute (L{proxyInfoOf}).
+
+(The PROXY protocol needs no reach any more: sockplay reads the header
+itself, L{sockplay.server.proxyheader}, on Twisted's public
+L{twisted.protocols.policies.ProtocolWrapper}.)
 
 It also holds the typing help for transports (L{StreamTransport},
 L{asStream}) and L{canHalfClose}, which use public names only.
@@ -36,16 +37,12 @@ from twisted.internet.interfaces import (
 )
 
 __all__ = [
-    "HAVE_PROXY_WRAPPER",
     "PRIVATE_NAMES",
-    "HAProxyProtocolWrapper",
-    "HAProxyWrappingFactory",
     "StreamTransport",
     "asStream",
     "canHalfClose",
     "forgetExitSignal",
     "isPlainSocket",
-    "proxyInfoOf",
     "sendNow",
     "shutDownWriteNow",
     "writeBuffered",
@@ -59,9 +56,6 @@ PRIVATE_NAMES = (
     "twisted.internet.abstract.FileDescriptor._writeDisconnected",
     "twisted.internet.tcp.Connection._closeWriteConnection",
     "twisted.internet.base.ReactorBase._exitSignal",
-    "twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper",
-    "twisted.protocols.haproxy._wrapper.HAProxyWrappingFactory",
-    "twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper._proxyInfo",
 )
 
 
@@ -234,32 +228,3 @@ def forgetExitSignal(reactor: object) -> None:
     if getattr(reactor, "_exitSignal", None) is not None:
         reactor._exitSignal = None  # type: ignore[attr-defined]
 
-
-# The PROXY protocol: Twisted's wrapper classes are public only behind
-# proxyEndpoint(); sockplay.server.proxy subclasses them. Where they have
-# moved, the names stand for their public bases, HAVE_PROXY_WRAPPER is
-# False, and sockplay.server.proxy uses the public proxyEndpoint instead.
-try:
-    from twisted.protocols.haproxy._wrapper import (
-        HAProxyProtocolWrapper,
-        HAProxyWrappingFactory,
-    )
-except ImportError:  # pragma: no cover - only with a Twisted that moved them
-    from twisted.protocols.policies import (  # type: ignore[assignment]
-        ProtocolWrapper as HAProxyProtocolWrapper,
-    )
-    from twisted.protocols.policies import (  # type: ignore[assignment]
-        WrappingFactory as HAProxyWrappingFactory,
-    )
-
-    HAVE_PROXY_WRAPPER = False
-else:
-    HAVE_PROXY_WRAPPER = True
-
-
-def proxyInfoOf(wrapper: object) -> object | None:
-    """
-    The PROXY header that C{wrapper} (an L{HAProxyProtocolWrapper}) has
-    parsed, or C{None} while it has not.
-    """
-    return getattr(wrapper, "_proxyInfo", None)

@@ -18,6 +18,7 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     globalLogPublisher,
 )
+from zope.interface import implementer
 
 from sockplay.cli import counted
 from sockplay.framing import Framer, makeFramer
@@ -25,6 +26,7 @@ from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
 from sockplay.server.lifecycle import Drain, Sweep
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
+from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
 
 __all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
@@ -41,6 +43,7 @@ CONNECTION_LOG_LEVELS = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 _MAX_INTERNED = 1024
 
 
+@implementer(IHeaderAdmission)
 class EchoReplyFactory(ConnectionOwner):
     """
     What the connections of one server share: the settings, the clock, the
@@ -52,6 +55,8 @@ class EchoReplyFactory(ConnectionOwner):
     @ivar settings: the L{ServerSettings}.
     @ivar clock: the time source for timers.
     @ivar connections: the admitted connections now open.
+    @ivar awaiting: the connections of C{haproxy:} listeners still awaiting
+        their PROXY header: counted against the limits too.
     @ivar observers: called with a L{ConnectionRecord} when a connection
         closes (metrics subscribe here).
     @ivar openedObservers: called with no argument when a connection is
@@ -77,6 +82,7 @@ class EchoReplyFactory(ConnectionOwner):
         self.clock = clock
         self.hostname = (hostname or socket.gethostname()).encode("utf-8", "backslashreplace")
         self.connections: set[EchoReplyProtocol] = set()
+        self.awaiting: set[ProxyHeaderWrapper] = set()
         self.observers: list[Callable[[ConnectionRecord], object]] = []
         self.openedObservers: list[Callable[[], object]] = []
         self.random = random.Random()
@@ -148,17 +154,78 @@ class EchoReplyFactory(ConnectionOwner):
         """
         for observer in self.openedObservers:
             observer()
+        refusal = self._count(protocol.peerAddress)
+        if refusal is None:
+            self.connections.add(protocol)
+        return refusal
+
+    def _count(self, peer: IAddress | None) -> tuple[str, str] | None:
+        """
+        Count a connection from C{peer} against the limits, or say why it
+        is over one (and leave it uncounted).
+        """
         settings = self.settings
-        if settings.maxConnections and len(self.connections) >= settings.maxConnections:
+        if settings.maxConnections and (
+            len(self.connections) + len(self.awaiting) >= settings.maxConnections
+        ):
             return "busy", "server busy"
-        key = _peerKey(protocol.peerAddress)
+        key = _peerKey(peer)
         if key is not None and settings.maxPerPeer:
             if self._perPeer.get(key, 0) >= settings.maxPerPeer:
                 return "peer-limit", f"too many connections from {key}"
         if key is not None:
             self._perPeer[key] = self._perPeer.get(key, 0) + 1
-        self.connections.add(protocol)
         return None
+
+    def _uncount(self, peer: IAddress | None) -> None:
+        """
+        Release the per-peer count of a connection from C{peer}.
+        """
+        key = _peerKey(peer)
+        if key is not None:
+            left = self._perPeer.get(key, 1) - 1
+            if left > 0:
+                self._perPeer[key] = left
+            else:
+                self._perPeer.pop(key, None)
+
+    # Connections awaiting their PROXY header (IHeaderAdmission)
+
+    @property
+    def headerTimeout(self) -> float:
+        """
+        The idle timeout, which holds from the accept: a connection that
+        has not completed its PROXY header by then is closed.
+        """
+        return self.settings.idleTimeout
+
+    def admitAwaiting(self, connection: ProxyHeaderWrapper) -> bool:
+        """
+        Count a connection that awaits its PROXY header against the limits,
+        under its socket's peer. It is reported to the observers only if it
+        ends before its header is in; once it is, its protocol is admitted
+        (and reported) as any other.
+        """
+        if self._count(connection.peerAddress) is not None:
+            return False
+        self.awaiting.add(connection)
+        return True
+
+    def awaitingEnded(self, connection: ProxyHeaderWrapper, handedOver: bool, detail: str) -> None:
+        """
+        Stop counting a connection that awaited its PROXY header; if it
+        ended there (no header, a bad one, the timeout), log it.
+        """
+        if connection not in self.awaiting:
+            return
+        self.awaiting.discard(connection)
+        self._uncount(connection.peerAddress)
+        if handedOver:
+            return
+        for observer in self.openedObservers:
+            observer()
+        if not (self.settings.quiet and not self.observers):
+            self._record(connection, detail)
 
     def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
         """
@@ -167,21 +234,18 @@ class EchoReplyFactory(ConnectionOwner):
         if protocol in self.connections:
             self.connections.discard(protocol)
             self.sweep.stopIfUnused()
-            key = _peerKey(protocol.peerAddress)
-            if key is not None:
-                left = self._perPeer.get(key, 1) - 1
-                if left > 0:
-                    self._perPeer[key] = left
-                else:
-                    self._perPeer.pop(key, None)
+            self._uncount(protocol.peerAddress)
         if not (self.settings.quiet and not self.observers):
             self._record(protocol)
         if self._drain is not None:
             self._drain.connectionClosed()
 
-    def _record(self, protocol: EchoReplyProtocol) -> None:
+    def _record(self, protocol: EchoReplyProtocol | ProxyHeaderWrapper, detail: str = "") -> None:
         """
         Log what C{protocol}'s connection did and tell the observers.
+
+        @param detail: what the outcome alone does not say (why a PROXY
+            header was refused), or C{""}; never the client's bytes.
         """
         record = ConnectionRecord(
             peer=describeAddress(protocol.peerAddress),
@@ -203,7 +267,8 @@ class EchoReplyFactory(ConnectionOwner):
                 LogLevel.debug if record.outcome == "probe" else LogLevel.info,
                 "Connection closed: {summary}",
                 summary=(
-                    f"{record.peer} on {record.listener}, {record.outcome}, "
+                    f"{record.peer} on {record.listener}, {record.outcome}"
+                    f"{f' ({detail})' if detail else ''}, "
                     f"{counted(record.messages, 'message')}, "
                     f"{counted(record.bytesIn, 'byte')} in, "
                     f"{counted(record.bytesOut, 'byte')} out, {record.duration:.3f} s"
@@ -217,6 +282,7 @@ class EchoReplyFactory(ConnectionOwner):
                 bytesOut=record.bytesOut,
                 duration=record.duration,
                 outcome=record.outcome,
+                **({"detail": detail} if detail else {}),
             )
         for observer in self.observers:
             observer(record)
@@ -251,6 +317,9 @@ class EchoReplyFactory(ConnectionOwner):
 
         @return: fires when no connection is left.
         """
+        for connection in list(self.awaiting):
+            # Owed nothing: closed at once.
+            connection.shutdown()
         self._drain = Drain(self.connections, self.clock)
         return self._drain.start(timeout)
 

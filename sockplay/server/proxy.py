@@ -1,63 +1,156 @@
 """
 The PROXY protocol (HAProxy's), for C{--listen haproxy:...}.
 
-Twisted's wrapper (L{twisted.protocols.haproxy}) connects the wrapped
-protocol as soon as TCP connects, before the PROXY header has arrived, so
-the protocol sees the load balancer's address as its peer; and it drops
-half-closes. This wrapper connects the wrapped protocol only once the header
-is parsed (so C{connectionMade} sees the original client), passes
-half-closes through, and never connects a protocol for a connection that
-sends no header (a load balancer's plain TCP health check).
+L{ProxyHeaderWrapper} reads the header (L{sockplay.server.proxyheader},
+strictly) and only then connects the wrapped protocol, so that its
+C{connectionMade} sees the original client; it passes half-closes through.
+Twisted's own wrapper (L{twisted.protocols.haproxy}) connects the protocol
+before the header, drops half-closes, and trusts the header's contents.
+
+A connection is under the server's limits from the moment it is accepted,
+not only once its header is in: while the header is awaited it counts
+against C{--max-connections} and C{--max-per-peer} (under the socket's own
+peer, the load balancer, until a header names another), and the idle
+timeout ends it. The wrapped factory provides this by L{IHeaderAdmission};
+a factory that does not gets the header parsed, without limits.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
+    ISSLTransport,
     IStreamServerEndpoint,
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.haproxy import proxyEndpoint
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import Attribute, Interface, directlyProvides, implementer, providedBy
 
-from sockplay.server._twisted import (
-    HAVE_PROXY_WRAPPER,
-    HAProxyProtocolWrapper,
-    HAProxyWrappingFactory,
-    proxyInfoOf,
-)
+from sockplay.server.proxyheader import HeaderParser, InvalidProxyHeader, ProxyHeader
 
-__all__ = ["ProxiedEndpoint", "ProxyHeaderWrapper", "ProxyWrappingFactory", "localAddress"]
+__all__ = [
+    "HeaderState",
+    "IHeaderAdmission",
+    "ProxiedEndpoint",
+    "ProxyHeaderWrapper",
+    "ProxyWrappingFactory",
+    "localAddress",
+]
 
 
-class _Collector:
+class IHeaderAdmission(Interface):
     """
-    Stands in for the wrapped protocol while the header is parsed, keeping
-    the bytes that follow the header.
+    A factory whose limits hold for a connection from its accept, while its
+    PROXY header is still awaited.
     """
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+    clock = Attribute("The IReactorTime that times the wait for the header.")
+    headerTimeout = Attribute(
+        "Seconds a connection may take to complete its header; 0 for no limit."
+    )
+    needsLocalAddress = Attribute(
+        "Whether a connection must learn its local address (for the connection log)."
+    )
 
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
+    def intern(address: IAddress) -> IAddress:
+        """
+        One shared object per distinct local address.
+        """
+
+    def admitAwaiting(connection: ProxyHeaderWrapper) -> bool:
+        """
+        Count C{connection}, which awaits its header, against the limits,
+        under its socket's peer.
+
+        @return: whether it is within them; if not, it is not counted, and
+            the wrapped protocol is connected at once to refuse it as it
+            refuses any connection over a limit.
+        """
+
+    def awaitingEnded(connection: ProxyHeaderWrapper, handedOver: bool, detail: str) -> None:
+        """
+        C{connection} awaits its header no more: stop counting it.
+
+        @param handedOver: its header is in and its wrapped protocol is
+            about to be connected (and counted); if C{False}, the connection
+            ended before that, and is logged with its C{outcome}.
+        @param detail: why, where the outcome alone does not say (the rule
+            a refused header breaks), or C{""}.
+        """
+
+
+class HeaderState(enum.Enum):
+    """
+    Where a L{ProxyHeaderWrapper} is.
+
+    @cvar AWAITING: reading the header; limits and the timeout apply.
+    @cvar CONNECTED: the wrapped protocol is connected (header in, or
+        refused over a limit at accept); bytes pass through.
+    @cvar ENDED: the wrapper ended the connection itself (a bad header, the
+        timeout, a drain); whatever still arrives is discarded.
+    """
+
+    AWAITING = "awaiting"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+_CONNECTED = HeaderState.CONNECTED
+
+# The log's word on a connection that ended while its header was awaited.
+_INCOMPLETE = "PROXY header incomplete"
 
 
 @implementer(IHalfCloseableProtocol)
-class ProxyHeaderWrapper(HAProxyProtocolWrapper):
+class ProxyHeaderWrapper(ProtocolWrapper):
     """
-    Parse the PROXY header (v1 or v2), then connect the wrapped protocol.
+    Reads the PROXY header (v1 or v2), then connects the wrapped protocol.
+
+    Until then it stands for the connection in the factory's accounting and
+    connection log, with the attributes the log reads.
+
+    @ivar header: the header, once read.
+    @ivar state: the L{HeaderState}.
+    @ivar peerAddress: the socket's peer (the load balancer).
+    @ivar hostAddress: the socket's local address, where the factory needs it.
+    @ivar overTLS: whether the socket is a TLS connection.
+    @ivar bytesIn: bytes received while the header was awaited.
+    @ivar startedAt: when the connection was accepted.
+    @ivar outcome: why the wrapper ended the connection, if it did.
     """
 
-    _connected = False
+    messages = 0
+    bytesOut = 0
+
+    def __init__(
+        self, factory: WrappingFactory[ProxyHeaderWrapper], wrappedProtocol: Any
+    ) -> None:
+        super().__init__(factory, wrappedProtocol)
+        self.header: ProxyHeader | None = None
+        self.state = HeaderState.AWAITING
+        self.peerAddress: IAddress | None = None
+        self.hostAddress: IAddress | None = None
+        self.overTLS = False
+        self.bytesIn = 0
+        self.startedAt = 0.0
+        self.outcome: str | None = None
+        self._detail = ""
+        self._parser = HeaderParser()
+        self._timer: IDelayedCall | None = None
+        self._admission: IHeaderAdmission | None = IHeaderAdmission(
+            factory.wrappedFactory, None
+        )
 
     def makeConnection(self, transport: ITransport) -> None:
         # As ProtocolWrapper does, but the wrapped protocol is connected
@@ -65,56 +158,144 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
+        admission = self._admission
+        if admission is None:
+            return
+        self.peerAddress = transport.getPeer()
+        self.startedAt = admission.clock.seconds()
+        if admission.needsLocalAddress:
+            self.hostAddress = admission.intern(transport.getHost())
+            self.overTLS = ISSLTransport.providedBy(transport)
+        if not admission.admitAwaiting(self):
+            # Over a limit already: the wrapped protocol refuses it, with
+            # its error reply and log line, under the socket's peer.
+            self.state = _CONNECTED
+            self.wrappedProtocol.makeConnection(cast(ITransport, self))
+            return
+        if admission.headerTimeout > 0:
+            self._timer = admission.clock.callLater(admission.headerTimeout, self._timedOut)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._connected:
+        if self.state is _CONNECTED:
             self.wrappedProtocol.dataReceived(data)
             return
-        protocol, collector = self.wrappedProtocol, _Collector()
-        self.wrappedProtocol = collector  # type: ignore[assignment]
-        try:
-            super().dataReceived(data)
-        finally:
-            self.wrappedProtocol = protocol
-        if proxyInfoOf(self) is None or self._isDisconnecting():
+        if self.state is HeaderState.ENDED:
             return
-        self._connected = True
-        protocol.makeConnection(cast(ITransport, self))
-        for chunk in collector.chunks:
-            if self._isDisconnecting():
-                break
-            protocol.dataReceived(chunk)
+        self.bytesIn += len(data)
+        try:
+            header = self._parser.feed(data)
+        except InvalidProxyHeader as e:
+            self._end("bad-header", str(e))
+            return
+        if header is not None:
+            self.header = header
+            rest, self._parser.rest = self._parser.rest, b""
+            self._connect(rest)
+
+    def _connect(self, rest: bytes) -> None:
+        """
+        AWAITING to CONNECTED: hand the connection to the wrapped protocol,
+        with the bytes that followed the header.
+        """
+        self._cancelTimer()
+        self.state = _CONNECTED
+        if self._admission is not None:
+            self._admission.awaitingEnded(self, True, "")
+        self.wrappedProtocol.makeConnection(cast(ITransport, self))
+        if rest and not self._isDisconnecting():
+            self.wrappedProtocol.dataReceived(rest)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        self._end("idle-timeout", _INCOMPLETE)
+
+    def _end(self, outcome: str, detail: str = "") -> None:
+        """
+        AWAITING to ENDED: close the connection; there is no framing to
+        answer in before the header, so nothing is sent.
+        """
+        self._cancelTimer()
+        self.state = HeaderState.ENDED
+        self.outcome = outcome
+        self._detail = detail
+        self.loseConnection()  # type: ignore[no-untyped-call]
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _isDisconnecting(self) -> bool:
-        # The wrapper may have dropped a bad header, or the wrapped protocol
-        # closed the connection while it was fed.
+        # The wrapped protocol may have closed the connection while it was
+        # connected (refused it over a limit).
         return bool(getattr(self.transport, "disconnecting", False))
+
+    # What the drain and the factory's accounting ask of a connection that
+    # awaits its header.
+
+    def shutdown(self) -> None:
+        """
+        The server is draining: a connection still awaiting its header is
+        owed nothing, so it closes at once.
+        """
+        if self.state is HeaderState.AWAITING:
+            self._end("shutdown", _INCOMPLETE)
+
+    # The address the header names, else the socket's.
+
+    def getPeer(self) -> IAddress:
+        if self.header is not None and self.header.source is not None:
+            return self.header.source
+        return cast(ITransport, self.transport).getPeer()
+
+    def getHost(self) -> IAddress:
+        if self.header is not None and self.header.destination is not None:
+            return self.header.destination
+        return cast(ITransport, self.transport).getHost()
+
+    # Half-closes pass through once the wrapped protocol is connected.
 
     def readConnectionLost(self) -> None:
         halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if self._connected and halfCloseable is not None:
+        if self.state is _CONNECTED and halfCloseable is not None:
             halfCloseable.readConnectionLost()
+        elif self.state is HeaderState.AWAITING:
+            if self.bytesIn:
+                self._end("no-message", _INCOMPLETE)
+            else:
+                self._end("probe")
         else:
             self.loseConnection()  # type: ignore[no-untyped-call]
 
     def writeConnectionLost(self) -> None:
         halfCloseable = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if self._connected and halfCloseable is not None:
+        if self.state is _CONNECTED and halfCloseable is not None:
             halfCloseable.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._connected:
+        if self.state is _CONNECTED:
             super().connectionLost(reason)  # type: ignore[no-untyped-call]
-        else:
-            self.factory.unregisterProtocol(self)
+            return
+        self._cancelTimer()
+        self.factory.unregisterProtocol(self)
+        if self.state is HeaderState.AWAITING:
+            # The client went away before its header was complete.
+            if not self.bytesIn:
+                self.outcome = "probe"
+            else:
+                self.outcome = "no-message" if reason.check(ConnectionDone) else "reset"
+                self._detail = _INCOMPLETE
+        self.state = HeaderState.ENDED
+        if self._admission is not None:
+            self._admission.awaitingEnded(self, False, self._detail)
 
 
-class ProxyWrappingFactory(HAProxyWrappingFactory):
+class ProxyWrappingFactory(WrappingFactory[ProxyHeaderWrapper]):
     """
     Wraps each connection's protocol in a L{ProxyHeaderWrapper}.
     """
 
-    protocol = ProxyHeaderWrapper  # type: ignore[assignment]
+    protocol = ProxyHeaderWrapper
     # The listener logs its own line; "Starting factory <...>" would be noise.
     noisy = False
 
@@ -132,12 +313,6 @@ class ProxiedEndpoint:
         self.wrapped = endpoint
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        if not HAVE_PROXY_WRAPPER:
-            # A Twisted whose wrapper classes moved: its public endpoint
-            # still parses the header, but connects the protocol at once.
-            return cast(
-                "Deferred[IListeningPort]", proxyEndpoint(self.wrapped).listen(protocolFactory)
-            )
         factory: Any = ProxyWrappingFactory(protocolFactory)  # type: ignore[no-untyped-call]
         return self.wrapped.listen(factory)
 
@@ -147,6 +322,9 @@ def localAddress(transport: ITransport) -> IAddress:
     The local address of the socket under C{transport}: through a PROXY
     wrapper, the real socket's rather than the one the header names.
     """
-    if isinstance(transport, ProxyHeaderWrapper) and transport.transport is not None:
-        return transport.transport.getHost()
+    if isinstance(transport, ProxyHeaderWrapper):
+        if transport.hostAddress is not None:
+            return transport.hostAddress
+        if transport.transport is not None:
+            return transport.transport.getHost()
     return transport.getHost()

@@ -114,8 +114,8 @@ class ConnectionRecord:
         reset the connection without sending a byte, as a health check
         does), C{no-message}, C{too-long}, C{truncated}, C{idle-timeout},
         C{busy}, C{peer-limit}, C{reset} (by the client), C{aborted} (the
-        client did not close in time), C{shutdown}, C{dropped} or
-        C{reset-injected}.
+        client did not close in time), C{shutdown}, C{dropped},
+        C{reset-injected} or C{bad-header} (a PROXY header refused).
     """
 
     peer: str

@@ -17,9 +17,8 @@ from support.realreactor import globalReactor, resultOf, spinUntil
 from twisted.internet import abstract, tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 
 from sockplay.server import EchoReplyFactory, ServerSettings, _twisted, proxy
 from sockplay.server._twisted import (
@@ -34,9 +33,6 @@ from sockplay.server._twisted import (
 # how to make one to look at.
 _INSTANCES: dict[type, Callable[[], object]] = {
     abstract.FileDescriptor: lambda: abstract.FileDescriptor(reactor=MemoryReactor()),
-    HAProxyProtocolWrapper: lambda: HAProxyProtocolWrapper(
-        HAProxyWrappingFactory(Factory()), Protocol()
-    ),
 }
 
 
@@ -231,23 +227,10 @@ class _RecordingEndpoint:
         return succeed(None)
 
 
-def test_proxyFallsBackToPublicEndpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    """
-    Where Twisted's PROXY wrapper classes have moved, C{haproxy:} listeners
-    use Twisted's public C{proxyEndpoint}, which still parses the header.
-    """
-    inner = _RecordingEndpoint()
-    monkeypatch.setattr(proxy, "HAVE_PROXY_WRAPPER", False)
-    proxy.ProxiedEndpoint(inner).listen(Factory())  # type: ignore[arg-type]
-    [wrapping] = inner.factories
-    assert isinstance(wrapping, HAProxyWrappingFactory)
-    assert not isinstance(wrapping, proxy.ProxyWrappingFactory)
-
-
 def test_proxyUsesOwnWrapper() -> None:
     """
-    With the wrapper classes where expected, C{haproxy:} listeners use
-    sockplay's wrapper, which connects the protocol after the header.
+    C{haproxy:} listeners use sockplay's wrapper, on Twisted's public
+    L{ProtocolWrapper}: no private name of Twisted's PROXY support is used.
     """
     inner = _RecordingEndpoint()
     proxy.ProxiedEndpoint(inner).listen(Factory())  # type: ignore[arg-type]
