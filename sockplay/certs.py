@@ -59,6 +59,7 @@ else:
 
 __all__ = [
     "DEFAULT_DAYS",
+    "MAX_DAYS",
     "SERVER_NAMES",
     "CertificateError",
     "CertificateFiles",
@@ -72,6 +73,11 @@ __all__ = [
 # Short on purpose: these are for trying things out, and a leaked throwaway
 # key should not stay useful for long.
 DEFAULT_DAYS = 30
+
+# The longest --days: a century. A throwaway certificate has no use for
+# more, and the date stays far within both the CA's own validity (to the
+# year 3000) and what a date can hold (the year 9999).
+MAX_DAYS = 36500
 
 # What the server certificate is valid for: this machine, by name and by
 # loopback address.
@@ -268,8 +274,8 @@ class Options(CommandOptions):
     )
     optFlags = [["force", None, "Replace existing files."]]
     optParameters = [
-        ["days", None, DEFAULT_DAYS, "How many days the server certificate stays valid.",
-         number("--days", int, 0, positive=True)],
+        ["days", None, DEFAULT_DAYS, f"How many days the server certificate stays valid "
+         f"(at most {MAX_DAYS}).", number("--days", int, 0, MAX_DAYS, positive=True)],
     ]
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
@@ -297,6 +303,9 @@ class Options(CommandOptions):
         super().parseOptions([*ordered, "--", *args])
 
     def parseArgs(self, directory: str) -> None:  # type: ignore[override]
+        if not directory:
+            # Path("") is the current directory: say so rather than write there.
+            raise usage.UsageError("DIR must be a directory name, not ''; use . for this one")
         self["directory"] = Path(directory)
 
 

@@ -64,6 +64,8 @@ def number(
     if positive:
         bounds = "" if minimum == 0 else f" above {minimum}"
         what = "positive " + what if minimum == 0 else what
+        if maximum is not None:
+            bounds += f" up to {maximum}"
     elif maximum is not None:
         bounds = f" from {minimum} to {maximum}"
     else:
@@ -122,6 +124,21 @@ def port(value: str) -> int:
     A TCP port number to connect to: 1 to 65535.
     """
     return number("--port", int, 1, 65535)(value)
+
+
+def _nonEmpty(option: str, what: str) -> Callable[[str], str]:
+    """
+    A coerce function for C{option}, which names C{what} it must be: any
+    text but the empty string (which would otherwise pass for "not given").
+    """
+
+    def coerce(value: str) -> str:
+        if not value:
+            raise ValueError(f"{option} must be {what}, not ''")
+        return value
+
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
 
 
 def version() -> str:
@@ -193,10 +210,12 @@ class TargetOptions(CommandOptions):
     """
 
     optParameters = [
-        ["host", "H", DEFAULT_HOST, "Server host name or address."],
+        ["host", "H", DEFAULT_HOST, "Server host name or address.",
+         _nonEmpty("--host", "a host name or an IP address")],
         ["port", "p", DEFAULT_PORT, "Server TCP port.", port],
         ["connect", "c", None, "A Twisted client endpoint string (tcp:host=...:port=..., "
-         "unix:path=..., ...); overrides --host and --port."],
+         "unix:path=..., ...); overrides --host and --port.",
+         _nonEmpty("--connect", "an endpoint string such as tcp:host=...:port=...")],
     ]
 
     def target(self) -> str:

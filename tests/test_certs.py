@@ -16,12 +16,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import verification
-from support.servers import DEADLINE, assertOneErrorLine
+from support.servers import DEADLINE, assertOneErrorLine, assertUsageError, run
 from twisted.internet.endpoints import serverFromString
 
 import sockplay.certs
 from sockplay.certs import (
     DEFAULT_DAYS,
+    MAX_DAYS,
     CertificateError,
     CertificateFiles,
     listenDescription,
@@ -229,22 +230,60 @@ def test_daysOption(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert before + datetime.timedelta(days=7) <= notAfter <= after + datetime.timedelta(days=7)
 
 
-@pytest.mark.parametrize("days", ["0", "-1", "seven"])
-def test_daysMustBePositive(
+@pytest.mark.parametrize("days", ["0", "-1", "seven", "36501", "3000000", "300000000000"])
+def test_daysMustBePositiveAndBounded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
 ) -> None:
     """
-    C{--days} that is not a positive whole number is a usage error (exit 2)
-    that names the option, and nothing is written.
+    C{--days} that is not a positive whole number up to L{MAX_DAYS} (past
+    which the date would overflow) is a usage error (exit 2) that names the
+    option, and nothing is written.
     """
     with pytest.raises(SystemExit) as exited:
         main(["--days", days, str(tmp_path)])
     assert exited.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"Error: --days must be a positive whole number, not {days!r}",
+        f"Error: --days must be a positive whole number up to {MAX_DAYS}, not {days!r}",
         "Try 'python -m sockplay.certs --help'.",
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mostDays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    L{MAX_DAYS} is accepted: the certificate is valid that long.
+    """
+    main(["--days", str(MAX_DAYS), str(tmp_path)])
+    assert f"valid for {MAX_DAYS} days)." in capsys.readouterr().out
+    notAfter = load(tmp_path / "server.pem").not_valid_after_utc
+    assert notAfter.year >= datetime.datetime.now(datetime.timezone.utc).year + 99
+
+
+@pytest.mark.parametrize("days", ["3000000", "300000000000"])
+def test_hugeDaysOneErrorLine(tmp_path: Path, days: str) -> None:
+    """
+    The real command with C{--days} past any date (issue 10: a traceback
+    before): one C{Error:} line and where help is, exit 2; nothing written.
+    """
+    done = run([sys.executable, "-m", "sockplay.certs", "d", "--days", days], tmp_path)
+    assertUsageError(
+        done,
+        f"--days must be a positive whole number up to {MAX_DAYS}, not {days!r}",
+        "python -m sockplay.certs",
+    )
+    assert not (tmp_path / "d").exists()
+
+
+def test_emptyDirectoryRefused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    An empty DIR is a usage error, not the current directory in disguise.
+    """
+    with pytest.raises(SystemExit) as exited:
+        main([""])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "Error: DIR must be a directory name, not ''; use . for this one"
+    )
 
 
 def test_missingTrustme(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from twisted.python import usage
 
-from sockplay.cli import CommandOptions, counted, number, port, splitEndpoint
+from sockplay.cli import CommandOptions, TargetOptions, counted, number, port, splitEndpoint
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,10 @@ def test_accepted(coerce: object, value: str, expected: float) -> None:
         (number("--r", float, 0.0, 1.0), "1.5", "--r must be a number from 0.0 to 1.0, not '1.5'"),
         (port, "0", "--port must be a whole number from 1 to 65535, not '0'"),
         (port, "65536", "--port must be a whole number from 1 to 65535, not '65536'"),
+        (number("--d", float, 0.0, 60.0, positive=True), "61",
+         "--d must be a positive number up to 60.0, not '61'"),
+        (number("--d", float, 0.0, 60.0, positive=True), "0",
+         "--d must be a positive number up to 60.0, not '0'"),
     ],
 )
 def test_refused(coerce: object, value: str, message: str) -> None:
@@ -126,6 +130,24 @@ def test_splitEndpoint() -> None:
     """
     assert splitEndpoint("tcp:host=\\:\\:1:port=12345") == ["tcp", "host=::1", "port=12345"]
     assert splitEndpoint("unix:path=/a\\\\b") == ["unix", "path=/a\\b"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--host", "--host must be a host name or an IP address, not ''"),
+        ("--connect", "--connect must be an endpoint string such as tcp:host=...:port=..., "
+         "not ''"),
+    ],
+)
+def test_emptyTargetRefused(option: str, message: str) -> None:
+    """
+    An empty C{--host} or C{--connect} is a usage error in every tool that
+    takes them, not a traceback or "not given".
+    """
+    with pytest.raises(usage.UsageError) as raised:
+        TargetOptions().parseOptions([option, ""])
+    assert str(raised.value) == message
 
 
 def test_coerceErrorsInOurWords() -> None:

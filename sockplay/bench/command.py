@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from twisted.python import usage
@@ -68,14 +68,33 @@ SPARE_DESCRIPTORS = 64
 _PATTERN = bytes(range(33, 127))
 
 
-def _messageSize(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise ValueError(f"--message-size must be a whole number of bytes, not {value!r}")
-    return number
+# The largest --message-size, and the most bytes in flight on one
+# connection (--pipeline messages): 64 MiB, a thousand times the server's
+# default --max-message. The bench holds the message and writes up to a
+# pipeline's worth at once, so this also bounds its memory.
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+# The most requests in flight per connection: far more than any client
+# pipelines; past it, a run measures socket buffers, not the server.
+MAX_PIPELINE = 1024
+
+# The longest --duration, --hold, --deadline or --timeout, in seconds: a
+# month, longer than any soak test, and within the loop's nanosecond clock
+# arithmetic (a float of seconds times 10**9 must stay finite).
+MAX_SECONDS = 30 * 24 * 3600.0
+
+# The lowest --rate, in requests per second: one every quarter of an hour
+# is no load; slower, the time between requests overflows the loop's clock
+# arithmetic somewhere below 1e-290.
+MIN_RATE = 0.001
+
+
+def _seconds(option: str) -> Callable[[str], float]:
+    """
+    A coerce function for a positive number of seconds, at most
+    L{MAX_SECONDS}.
+    """
+    return cli.number(option, float, 0.0, MAX_SECONDS, positive=True)
 
 
 class Options(cli.TargetOptions):
@@ -104,31 +123,32 @@ class Options(cli.TargetOptions):
         ["prefix", None, DEFAULT_PREFIX, "The reply prefix the server uses."],
         ["message", "m", None, f"The message to send. [default: {DEFAULT_MESSAGE}]"],
         ["message-size", None, None, "Send a message of this many bytes (printable ASCII) "
-         "instead of --message.", _messageSize],
+         f"instead of --message (at most {MAX_MESSAGE_SIZE}).",
+         cli.number("--message-size", int, 0, MAX_MESSAGE_SIZE)],
         ["connections", None, DEFAULT_CONNECTIONS,
          "Exchanges at once (--keep-open: connections).", cli.number("--connections", int, 1)],
         ["duration", "d", None, f"Seconds to send requests for. [default: {DEFAULT_DURATION:g}]",
-         cli.number("--duration", float, 0.0, positive=True)],
+         _seconds("--duration")],
         ["requests", "n", None, "Send this many requests in all, instead of a duration.",
          cli.number("--requests", int, 1)],
         ["pipeline", None, 1, "Requests in flight per connection (with --keep-open).",
-         cli.number("--pipeline", int, 1)],
+         cli.number("--pipeline", int, 1, MAX_PIPELINE)],
         ["rate", None, None, "Open loop: requests per second in all, latency counted from "
          "when each was due. [default: closed loop]",
-         cli.number("--rate", float, 0.0, positive=True)],
+         cli.number("--rate", float, MIN_RATE)],
         ["processes", None, 1, "Spread the load over this many processes.",
          cli.number("--processes", int, 1)],
         ["hold", None, None, "Make one exchange on each connection, then hold them all open, "
          "idle, this many seconds (to measure what idle connections cost).",
-         cli.number("--hold", float, 0.0, positive=True)],
+         _seconds("--hold")],
         ["deadline", None, None, "Hard bound on the whole run, in seconds. [default: the "
          f"duration + {DEADLINE_MARGIN:g}; {REQUESTS_DEADLINE:g} with --requests; the hold "
          f"+ {REQUESTS_DEADLINE:g} with --hold]",
-         cli.number("--deadline", float, 0.0, positive=True)],
+         _seconds("--deadline")],
         ["timeout", None, DEFAULT_TIMEOUT, "Seconds the server may keep an exchange waiting "
          "(for the next byte of a reply; one-shot: also for the close after it) before it fails "
          "as a timeout; if no exchange is answered in time, the run stops.",
-         cli.number("--timeout", float, 0.0, positive=True)],
+         _seconds("--timeout")],
         ["max-errors", None, DEFAULT_MAX_ERRORS, "Stop after this many errors.",
          cli.number("--max-errors", int, 1)],
     ]
@@ -137,6 +157,7 @@ class Options(cli.TargetOptions):
         framing = self["framing"]
         if self["message"] is not None and self["message-size"] is not None:
             raise usage.UsageError("--message and --message-size cannot be used together")
+
         if self["message-size"] is not None:
             size = self["message-size"]
             message = (_PATTERN * (size // len(_PATTERN) + 1))[:size]
@@ -159,6 +180,12 @@ class Options(cli.TargetOptions):
             self["duration"] = DEFAULT_DURATION
         if framing == "raw" and not message:
             raise usage.UsageError("an empty message cannot be sent in raw framing")
+        if len(message) * self["pipeline"] > MAX_MESSAGE_SIZE:
+            raise usage.UsageError(
+                f"--pipeline {self['pipeline']} of {len(message)}-byte messages puts more than "
+                f"{MAX_MESSAGE_SIZE} bytes in flight per connection: use a smaller --pipeline "
+                "or message"
+            )
         if framing == "line" and (b"\n" in message or message.endswith(b"\r")):
             raise usage.UsageError(
                 "in line framing the message cannot contain LF or end with CR"

@@ -13,11 +13,15 @@ escaped: C{tcp:host=\\:\\:1:port=12345}.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
+
+import idna
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 
 from sockplay.cli import splitEndpoint
 
-__all__ = ["HOST_KINDS", "SHAPE", "BadConnect", "HostTarget", "parseConnect"]
+__all__ = ["HOST_KINDS", "SHAPE", "BadConnect", "HostTarget", "hostNameProblem", "parseConnect"]
 
 # The example every "cannot parse" message ends with.
 SHAPE = "an endpoint looks like tcp:host=...:port=..."
@@ -56,6 +60,36 @@ class HostTarget(NamedTuple):
     bindAddress: str | None = None
 
 
+def hostNameProblem(host: str, strict: bool = True) -> str | None:
+    """
+    Why C{host} is neither an IP address nor a host name the client can
+    look up, or C{None} if it is one.
+
+    @param strict: check a name by IDNA 2008 (the C{idna} package), as
+        Twisted's C{HostnameEndpoint} and its TLS name check do; otherwise
+        only as the system resolver behind a C{tcp:} endpoint needs it
+        (Python's own IDNA codec), which takes names such as C{my_host}
+        that those refuse.
+    @return: the reason, for a message: C{"it is empty"}, or what IDNA
+        says is wrong with the name.
+    """
+    if isIPAddress(host) or isIPv6Address(host):
+        return None
+    if not host:
+        return "it is empty"
+    try:
+        if strict:
+            idna.encode(host)
+        else:
+            host.encode("idna")
+    except UnicodeError as e:
+        reason = str(e)
+        # Python's codec wraps its reason in its own words.
+        inner = reason.partition("(UnicodeError: ")[2]
+        return inner.removesuffix(")") if inner else reason
+    return None
+
+
 def _unescapedColon(description: str, host: str) -> bool:
     """
     Whether the host looks cut at an unescaped colon, as an IPv6 address
@@ -80,7 +114,9 @@ def parseConnect(description: str) -> HostTarget | None:
         (C{unix:}, or a kind a plugin adds).
     @raise BadConnect: if the string has no kind, or a C{tcp:}, C{tcp6:}
         or C{ssl:} string lacks a host or a port, has an argument the client
-        does not take, or a port that is not a number.
+        does not take, a host that cannot be looked up (L{hostNameProblem}),
+        a port that is not a number from 1 to 65535, or a timeout that is
+        not a positive number.
     """
     kind, *arguments = splitEndpoint(description)
     if not arguments or not kind:
@@ -109,6 +145,9 @@ def parseConnect(description: str) -> HostTarget | None:
         if _unescapedColon(description, host):
             raise bad(_ESCAPE)
         raise bad(f"unexpected {positional[0]!r}" if positional else "no host")
+    problem = hostNameProblem(host, strict=False)
+    if problem is not None:
+        raise bad(f"the host {host!r} is not a host name or an IP address ({problem})")
     if "port" not in named:
         raise bad("no port")
     try:
@@ -128,4 +167,6 @@ def parseConnect(description: str) -> HostTarget | None:
             timeout = float(named["timeout"])
         except ValueError:
             raise bad("the timeout is not a number") from None
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise bad(f"the timeout must be a positive number of seconds, not {named['timeout']!r}")
     return HostTarget(kind, host, port, timeout, named.get("bindAddress"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from sockplay.cli import TargetOptions, number
-from sockplay.client.connect import BadConnect, HostTarget, parseConnect
+from sockplay.client.connect import BadConnect, HostTarget, hostNameProblem, parseConnect
 from sockplay.framing import checkKeepOpen, framingOption
 
 __all__ = [
@@ -119,6 +119,15 @@ class Options(TargetOptions):
                 self.connectTarget = parseConnect(self["connect"])
             except BadConnect as e:
                 raise usage.UsageError(str(e)) from None
+        else:
+            # Checked as Twisted's HostnameEndpoint will, which would
+            # otherwise fail only once it connects.
+            problem = hostNameProblem(self["host"])
+            if problem is not None:
+                raise usage.UsageError(
+                    f"--host must be a host name or an IP address, not {self['host']!r} "
+                    f"({problem})"
+                )
         self._checkTLS()
         self._checkProbe()
         self._checkRetries()
@@ -134,7 +143,8 @@ class Options(TargetOptions):
     def _checkTLS(self) -> None:
         tls = self.usesTLS()
         for option in ("ca", "server-name", "insecure"):
-            if self[option] and not tls:
+            given = self[option] if option == "insecure" else self[option] is not None
+            if given and not tls:
                 raise usage.UsageError(f"--{option} needs --tls (or a --connect ssl: string)")
         if not tls:
             return
@@ -151,6 +161,15 @@ class Options(TargetOptions):
             raise usage.UsageError(
                 "TLS over this --connect endpoint needs --server-name: the name the server's "
                 "certificate must be valid for"
+            )
+        # Checked as Twisted's TLS checks it, which would otherwise fail only
+        # once it connects.
+        name = self.serverName()
+        problem = hostNameProblem(name)
+        if problem is not None:
+            raise usage.UsageError(
+                f"the TLS server name {name!r} is not a host name or an IP address ({problem}); "
+                "--server-name sets it"
             )
 
     def _checkProbe(self) -> None:
@@ -198,4 +217,6 @@ class Options(TargetOptions):
         The name the server's TLS certificate must be valid for:
         C{--server-name}, or the host connected to.
         """
-        return str(self["server-name"] or self.lookupHost() or self["host"])
+        if self["server-name"] is not None:
+            return str(self["server-name"])
+        return str(self.lookupHost() or self["host"])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
 from twisted.python import usage
 
@@ -40,6 +41,23 @@ DEFAULT_LISTEN = f"tcp:{DEFAULT_PORT}:interface={LOOPBACK}"
 # A port to listen on: 0 lets the system pick a free one.
 _listenPort = number("--port", int, 0, 65535)
 _udpPort = number("--udp", int, 0, 65535)
+
+
+def _udpInterface(value: str) -> str:
+    """
+    The address the C{--udp} listeners bind to: an IPv4 or IPv6 address,
+    or C{""} for every IPv4 address (what Twisted's UDP port accepts; it
+    takes no host name).
+    """
+    if value and not (isIPAddress(value) or isIPv6Address(value)):
+        raise ValueError(
+            f"--udp-interface must be an IPv4 or IPv6 address (such as 127.0.0.1 or ::1), "
+            f"not {value!r}"
+        )
+    return value
+
+
+_udpInterface.coerceDoc = ""  # type: ignore[attr-defined]
 
 # Long enough for in-flight replies on a loaded server; shorter than the
 # usual 30 s a supervisor (systemd, Kubernetes) waits before SIGKILL.
@@ -95,7 +113,8 @@ class Options(CommandOptions):
          number("--drain-timeout", float, 0.0)],
         ["metrics", None, None, "Serve Prometheus /metrics and /healthz over HTTP on this "
          "endpoint, such as tcp:9100:interface=127.0.0.1."],
-        ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to."],
+        ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to (an IPv4 "
+         "or IPv6 address; '' for every IPv4 address).", _udpInterface],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
          "typical). A worker that dies is restarted.", number("--workers", int, 1)],
         ["banner", None, None, "Text the server sends on connect, before reading, framed "
@@ -216,7 +235,7 @@ class Options(CommandOptions):
         """
         endpoints = []
         for option, description in [("--listen", d) for d in self["listen"]] + (
-            [("--metrics", self["metrics"])] if self["metrics"] else []
+            [("--metrics", self["metrics"])] if self["metrics"] is not None else []
         ):
             try:
                 # Parsing builds the endpoint without touching the reactor

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import ast
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 from support.bench import PREFIX
+from support.servers import assertUsageError, run
 from twisted.python import usage
 
 import sockplay.bench
 from sockplay import cli
-from sockplay.bench.command import Options, ensureDescriptors, makePlans
+from sockplay.bench.command import (
+    MAX_MESSAGE_SIZE,
+    MAX_PIPELINE,
+    MAX_SECONDS,
+    Options,
+    ensureDescriptors,
+    makePlans,
+)
 from sockplay.bench.target import BenchError
 
 
@@ -94,7 +103,25 @@ def test_modes() -> None:
         (["--hold", "1", "--rate", "10"], "--hold cannot be used with --rate"),
         (["--connections", "2", "--processes", "3"], "--processes cannot be more"),
         (["--connections", "0"], "--connections must be a whole number of at least 1"),
-        (["--rate", "-5"], "--rate must be a positive number"),
+        (["--rate", "-5"], "--rate must be a number of at least 0.001, not '-5'"),
+        (["--rate", "1e-300"], "--rate must be a number of at least 0.001, not '1e-300'"),
+        (["--message-size", "1000000000000000"],
+         f"--message-size must be a whole number from 0 to {MAX_MESSAGE_SIZE}, "
+         "not '1000000000000000'"),
+        (["--message-size", "-1"], "--message-size must be a whole number from 0 to"),
+        (["--duration", "1e300"],
+         f"--duration must be a positive number up to {MAX_SECONDS}, not '1e300'"),
+        (["--hold", "1e300"], f"--hold must be a positive number up to {MAX_SECONDS}"),
+        (["--deadline", "1e300"], f"--deadline must be a positive number up to {MAX_SECONDS}"),
+        (["--timeout", "1e300"], f"--timeout must be a positive number up to {MAX_SECONDS}"),
+        (["-k", "-f", "line", "--pipeline", "1000000000000000"],
+         f"--pipeline must be a whole number from 1 to {MAX_PIPELINE}"),
+        (["-k", "-f", "line", "--pipeline", "1024", "--message-size", "65537"],
+         "--pipeline 1024 of 65537-byte messages puts more than 67108864 bytes in flight per "
+         "connection: use a smaller --pipeline or message"),
+        (["--host", ""], "--host must be a host name or an IP address, not ''"),
+        (["--connect", ""],
+         "--connect must be an endpoint string such as tcp:host=...:port=..., not ''"),
         (["--port", "70000"], "--port must be a whole number from 1 to 65535"),
         (["--framing", "xml"], "--framing must be one of"),
     ],
@@ -107,6 +134,31 @@ def test_badOptions(argv: list[str], message: str) -> None:
     with pytest.raises(usage.UsageError) as caught:
         parse(*argv)
     assert message in str(caught.value)
+
+
+def test_largestMessageAndPipeline() -> None:
+    """
+    The bounds themselves are accepted: a L{MAX_MESSAGE_SIZE} message, and
+    L{MAX_PIPELINE} requests in flight while they fit in it.
+    """
+    assert len(parse("--message-size", str(MAX_MESSAGE_SIZE))["message"]) == MAX_MESSAGE_SIZE
+    config = parse("-k", "-f", "line", "--pipeline", str(MAX_PIPELINE), "--message-size", "100")
+    assert config["pipeline"] == MAX_PIPELINE
+
+
+def test_hugeMessageSizeOneErrorLine(tmp_path: Path) -> None:
+    """
+    The real command with a C{--message-size} no memory holds (issue 10: a
+    MemoryError traceback) is one C{Error:} line and where help is, exit 2.
+    """
+    result = run([sys.executable, "-m", "sockplay.bench", "--message-size",
+                  "1000000000000000"], tmp_path)
+    assertUsageError(
+        result,
+        f"--message-size must be a whole number from 0 to {MAX_MESSAGE_SIZE}, "
+        "not '1000000000000000'",
+        "python -m sockplay.bench",
+    )
 
 
 def test_helpUsesTheSharedFlags() -> None:

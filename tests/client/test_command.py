@@ -21,6 +21,7 @@ from support.servers import (
     TWISTD,
     ServerPool,
     assertOneErrorLine,
+    assertUsageError,
     connect,
     run,
 )
@@ -177,6 +178,33 @@ def test_unknownKindExitsTwo(tmp_path: Path) -> None:
     result = run([*CLIENT, "--connect", "foo:bar"], tmp_path)
     assert (result.returncode, result.stdout) == (2, "")
     assertOneErrorLine(result.stderr, "Error: cannot parse --connect 'foo:bar': ")
+
+
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (["--connect", "tcp:host=127.0.0.1:port=99999"],
+         "cannot parse --connect 'tcp:host=127.0.0.1:port=99999': port 99999 is not from 1 "
+         "to 65535; an endpoint looks like tcp:host=...:port=..."),
+        (["--connect", "tcp:host=a..b:port=1"],
+         "cannot parse --connect 'tcp:host=a..b:port=1': the host 'a..b' is not a host name "
+         "or an IP address (label empty or too long); an endpoint looks like "
+         "tcp:host=...:port=..."),
+        (["--host", ""], "--host must be a host name or an IP address, not ''"),
+        (["--host", "a..b"], "--host must be a host name or an IP address, not 'a..b' "
+         "(Empty Label)"),
+        (["--tls", "--server-name", "a..b"], "the TLS server name 'a..b' is not a host name "
+         "or an IP address (Empty Label); --server-name sets it"),
+    ],
+    ids=["connect-port", "connect-host", "empty-host", "bad-host", "server-name"],
+)
+def test_badTargetIsUsageError(argv: list[str], error: str, tmp_path: Path) -> None:
+    """
+    A target the client could not connect to (issue 10: a traceback for
+    some, a hang for others) is one C{Error:} line and where help is, exit
+    2, before any connection is tried.
+    """
+    assertUsageError(run([*CLIENT, *argv], tmp_path), error, "python -m sockplay.client")
 
 
 def test_helpShowsDefaultsOneWay(tmp_path: Path) -> None:

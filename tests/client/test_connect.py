@@ -53,6 +53,19 @@ def test_unescapedIPv6IsUsageError() -> None:
         ("ssl:host=a:port=1:caCertsDir=/etc/ssl",
          "ssl: takes host, port, timeout and bindAddress, not caCertsDir=; "
          "the client trusts --ca or the system's CAs"),
+        ("tcp:host=127.0.0.1:port=99999", "port 99999 is not from 1 to 65535"),
+        ("tcp:host=a..b:port=1",
+         "the host 'a..b' is not a host name or an IP address (label empty or too long)"),
+        ("ssl:host=a..b:port=1",
+         "the host 'a..b' is not a host name or an IP address (label empty or too long)"),
+        ("tcp:host=a:port=1:timeout=nan",
+         "the timeout must be a positive number of seconds, not 'nan'"),
+        ("tcp:host=a:port=1:timeout=-1",
+         "the timeout must be a positive number of seconds, not '-1'"),
+        ("tcp:host=a:port=1:timeout=0",
+         "the timeout must be a positive number of seconds, not '0'"),
+        ("tcp:host=a:port=1:timeout=1e400",
+         "the timeout must be a positive number of seconds, not '1e400'"),
     ],
 )
 def test_badConnectIsUsageError(description: str, why: str) -> None:
@@ -77,6 +90,9 @@ def test_badConnectIsUsageError(description: str, why: str) -> None:
         ("tcp:host=a:port=1:timeout=5:bindAddress=127.0.0.2",
          HostTarget("tcp", "a", 1, 5.0, "127.0.0.2")),
         ("ssl:host=localhost:port=443", HostTarget("ssl", "localhost", 443)),
+        # The system resolver takes names DNS rules do not (containers'):
+        # only a TLS server name is held to those.
+        ("tcp:host=my_host:port=1", HostTarget("tcp", "my_host", 1)),
     ],
 )
 def test_parseConnect(description: str, target: HostTarget) -> None:
@@ -85,6 +101,17 @@ def test_parseConnect(description: str, target: HostTarget) -> None:
     escapes included.
     """
     assert parseConnect(description) == target
+
+
+def test_emptyConnectRefused() -> None:
+    """
+    C{--connect ''} is a usage error, not "no C{--connect}".
+    """
+    with pytest.raises(usage.UsageError) as raised:
+        options("--connect", "")
+    assert str(raised.value) == (
+        "--connect must be an endpoint string such as tcp:host=...:port=..., not ''"
+    )
 
 
 def test_otherKindsLeftToTwisted() -> None:

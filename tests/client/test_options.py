@@ -106,6 +106,80 @@ def test_serverNameDefaultsToHost() -> None:
     assert config.serverName() == "::1"
 
 
+@pytest.mark.parametrize(
+    "host, problem",
+    [
+        ("a..b", "Empty Label"),
+        ("x" * 70, "Label too long"),
+        ("a b", "Codepoint U+0020 at position 2 of 'a b' not allowed"),
+        ("my_host", "Codepoint U+005F at position 3 of 'my_host' not allowed"),
+    ],
+)
+def test_hostMustBeANameOrAddress(host: str, problem: str) -> None:
+    """
+    A C{--host} that Twisted's endpoint could not look up is a usage error
+    that says what is wrong with it, not a traceback when it connects.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        Options().parseOptions(["--host", host])
+    assert str(info.value) == (
+        f"--host must be a host name or an IP address, not {host!r} ({problem})"
+    )
+
+
+def test_emptyHostRefused() -> None:
+    """
+    C{--host ''} is a usage error.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        Options().parseOptions(["--host", ""])
+    assert str(info.value) == "--host must be a host name or an IP address, not ''"
+
+
+@pytest.mark.parametrize("host", ["localhost", "example.com.", "ünïcode.de", "10.0.0.1", "::1"])
+def test_hostNamesAndAddressesAccepted(host: str) -> None:
+    """
+    Host names (internationalized ones too) and IPv4 and IPv6 addresses
+    are taken as they are.
+    """
+    config = Options()
+    config.parseOptions(["--host", host])
+    assert config["host"] == host
+
+
+@pytest.mark.parametrize(
+    "argv, name, problem",
+    [
+        (["--tls", "--server-name", "a..b"], "a..b", "Empty Label"),
+        (["--tls", "--server-name", ""], "", "it is empty"),
+        (["--connect", "ssl:host=my_host:port=1"], "my_host",
+         "Codepoint U+005F at position 3 of 'my_host' not allowed"),
+    ],
+)
+def test_tlsServerNameMustBeANameOrAddress(argv: list[str], name: str, problem: str) -> None:
+    """
+    Under TLS, the name the certificate is checked against must be a host
+    name or an address by the rules of Twisted's TLS check: anything else
+    is a usage error that says C{--server-name} sets it.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        Options().parseOptions(argv)
+    assert str(info.value) == (
+        f"the TLS server name {name!r} is not a host name or an IP address ({problem}); "
+        "--server-name sets it"
+    )
+
+
+def test_emptyServerNameNeedsTLS() -> None:
+    """
+    C{--server-name ''} without TLS is refused as any C{--server-name} is,
+    not taken for "not given".
+    """
+    with pytest.raises(usage.UsageError) as info:
+        Options().parseOptions(["--server-name", ""])
+    assert str(info.value) == "--server-name needs --tls (or a --connect ssl: string)"
+
+
 @pytest.mark.parametrize("option", [["--interval", "1"], ["--keep-open"], ["--json"]])
 def test_probeOptionsNeedCount(option: list[str]) -> None:
     """

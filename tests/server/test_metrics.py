@@ -15,17 +15,27 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from support.realreactor import DEADLINE, resultOf, spinUntil
-from twisted.internet.error import CannotListenError
-from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor, StringTransport
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from twisted.web import http as twistedHTTP
 from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from sockplay.server.listening import ListenerService
 from sockplay.server.metrics import (
+    HEADERS_TIMEOUT,
+    MAX_METRICS_CONNECTIONS,
+    LimitedFactory,
     Metrics,
+    ReadOnlyChannel,
     makeMetricsResource,
     makeMetricsService,
+    makeMetricsSite,
 )
 
 LOOPBACK = "127.0.0.1"
@@ -237,7 +247,9 @@ def test_metricsServiceListens(logged: list[str]) -> None:
     service.startService()
     [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (9100, LOOPBACK)
-    assert isinstance(factory, Site)
+    assert isinstance(factory, LimitedFactory)
+    assert isinstance(factory.wrappedFactory, Site)
+    assert factory.limit == MAX_METRICS_CONNECTIONS
     assert service.port is not None
     assert logged == ["Serving metrics on tcp:0.0.0.0:9100 (tcp:9100:interface=127.0.0.1)"]
     stopped: list[bool] = []
@@ -343,3 +355,281 @@ def test_metricsServiceOverRealSocket(running: tuple[ListenerService, Metrics]) 
     metrics.draining = True
     response = httpGet(port, "/healthz")
     assert (response.status, response.read()) == (503, b"draining")
+
+
+# The metrics site's channel against hostile requests: a fake transport and
+# a fake clock, through the site's factory as the listener builds it.
+
+PEER = IPv4Address("TCP", LOOPBACK, 40000)
+
+
+class SiteConnections:
+    """
+    The metrics site's factory on a fake clock, and a way to open fake
+    connections to it.
+
+    @ivar clock: the clock that times the connections out.
+    @ivar factory: the site's factory (the connection limit around the site).
+    """
+
+    def __init__(self, limit: int = MAX_METRICS_CONNECTIONS) -> None:
+        self.clock = Clock()
+        self.metrics = Metrics()
+        self.factory = makeMetricsSite(self.metrics, self.clock, limit)  # type: ignore[arg-type]
+
+    def connect(self) -> tuple[ProtocolWrapper, StringTransport]:
+        """
+        A new connection: its protocol, connected to a fake transport.
+        """
+        protocol = self.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+
+@pytest.fixture
+def site() -> SiteConnections:
+    """
+    The metrics site's factory, on a fake clock.
+    """
+    return SiteConnections()
+
+
+@pytest.fixture
+def noTempFiles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """
+    Make Twisted's request body storage fail the test if it ever creates a
+    temporary file; the list records each attempt.
+    """
+    made: list[object] = []
+
+    def temporaryFile(*args: object, **kwargs: object) -> None:
+        made.append(args)
+        raise AssertionError("a temporary file was created for a request body")
+
+    monkeypatch.setattr(twistedHTTP.tempfile, "TemporaryFile", temporaryFile)
+    return made
+
+
+def channelOf(protocol: ProtocolWrapper) -> ReadOnlyChannel:
+    """
+    The HTTP channel inside a connection of the limited factory.
+    """
+    channel = protocol.wrappedProtocol
+    assert isinstance(channel, ReadOnlyChannel)
+    return channel
+
+
+def statusOf(transport: StringTransport) -> bytes:
+    """
+    The status line of what the site wrote.
+    """
+    return transport.value().split(b"\r\n", 1)[0]
+
+
+def test_getServedThroughTheLimitedSite(site: SiteConnections) -> None:
+    """
+    A plain C{GET} goes through the connection limit and the read-only
+    channel to the page, and a kept-alive connection stays open.
+    """
+    protocol, transport = site.connect()
+    protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert statusOf(transport) == b"HTTP/1.1 200 OK"
+    assert transport.value().endswith(b"\r\n\r\nok")
+    assert not transport.disconnecting
+
+
+def test_getWithEmptyBodyServed(site: SiteConnections, noTempFiles: list[object]) -> None:
+    """
+    C{Content-Length: 0} announces no body: the request is served.
+    """
+    protocol, transport = site.connect()
+    protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    assert statusOf(transport) == b"HTTP/1.1 200 OK"
+
+
+@pytest.mark.parametrize("method", [b"POST", b"PUT", b"DELETE", b"OPTIONS", b"get"])
+def test_otherMethodsRefusedAtTheRequestLine(
+    site: SiteConnections, noTempFiles: list[object], method: bytes
+) -> None:
+    """
+    A method other than C{GET} or C{HEAD} is answered 405 (with C{Allow})
+    as soon as its request line arrives, and the connection closes.
+    """
+    protocol, transport = site.connect()
+    protocol.dataReceived(method + b" /metrics HTTP/1.1\r\n")
+    assert statusOf(transport) == b"HTTP/1.1 405 Method Not Allowed"
+    assert b"\r\nAllow: GET, HEAD\r\n" in transport.value()
+    assert b"\r\nConnection: close\r\n" in transport.value()
+    assert transport.value().endswith(b"\r\n\r\nthis site only answers GET and HEAD\n")
+    assert transport.disconnecting
+
+
+def test_largePostAnsweredWithoutStoringItsBody(
+    site: SiteConnections, noTempFiles: list[object]
+) -> None:
+    """
+    A C{POST} that announces a 1 GB body is answered 405 at once, with no
+    temporary file and none of its body read: what else arrives is ignored.
+    """
+    protocol, transport = site.connect()
+    protocol.dataReceived(
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (10**9,)
+        + b"x" * 65536
+    )
+    answer = transport.value()
+    assert statusOf(transport) == b"HTTP/1.1 405 Method Not Allowed"
+    assert transport.disconnecting
+    channel = channelOf(protocol)
+    assert channel.refused
+    protocol.dataReceived(b"x" * 65536)
+    assert transport.value() == answer
+    assert [request.content for request in channel.requests] == [None]
+    assert noTempFiles == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"Content-Length: 1000000000", b"Content-Length: 1", b"Transfer-Encoding: chunked"],
+)
+def test_getWithBodyRefused(
+    site: SiteConnections, noTempFiles: list[object], header: bytes
+) -> None:
+    """
+    A C{GET} whose headers announce a body is answered 413 before the body
+    is read or stored, and the connection closes.
+    """
+    protocol, transport = site.connect()
+    protocol.dataReceived(b"GET /metrics HTTP/1.1\r\n" + header + b"\r\n\r\n" + b"x" * 1000)
+    assert statusOf(transport) == b"HTTP/1.1 413 Content Too Large"
+    assert transport.value().endswith(b"this site takes no request body\n")
+    assert transport.disconnecting
+    assert [request.content for request in channelOf(protocol).requests] == [None]
+    protocol.dataReceived(b"0\r\n\r\n")
+    assert noTempFiles == []
+
+
+def test_tooManyHeadersRefused(site: SiteConnections) -> None:
+    """
+    More than L{ReadOnlyChannel.maxHeaders} headers: 400, and closed.
+    """
+    protocol, transport = site.connect()
+    headers = b"".join(b"X-%d: 1\r\n" % (n,) for n in range(ReadOnlyChannel.maxHeaders + 1))
+    protocol.dataReceived(b"GET /metrics HTTP/1.1\r\n" + headers + b"\r\n")
+    assert statusOf(transport) == b"HTTP/1.1 400 Bad Request"
+    assert transport.disconnecting
+
+
+def test_headersTooLargeRefused(site: SiteConnections) -> None:
+    """
+    Headers of more than L{ReadOnlyChannel.totalHeadersSize} bytes in all,
+    each line within the limit: 400, and closed.
+    """
+    protocol, transport = site.connect()
+    line = b"X-Big: " + b"a" * 2000 + b"\r\n"
+    count = ReadOnlyChannel.totalHeadersSize // len(line) + 1
+    protocol.dataReceived(b"GET /metrics HTTP/1.1\r\n" + line * count)
+    assert statusOf(transport) == b"HTTP/1.1 400 Bad Request"
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize("complete", [True, False], ids=["line", "unterminated"])
+def test_headerLineTooLongRefused(site: SiteConnections, complete: bool) -> None:
+    """
+    A header line longer than L{ReadOnlyChannel.MAX_LENGTH}, whole or still
+    arriving: 431, and closed.
+    """
+    protocol, transport = site.connect()
+    line = b"X-Long: " + b"a" * ReadOnlyChannel.MAX_LENGTH + (b"\r\n" if complete else b"")
+    protocol.dataReceived(b"GET /metrics HTTP/1.1\r\n" + line)
+    assert statusOf(transport) == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert transport.disconnecting
+
+
+def test_slowHeadersTimedOut(site: SiteConnections) -> None:
+    """
+    A client that trickles its headers, a byte at a time within the idle
+    timeout, is answered 408 once L{HEADERS_TIMEOUT} has passed since it
+    connected, and closed; aborted if it does not let the close finish.
+    """
+    protocol, transport = site.connect()
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+    for byte in request[: int(HEADERS_TIMEOUT) - 1]:
+        protocol.dataReceived(bytes([byte]))
+        site.clock.advance(1)
+    assert transport.value() == b""
+    site.clock.advance(1)
+    assert statusOf(transport) == b"HTTP/1.1 408 Request Timeout"
+    assert transport.value().endswith(b"no complete request within 10 s\n")
+    assert transport.disconnecting and not transport.disconnected
+    site.clock.advance(ReadOnlyChannel.abortTimeout)
+    assert transport.disconnected  # what its abortConnection sets
+
+
+def test_silentConnectionTimedOut(site: SiteConnections) -> None:
+    """
+    A client that connects and sends nothing is timed out after
+    L{HEADERS_TIMEOUT}.
+    """
+    transport = site.connect()[1]
+    site.clock.advance(HEADERS_TIMEOUT - 0.1)
+    assert not transport.disconnecting
+    site.clock.advance(0.1)
+    assert statusOf(transport) == b"HTTP/1.1 408 Request Timeout"
+
+
+def test_headersDeadlineRestartsAfterEachResponse(site: SiteConnections) -> None:
+    """
+    On a kept-alive connection, the next request's headers are due within
+    L{HEADERS_TIMEOUT} of the previous response: a request in time is
+    served, and the connection is timed out once it waits too long.
+    """
+    protocol, transport = site.connect()
+    site.clock.advance(HEADERS_TIMEOUT - 1)
+    protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n\r\n")
+    site.clock.advance(HEADERS_TIMEOUT - 1)
+    protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 2
+    transport.clear()
+    site.clock.advance(HEADERS_TIMEOUT)
+    assert statusOf(transport) == b"HTTP/1.1 408 Request Timeout"
+
+
+def test_timersGoWithTheConnection(site: SiteConnections) -> None:
+    """
+    A connection that closes leaves no timer behind.
+    """
+    protocol = site.connect()[0]
+    protocol.dataReceived(b"GET /heal")
+    assert site.clock.getDelayedCalls()
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert site.clock.getDelayedCalls() == []
+
+
+def test_connectionLimit() -> None:
+    """
+    Past the site's connection limit, a new connection is answered 503 and
+    closed, without reaching the site; once a connection closes, the next
+    one is served.
+    """
+    site = SiteConnections(limit=2)
+    connections = [site.connect() for _ in range(2)]
+    extra, busy = site.connect()
+    assert statusOf(busy) == b"HTTP/1.1 503 Service Unavailable"
+    assert busy.value().endswith(b"too many connections to the metrics site (limit 2)\n")
+    assert b"\r\nRetry-After: 1\r\n" in busy.value()
+    assert busy.disconnecting
+    extra.connectionLost(Failure(ConnectionDone()))
+    connections[0][0].connectionLost(Failure(ConnectionDone()))
+    protocol, transport = site.connect()
+    protocol.dataReceived(b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert statusOf(transport) == b"HTTP/1.1 200 OK"
+
+
+def test_defaultConnectionLimit(site: SiteConnections) -> None:
+    """
+    The site holds L{MAX_METRICS_CONNECTIONS} connections by default.
+    """
+    for _ in range(MAX_METRICS_CONNECTIONS):
+        assert site.connect()[1].value() == b""
+    assert statusOf(site.connect()[1]) == b"HTTP/1.1 503 Service Unavailable"

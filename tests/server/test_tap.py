@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 import pytest
+from support.servers import SERVER, TWISTD, assertUsageError, run
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
 from twisted.logger import globalLogPublisher, textFileLogObserver
@@ -345,6 +346,59 @@ def test_usageErrorUnderTwistd(
         "Error: --workers must be a whole number of at least 1, not 'x'",
         f"Try '{command} sockplay --help'.",
     ]
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "localhost", "1.2.3", "::g"])
+def test_udpInterfaceMustBeAnAddress(address: str) -> None:
+    """
+    C{--udp-interface} takes an IPv4 or IPv6 address only (Twisted's UDP
+    port takes no host name): anything else is a usage error, not a
+    traceback when the port opens.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        parse(["--udp", "0", "--udp-interface", address])
+    assert str(info.value) == (
+        "--udp-interface must be an IPv4 or IPv6 address (such as 127.0.0.1 or ::1), "
+        f"not {address!r}"
+    )
+
+
+@pytest.mark.parametrize("address", ["", "0.0.0.0", "::1", "fe80::1%lo"])
+def test_udpInterfaceAddresses(address: str) -> None:
+    """
+    IPv4 and IPv6 addresses (scoped ones too), and C{""} for every IPv4
+    address, are taken as they are.
+    """
+    assert parse(["--udp-interface", address])["udp-interface"] == address
+
+
+def test_emptyMetricsRefused() -> None:
+    """
+    C{--metrics ''} is a bad endpoint, not "no metrics".
+    """
+    with pytest.raises(usage.UsageError) as info:
+        parse(["--metrics", ""])
+    assert str(info.value) == "bad --metrics '': Unknown endpoint type: ''"
+
+
+@pytest.mark.parametrize(
+    "command, program",
+    [(TWISTD, "twistd sockplay"), (SERVER, "python -m sockplay.server")],
+    ids=["twistd", "server"],
+)
+def test_badUDPInterfaceOneErrorLine(command: list[str], program: str, tmp_path: Path) -> None:
+    """
+    Both entry points, run for real, refuse C{--udp-interface not-an-address}
+    with one C{Error:} line and where help is, exit 2 (issue 10: a
+    traceback before).
+    """
+    result = run([*command, "--udp", "0", "--udp-interface", "not-an-address"], tmp_path)
+    assertUsageError(
+        result,
+        "--udp-interface must be an IPv4 or IPv6 address (such as 127.0.0.1 or ::1), "
+        "not 'not-an-address'",
+        program,
+    )
 
 
 @pytest.fixture(scope="module")

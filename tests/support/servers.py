@@ -319,6 +319,21 @@ def assertOneErrorLine(text: str, start: str = "Error: ") -> None:
     assert lines[0].startswith(start), text
 
 
+def assertUsageError(
+    result: subprocess.CompletedProcess[str], error: str, program: str
+) -> None:
+    """
+    C{result}, a command run to its end, was refused as a usage error:
+    exit status 2, nothing on standard output, and on standard error the
+    C{Error: <error>} line and where help is, no traceback.
+
+    @param program: how the command is run, as its help hint names it
+        (C{python -m sockplay.client}, C{twistd sockplay}).
+    """
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.splitlines() == [f"Error: {error}", f"Try '{program} --help'."]
+
+
 class BlockingServer:
     """
     A tutorial-style blocking server on a thread: bound to an ephemeral
