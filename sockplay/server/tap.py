@@ -28,7 +28,7 @@ from sockplay.server.settings import (
     ServerSettings,
     renderProcessTemplate,
 )
-from sockplay.server.workers import WorkerPoolService
+from sockplay.server.workers import MAX_WORKERS, WorkerPoolService
 
 __all__ = ["DEFAULT_DRAIN_TIMEOUT", "DEFAULT_LISTEN", "LOOPBACK", "Options", "makeService"]
 
@@ -97,7 +97,8 @@ class Options(CommandOptions):
          "endpoint, such as tcp:9100:interface=127.0.0.1."],
         ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to."],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
-         "typical). A worker that dies is restarted.", number("--workers", int, 1)],
+         f"typical; at most {MAX_WORKERS}). A worker that dies is restarted.",
+         number("--workers", int, 1, MAX_WORKERS)],
         ["banner", None, None, "Text the server sends on connect, before reading, framed "
          "(for protocol-detection tests)."],
         ["delay", None, 0.0, "Seconds to wait before each reply (a timer; never blocks).",
