@@ -36,10 +36,23 @@ def _serve(reactor: IReactorCore, config: Options) -> Deferred[None]:
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     service = makeService(config, reactor)
     service.privilegedStartService()
-    reactor.callWhenRunning(service.startService)
+    # Fires only if the service cannot start: otherwise the server runs
+    # until a signal stops the reactor.
+    failed: Deferred[None] = Deferred()
+
+    def start() -> None:
+        try:
+            service.startService()
+        except SystemExit as e:
+            # A part that cannot start (a worker process that cannot be
+            # spawned) ends the program with its one line, as under twistd.
+            # react knows SystemExit itself, not its subclasses (Failure.check
+            # looks up the class's bases only for Exception's subclasses).
+            failed.errback(SystemExit(e.code))
+
+    reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    # Never fires: the server runs until a signal stops the reactor.
-    return Deferred()
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> None:

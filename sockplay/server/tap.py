@@ -29,7 +29,7 @@ from sockplay.server.settings import (
     ServerSettings,
     renderProcessTemplate,
 )
-from sockplay.server.workers import WorkerPoolService
+from sockplay.server.workers import MAX_WORKERS, WorkerPoolService
 
 __all__ = ["DEFAULT_DRAIN_TIMEOUT", "DEFAULT_LISTEN", "LOOPBACK", "Options", "makeService"]
 
@@ -116,7 +116,8 @@ class Options(CommandOptions):
         ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to (an IPv4 "
          "or IPv6 address; '' for every IPv4 address).", _udpInterface],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
-         "typical). A worker that dies is restarted.", number("--workers", int, 1)],
+         f"typical; at most {MAX_WORKERS}). A worker that dies is restarted.",
+         number("--workers", int, 1, MAX_WORKERS)],
         ["banner", None, None, "Text the server sends on connect, before reading, framed "
          "(for protocol-detection tests)."],
         ["delay", None, 0.0, "Seconds to wait before each reply (a timer; never blocks).",

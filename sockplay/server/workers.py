@@ -12,8 +12,14 @@ A second signal to the parent is passed on too (as SIGINT), and the
 workers abort what is left at once. Workers run in a process group of their own, so that a
 Ctrl-C in a terminal reaches the parent only, which passes it on once.
 
-A worker is this module run as a program (C{python -m sockplay.server.workers});
-it gets its settings and socket list from the C{SOCKPLAY_WORKER}
+A worker dies with its parent: if the parent is killed, even while it is
+starting the workers, no worker goes on serving (see L{sockplay._worker},
+the worker's entry point, which sees to it before anything slow). A worker
+that cannot be started at all ends the program: the workers already started
+are stopped, and the parent exits with one line (L{SpawnFailed}).
+
+A worker is a program (C{python -m sockplay._worker PARENT}, which runs
+L{main}); it gets its settings and socket list from the C{SOCKPLAY_WORKER}
 environment variable, as JSON.
 """
 
@@ -21,8 +27,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -66,14 +74,28 @@ from sockplay.server.settings import ServerSettings, renderProcessTemplate
 
 __all__ = [
     "ENVIRONMENT_KEY",
+    "MAX_WORKERS",
+    "WORKER_MODULE",
     "AdoptedDatagramService",
     "AdoptedEndpoint",
+    "SpawnFailed",
     "WorkerPoolService",
     "decodeSettings",
     "encodeSettings",
 ]
 
 ENVIRONMENT_KEY = "SOCKPLAY_WORKER"
+
+# What a worker process runs: a module outside sockplay.server, whose imports
+# take half a second, so that the worker ties its life to the parent's
+# before anything slow (see sockplay._worker).
+WORKER_MODULE = "sockplay._worker"
+
+# The most --workers: one per core is typical, and each worker is a whole
+# Python process (about 50 MB), so more workers than cores add memory and
+# no throughput. 256 is more cores than common servers have; a count far
+# beyond it is a typo that would exhaust the process limit or the memory.
+MAX_WORKERS = 256
 
 # A worker that dies is restarted after this long, doubling while it keeps
 # dying quickly, up to RESTART_MAX: within a second, without a tight loop.
@@ -108,6 +130,30 @@ def decodeSettings(data: dict[str, Any]) -> ServerSettings:
         for key, value in data.items()
     }
     return ServerSettings(**values)
+
+
+class SpawnFailed(SystemExit):
+    """
+    A worker process could not be started. Raised as a L{SystemExit} so
+    that twistd and C{python -m sockplay.server} end with its one-line
+    message and exit status 1 rather than a traceback.
+    """
+
+
+def _spawnFailure(index: int, count: int, error: OSError) -> SpawnFailed:
+    """
+    The one-line error for worker C{index} of C{count} that could not be
+    started because of C{error}.
+    """
+    if error.errno == errno.EAGAIN:
+        # What fork and posix_spawn say at the process limit (ulimit -u).
+        return SpawnFailed(
+            f"Error: cannot start worker {index} of {count}: too many processes "
+            "(the limit is ulimit -u); lower --workers or raise that limit"
+        )
+    return SpawnFailed(
+        f"Error: cannot start worker {index} of {count}: {error.strerror or error}"
+    )
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -228,7 +274,15 @@ class WorkerPoolService(Service):
                 count=self.count,
             )
         for index in range(1, self.count + 1):
-            self._spawn(index)
+            try:
+                self._spawn(index)
+            except OSError as e:
+                # Serving with fewer workers than asked would hide the
+                # problem; the workers started so far are stopped (a worker
+                # not yet handling signals dies of this one at once).
+                self._stopping = True
+                self._signalWorkers("TERM")
+                raise _spawnFailure(index, self.count, e) from None
         # Ready once every first worker accepts (or has died trying, and
         # will be restarted).
         waits = [d.addErrback(lambda _: None) for d in self._waitingFor]
@@ -254,6 +308,11 @@ class WorkerPoolService(Service):
         )
 
     def _spawn(self, index: int) -> None:
+        """
+        Start worker C{index}.
+
+        @raise OSError: if the process cannot be started.
+        """
         self._restarts.pop(index, None)
         childFDs: dict[int, int | str] = {1: 1, 2: 2}
         for n, shared in enumerate(self.ports):
@@ -267,7 +326,8 @@ class WorkerPoolService(Service):
         transport = cast(IReactorProcess, self._reactor).spawnProcess(
             process,
             sys.executable,
-            [sys.executable, "-m", "sockplay.server.workers"],
+            # The worker checks that this process is still its parent.
+            [sys.executable, "-m", WORKER_MODULE, str(os.getpid())],
             env=env,
             childFDs=childFDs,
         )
@@ -295,7 +355,27 @@ class WorkerPoolService(Service):
         self.log.warn(
             "Worker {index} {how}; restarting in {delay:g} s", index=index, how=how, delay=delay
         )
-        self._restarts[index] = clock.callLater(delay, self._spawn, index)
+        self._restarts[index] = clock.callLater(delay, self._restart, index)
+
+    def _restart(self, index: int) -> None:
+        """
+        Start worker C{index} again; if it cannot be started now (the
+        process limit may be reached only for a while), try again later,
+        with the same backoff as a worker that keeps dying.
+        """
+        try:
+            self._spawn(index)
+        except OSError as e:
+            delay = min(self._delays.get(index, RESTART_DELAY) * 2, RESTART_MAX)
+            self._delays[index] = delay
+            self.log.error(
+                "Cannot restart worker {index}: {reason}; trying again in {delay:g} s",
+                index=index,
+                reason=e.strerror or str(e),
+                delay=delay,
+            )
+            clock = cast(IReactorTime, self._reactor)
+            self._restarts[index] = clock.callLater(delay, self._restart, index)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -356,6 +436,7 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
     A worker: adopt the listening sockets, serve, drain on SIGTERM.
     """
     index = spec["index"]
+    log = Logger()
     observer = textFileLogObserver(sys.stdout)
 
     @implementer(ILogObserver)
@@ -397,8 +478,15 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
         # Once the reactor runs, SIGTERM drains rather than kills: only now
         # may the parent announce that the server is ready.
         statusFD = spec["statusFD"]
-        os.write(statusFD, b"ready\n")
-        os.close(statusFD)
+        try:
+            os.write(statusFD, b"ready\n")
+        except BrokenPipeError:
+            # The parent is gone (it closed its end by dying): stop, as its
+            # death signal stops a worker, through the same handler.
+            log.info("The parent process is gone; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            os.close(statusFD)
 
     reactor.callWhenRunning(tellParent)
     # SIGTERM from the parent stops the reactor, which runs the drain.
@@ -469,7 +557,8 @@ class AdoptedDatagramService(Service):
 
 def main() -> None:
     """
-    Entry point of a worker process.
+    Serve as a worker, from the settings in C{SOCKPLAY_WORKER}: what
+    L{sockplay._worker} runs once it has tied its life to its parent's.
     """
     from twisted.internet.task import react
 
@@ -480,30 +569,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    _dieWithParent()
     # Signals come from the parent only: a Ctrl-C in the terminal reaches the
     # parent, which passes it on once, rather than every worker at once too.
     os.setpgid(0, 0)
     react(_runWorker, (json.loads(raw),))
-
-
-def _dieWithParent() -> None:
-    """
-    Ask Linux to send this worker SIGTERM if its parent dies, so that a
-    killed parent leaves no orphans serving on its sockets.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-if __name__ == "__main__":
-    main()

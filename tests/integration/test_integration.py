@@ -472,7 +472,7 @@ SERVER_HINT = "python -m sockplay.server"
 @pytest.mark.parametrize(
     "argv, error",
     [
-        (["--workers", "x"], "--workers must be a whole number of at least 1, not 'x'"),
+        (["--workers", "x"], "--workers must be a whole number from 1 to 256, not 'x'"),
         (["-m", "10"], "option -m not recognized"),
         (["--port", "65536"], "--port must be a whole number from 0 to 65535, not '65536'"),
     ],

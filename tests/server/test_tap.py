@@ -311,7 +311,7 @@ def test_coerceErrorsInOurWords() -> None:
     """
     with pytest.raises(usage.UsageError) as info:
         parse(["--workers", "x"])
-    assert str(info.value) == "--workers must be a whole number of at least 1, not 'x'"
+    assert str(info.value) == "--workers must be a whole number from 1 to 256, not 'x'"
 
 
 class _Twistd(usage.Options):
@@ -343,7 +343,7 @@ def test_usageErrorUnderTwistd(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
-        "Error: --workers must be a whole number of at least 1, not 'x'",
+        "Error: --workers must be a whole number from 1 to 256, not 'x'",
         f"Try '{command} sockplay --help'.",
     ]
 

@@ -4,20 +4,40 @@ Tests for C{--workers}: several processes serving the same listeners.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
 import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
-from support.servers import TWISTD, ServerPool, connect, readToEOF
-from twisted.internet.testing import MemoryReactor
+from support.servers import TWISTD, ServerPool, connect, readToEOF, run, serverCommands
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport, IReactorProcess
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from sockplay import _worker
 from sockplay.server import ServerSettings
-from sockplay.server.workers import AdoptedEndpoint, decodeSettings, encodeSettings
+from sockplay.server.tap import Options
+from sockplay.server.workers import (
+    MAX_WORKERS,
+    WORKER_MODULE,
+    AdoptedEndpoint,
+    SpawnFailed,
+    WorkerPoolService,
+    decodeSettings,
+    encodeSettings,
+)
 
 DEADLINE = 20.0
 
@@ -227,3 +247,280 @@ def test_workersSecondSignalStopsNow(servers: ServerPool, workerPids: set[int]) 
     assert "Traceback" not in output
     assert waitForExit(int(pid), DEADLINE), "the worker outlived its parent"
     assert "aborted" in output
+
+
+@implementer(IProcessTransport)
+class FakeProcess:
+    """
+    A worker process that a L{SpawningReactor} pretends to have started.
+
+    @ivar signals: the names of the signals sent to it, in order.
+    """
+
+    def __init__(self, pid: int, protocol: IProcessProtocol, args: Sequence[str]) -> None:
+        self.pid = pid
+        self.protocol = protocol
+        self.args = list(args)
+        self.signals: list[str] = []
+
+    def signalProcess(self, signalID: str | int) -> None:
+        self.signals.append(str(signalID))
+
+    def end(self, status: int = 0) -> None:
+        """
+        The process exits with C{status}.
+        """
+        reason = ProcessDone(status) if status == 0 else ProcessTerminated(status)
+        self.protocol.processEnded(Failure(reason))
+
+
+@implementer(IReactorProcess)
+class SpawningReactor(MemoryReactorClock):
+    """
+    A memory reactor that starts pretend processes, and fails to start
+    those whose attempt numbers (counted from 1) are in C{failing}, as fork
+    does at the process limit.
+
+    @ivar processes: the processes started.
+    @ivar attempts: how many starts were asked for.
+    """
+
+    def __init__(
+        self, failing: Sequence[int] = (), error: OSError | None = None
+    ) -> None:
+        super().__init__()
+        self.failing = set(failing)
+        self.error = error or OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        self.processes: list[FakeProcess] = []
+        self.attempts = 0
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: bytes | str,
+        args: Sequence[bytes | str],
+        env: Mapping[Any, Any] | None = None,
+        path: bytes | str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> IProcessTransport:
+        self.attempts += 1
+        if self.attempts in self.failing:
+            raise self.error
+        process = FakeProcess(1000 + self.attempts, processProtocol, [str(a) for a in args])
+        processProtocol.makeConnection(process)
+        self.processes.append(process)
+        return process
+
+
+def workerPool(count: int, reactor: SpawningReactor) -> WorkerPoolService:
+    """
+    A pool of C{count} workers on C{reactor}, with no listeners (binding is
+    not what these tests are about).
+    """
+    return WorkerPoolService(count, [], ServerSettings(), 1.0, reactor)
+
+
+def test_workerRunsTheTetheredEntryPoint() -> None:
+    """
+    A worker is started as C{python -m sockplay._worker PARENT}: the entry
+    point that ties its life to this process's, named by pid.
+    """
+    reactor = SpawningReactor()
+    workerPool(2, reactor).startService()
+    assert [p.args for p in reactor.processes] == [
+        [sys.executable, "-m", WORKER_MODULE, str(os.getpid())]
+    ] * 2
+    assert WORKER_MODULE == _worker.__name__
+
+
+def test_spawnFailureStopsStartedWorkers() -> None:
+    """
+    A worker that cannot be started at all ends the start with one line
+    (a L{SpawnFailed}, which the runners turn into that line and exit
+    status 1); the workers already started are sent SIGTERM, and none is
+    restarted when it ends.
+    """
+    reactor = SpawningReactor(failing=[3])
+    pool = workerPool(4, reactor)
+    with pytest.raises(SpawnFailed) as info:
+        pool.startService()
+    assert str(info.value) == (
+        "Error: cannot start worker 3 of 4: too many processes (the limit is ulimit -u); "
+        "lower --workers or raise that limit"
+    )
+    assert isinstance(info.value, SystemExit)
+    assert reactor.attempts == 3
+    assert [p.signals for p in reactor.processes] == [["TERM"], ["TERM"]]
+    for process in reactor.processes:
+        process.end()
+    assert reactor.getDelayedCalls() == []
+    assert pool.processes == {}
+    assert not pool.ready.called
+
+
+def test_spawnFailureOtherError() -> None:
+    """
+    A start that fails for another reason than the process limit says why
+    in the system's words.
+    """
+    reactor = SpawningReactor(failing=[1], error=OSError(errno.ENOMEM, os.strerror(errno.ENOMEM)))
+    with pytest.raises(SpawnFailed) as info:
+        workerPool(2, reactor).startService()
+    assert str(info.value) == "Error: cannot start worker 1 of 2: Cannot allocate memory"
+
+
+def test_restartThatFailsIsTriedAgain(logged: list[str]) -> None:
+    """
+    Once serving, a worker that dies and cannot be started again (the
+    process limit may be reached only for a while) is tried again later,
+    with the restart backoff, and one log line each time; the server goes
+    on with the workers it has.
+    """
+    reactor = SpawningReactor(failing=[3])
+    pool = workerPool(2, reactor)
+    pool.startService()
+    reactor.processes[0].end(1)
+    # A worker that dies at once is restarted after 0.2 s...
+    reactor.advance(0.2)
+    assert reactor.attempts == 3
+    # ...and when that fails, tried again after twice as long.
+    assert "Cannot restart worker 1: Resource temporarily unavailable; trying again in 0.4 s" in (
+        logged
+    )
+    [retry] = reactor.getDelayedCalls()
+    assert retry.getTime() - reactor.seconds() == pytest.approx(0.4)
+    reactor.advance(0.4)
+    assert reactor.attempts == 4
+    assert sorted(pool.processes) == [1, 2]
+    assert pool.transports[1] is reactor.processes[-1]
+
+
+@pytest.mark.parametrize("count", ["0", str(MAX_WORKERS + 1), "100000"])
+def test_workersBounded(count: str) -> None:
+    """
+    An absurd C{--workers} is a usage error that names the bound, rather
+    than a start that exhausts the process limit.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        Options().parseOptions(["--workers", count])
+    assert str(info.value) == (
+        f"--workers must be a whole number from 1 to {MAX_WORKERS}, not '{count}'"
+    )
+
+
+def test_workersBoundAccepted() -> None:
+    """
+    The bound itself is accepted, and C{--help} names it.
+    """
+    config = Options()
+    config.parseOptions(["--workers", str(MAX_WORKERS)])
+    assert config["workers"] == MAX_WORKERS
+    assert f"at most {MAX_WORKERS}" in " ".join(str(config).split())
+
+
+@serverCommands
+def test_absurdWorkersIsOneLine(command: list[str], tmp_path: Path) -> None:
+    """
+    C{--workers 100000} ends at once with one error line and exit status 2,
+    before anything is started.
+    """
+    # The bad --listen after it stops a server that would accept the count
+    # (such as an older one) before it starts 100000 processes.
+    result = run([*command, "--workers", "100000", "--listen", "nonsense:"], tmp_path)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"Error: --workers must be a whole number from 1 to {MAX_WORKERS}, not '100000'"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_tieToParentSetsTheSignalFirst() -> None:
+    """
+    The death signal is set before the parent is looked at: a parent that
+    dies after the look is then reported by the signal.
+    """
+    calls: list[str] = []
+
+    def setDeathSignal() -> None:
+        calls.append("set")
+
+    def getppid() -> int:
+        calls.append("getppid")
+        return 42
+
+    assert _worker.tieToParent(42, setDeathSignal, getppid)
+    assert calls == ["set", "getppid"]
+
+
+def test_tieToParentSeesAnOrphan() -> None:
+    """
+    A worker whose parent died before the death signal was set has been
+    handed to another parent: it is told so.
+    """
+    assert not _worker.tieToParent(42, lambda: None, lambda: 1)
+
+
+def test_orphanExitsBeforeServing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A worker that finds itself an orphan exits at once, with status 0,
+    before it imports the server.
+    """
+    monkeypatch.setattr(_worker, "tieToParent", lambda parent: False)
+    # Importing the server now would raise ImportError.
+    monkeypatch.setitem(sys.modules, "sockplay.server.workers", None)
+    with pytest.raises(SystemExit) as info:
+        _worker.main(["42"])
+    assert info.value.code == 0
+
+
+@pytest.mark.parametrize("argv", [[], ["x"], ["1", "2"]])
+def test_workerEntryPointNeedsItsParent(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    Run by hand, the worker's entry point says what it is, exit status 2.
+    """
+    with pytest.raises(SystemExit) as info:
+        _worker.main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "Error: this is a sockplay worker, started by `twistd sockplay --workers N`\n"
+    )
+
+
+def test_workerEntryPointImportsNothingSlow() -> None:
+    """
+    Importing the worker's entry point imports neither Twisted nor the
+    server: the death signal is set before anything slow.
+    """
+    code = (
+        "import sys, sockplay._worker; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'sockplay')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=DEADLINE
+    ).stdout
+    assert out.strip() == "['sockplay', 'sockplay._worker']"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_dieWithParentSetsTheSignal() -> None:
+    """
+    On Linux, L{_worker.dieWithParent} sets the parent-death signal to
+    SIGTERM (read back with C{PR_GET_PDEATHSIG}, in a child process so that
+    the test runner keeps its own).
+    """
+    code = (
+        "import ctypes, sockplay._worker as w; "
+        "ok = w.dieWithParent(); "
+        "value = ctypes.c_int(); "
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0); "
+        "print(ok, value.value)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=DEADLINE
+    ).stdout
+    assert out.split() == ["True", str(int(signal.SIGTERM))]
