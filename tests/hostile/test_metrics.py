@@ -30,7 +30,7 @@ from support.servers import (
     tutorialClient,
 )
 
-from sockplay.server.metrics import MAX_METRICS_CONNECTIONS
+from sockplay.server.website import MAX_SITE_CONNECTIONS
 
 # The site's header deadline in the slowloris test, instead of its 10 s, so
 # that the test takes a second: set in the server process before it starts.
@@ -139,7 +139,7 @@ def test_headerSlowlorisClosed(servers: ServerPool) -> None:
     shortened = [
         sys.executable,
         "-c",
-        "from sockplay.server.metrics import ReadOnlyChannel; "
+        "from sockplay.server.website import ReadOnlyChannel; "
         f"ReadOnlyChannel.headersTimeout = {SHORT_HEADERS_TIMEOUT}; "
         "from sockplay.server.command import main; main()",
     ]
@@ -164,14 +164,14 @@ def test_headerSlowlorisClosed(servers: ServerPool) -> None:
 
 def test_connectionLimitSparesEchoClients(servers: ServerPool) -> None:
     """
-    The site holds L{MAX_METRICS_CONNECTIONS} silent connections; the next
+    The site holds L{MAX_SITE_CONNECTIONS} silent connections; the next
     one is answered 503 and closed; echo clients are served all along, and
     once a silent connection goes, the site serves again.
     """
     server, port = startWithMetrics(servers)
     silent = [
         socket.create_connection((LOOPBACK, port), timeout=READ_TIMEOUT)
-        for _ in range(MAX_METRICS_CONNECTIONS)
+        for _ in range(MAX_SITE_CONNECTIONS)
     ]
     try:
         with socket.create_connection((LOOPBACK, port), timeout=READ_TIMEOUT) as extra:

@@ -28,14 +28,16 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from sockplay.server.listening import ListenerService
 from sockplay.server.metrics import (
-    HEADERS_TIMEOUT,
-    MAX_METRICS_CONNECTIONS,
-    LimitedFactory,
     Metrics,
-    ReadOnlyChannel,
     makeMetricsResource,
     makeMetricsService,
     makeMetricsSite,
+)
+from sockplay.server.website import (
+    HEADERS_TIMEOUT,
+    MAX_SITE_CONNECTIONS,
+    LimitedFactory,
+    ReadOnlyChannel,
 )
 
 LOOPBACK = "127.0.0.1"
@@ -249,7 +251,7 @@ def test_metricsServiceListens(logged: list[str]) -> None:
     assert (port, interface) == (9100, LOOPBACK)
     assert isinstance(factory, LimitedFactory)
     assert isinstance(factory.wrappedFactory, Site)
-    assert factory.limit == MAX_METRICS_CONNECTIONS
+    assert factory.limit == MAX_SITE_CONNECTIONS
     assert service.port is not None
     assert logged == ["Serving metrics on tcp:0.0.0.0:9100 (tcp:9100:interface=127.0.0.1)"]
     stopped: list[bool] = []
@@ -372,7 +374,7 @@ class SiteConnections:
     @ivar factory: the site's factory (the connection limit around the site).
     """
 
-    def __init__(self, limit: int = MAX_METRICS_CONNECTIONS) -> None:
+    def __init__(self, limit: int = MAX_SITE_CONNECTIONS) -> None:
         self.clock = Clock()
         self.metrics = Metrics()
         self.factory = makeMetricsSite(self.metrics, self.clock, limit)  # type: ignore[arg-type]
@@ -628,8 +630,8 @@ def test_connectionLimit() -> None:
 
 def test_defaultConnectionLimit(site: SiteConnections) -> None:
     """
-    The site holds L{MAX_METRICS_CONNECTIONS} connections by default.
+    The site holds L{MAX_SITE_CONNECTIONS} connections by default.
     """
-    for _ in range(MAX_METRICS_CONNECTIONS):
+    for _ in range(MAX_SITE_CONNECTIONS):
         assert site.connect()[1].value() == b""
     assert statusOf(site.connect()[1]) == b"HTTP/1.1 503 Service Unavailable"
