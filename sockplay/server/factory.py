@@ -25,6 +25,7 @@ from sockplay.framing import Framer, makeFramer
 from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
 from sockplay.server.lifecycle import Drain, Sweep
+from sockplay.server.limits import ConnectionLimits
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
 from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
@@ -63,6 +64,8 @@ class EchoReplyFactory(ConnectionOwner):
         made (before admission: each is later reported to C{observers}).
     @ivar random: the source of fault-injection draws (seed it in tests).
     @ivar sweep: the idle and linger L{Sweep}.
+    @ivar limits: the L{ConnectionLimits}, which count the connections in
+        C{connections} and C{awaiting}.
     """
 
     noisy = False
@@ -91,7 +94,7 @@ class EchoReplyFactory(ConnectionOwner):
         )
         self.sweep = Sweep(self.connections, clock, self.settings)
         self._drain: Drain | None = None
-        self._perPeer: dict[str, int] = {}
+        self.limits = ConnectionLimits(self.settings)
         self._addresses: dict[IAddress, IAddress] = {}
 
     def buildProtocol(self, addr: IAddress | None) -> EchoReplyProtocol:
@@ -154,40 +157,10 @@ class EchoReplyFactory(ConnectionOwner):
         """
         for observer in self.openedObservers:
             observer()
-        refusal = self._count(protocol.peerAddress)
+        refusal = self.limits.countIn(protocol.peerAddress)
         if refusal is None:
             self.connections.add(protocol)
         return refusal
-
-    def _count(self, peer: IAddress | None) -> tuple[str, str] | None:
-        """
-        Count a connection from C{peer} against the limits, or say why it
-        is over one (and leave it uncounted).
-        """
-        settings = self.settings
-        if settings.maxConnections and (
-            len(self.connections) + len(self.awaiting) >= settings.maxConnections
-        ):
-            return "busy", "server busy"
-        key = _peerKey(peer)
-        if key is not None and settings.maxPerPeer:
-            if self._perPeer.get(key, 0) >= settings.maxPerPeer:
-                return "peer-limit", f"too many connections from {key}"
-        if key is not None:
-            self._perPeer[key] = self._perPeer.get(key, 0) + 1
-        return None
-
-    def _uncount(self, peer: IAddress | None) -> None:
-        """
-        Release the per-peer count of a connection from C{peer}.
-        """
-        key = _peerKey(peer)
-        if key is not None:
-            left = self._perPeer.get(key, 1) - 1
-            if left > 0:
-                self._perPeer[key] = left
-            else:
-                self._perPeer.pop(key, None)
 
     # Connections awaiting their PROXY header (IHeaderAdmission)
 
@@ -206,7 +179,7 @@ class EchoReplyFactory(ConnectionOwner):
         ends before its header is in; once it is, its protocol is admitted
         (and reported) as any other.
         """
-        if self._count(connection.peerAddress) is not None:
+        if self.limits.countIn(connection.peerAddress) is not None:
             return False
         self.awaiting.add(connection)
         return True
@@ -219,7 +192,7 @@ class EchoReplyFactory(ConnectionOwner):
         if connection not in self.awaiting:
             return
         self.awaiting.discard(connection)
-        self._uncount(connection.peerAddress)
+        self.limits.countOut(connection.peerAddress)
         if handedOver:
             return
         for observer in self.openedObservers:
@@ -234,7 +207,7 @@ class EchoReplyFactory(ConnectionOwner):
         if protocol in self.connections:
             self.connections.discard(protocol)
             self.sweep.stopIfUnused()
-            self._uncount(protocol.peerAddress)
+            self.limits.countOut(protocol.peerAddress)
         if not (self.settings.quiet and not self.observers):
             self._record(protocol)
         if self._drain is not None:
@@ -258,32 +231,7 @@ class EchoReplyFactory(ConnectionOwner):
             outcome=protocol.outcome or "ok",
         )
         if not self.settings.quiet:
-            # The text is made here with an f-string and given to the logger
-            # as one field: Twisted formats each {field} of a format string
-            # in pure Python, which cost ~25 us per connection for eight of
-            # them. The fields stay in the event for structured observers.
-            # A probe (a health check, every few seconds) is no news.
-            self.log.emit(
-                LogLevel.debug if record.outcome == "probe" else LogLevel.info,
-                "Connection closed: {summary}",
-                summary=(
-                    f"{record.peer} on {record.listener}, {record.outcome}"
-                    f"{f' ({detail})' if detail else ''}, "
-                    f"{counted(record.messages, 'message')}, "
-                    f"{counted(record.bytesIn, 'byte')} in, "
-                    f"{counted(record.bytesOut, 'byte')} out, {record.duration:.3f} s"
-                ),
-                event="connection",
-                peer=record.peer,
-                listener=record.listener,
-                framing=record.framing,
-                messages=record.messages,
-                bytesIn=record.bytesIn,
-                bytesOut=record.bytesOut,
-                duration=record.duration,
-                outcome=record.outcome,
-                **({"detail": detail} if detail else {}),
-            )
+            _logConnection(self.log, record, detail)
         for observer in self.observers:
             observer(record)
 
@@ -332,10 +280,35 @@ class EchoReplyFactory(ConnectionOwner):
             self._drain.stopNow()
 
 
-def _peerKey(peer: object) -> str | None:
+def _logConnection(log: Logger, record: ConnectionRecord, detail: str) -> None:
     """
-    The per-peer limit's key: the client's IP address. Connections without
-    one (UNIX sockets) are not limited per peer.
+    Log one line for a closed connection: at debug level for a probe (a
+    health check, every few seconds, is no news), else at info level.
+
+    @param detail: what the outcome alone does not say, or C{""}.
     """
-    host = getattr(peer, "host", None)
-    return host if isinstance(host, str) else None
+    # The text is made here with an f-string and given to the logger as one
+    # field: Twisted formats each {field} of a format string in pure Python,
+    # which cost ~25 us per connection for eight of them. The fields stay
+    # in the event for structured observers.
+    log.emit(
+        LogLevel.debug if record.outcome == "probe" else LogLevel.info,
+        "Connection closed: {summary}",
+        summary=(
+            f"{record.peer} on {record.listener}, {record.outcome}"
+            f"{f' ({detail})' if detail else ''}, "
+            f"{counted(record.messages, 'message')}, "
+            f"{counted(record.bytesIn, 'byte')} in, "
+            f"{counted(record.bytesOut, 'byte')} out, {record.duration:.3f} s"
+        ),
+        event="connection",
+        peer=record.peer,
+        listener=record.listener,
+        framing=record.framing,
+        messages=record.messages,
+        bytesIn=record.bytesIn,
+        bytesOut=record.bytesOut,
+        duration=record.duration,
+        outcome=record.outcome,
+        **({"detail": detail} if detail else {}),
+    )
