@@ -1,6 +1,6 @@
 """
 The first code a C{--workers} worker process runs: tie its life to its
-parent's, then serve (L{sockplay.server.workers}).
+parent's, then serve (L{sockplay.server.worker}).
 
 A worker must never outlive the parent that shares its sockets out, or it
 goes on serving as an orphan that nothing will stop. On Linux the kernel
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(0)
     # Only now the slow part (Twisted and the server), now that a parent
     # that dies takes this process with it.
-    from sockplay.server.workers import main as serve
+    from sockplay.server.worker import main as serve
 
     serve()
 

@@ -29,14 +29,12 @@ from zope.interface import implementer
 from sockplay import _worker
 from sockplay.server import ServerSettings
 from sockplay.server.tap import Options
+from sockplay.server.worker import AdoptedEndpoint, decodeSettings, encodeSettings
 from sockplay.server.workers import (
     MAX_WORKERS,
     WORKER_MODULE,
-    AdoptedEndpoint,
     SpawnFailed,
     WorkerPoolService,
-    decodeSettings,
-    encodeSettings,
 )
 
 DEADLINE = 20.0
@@ -470,7 +468,7 @@ def test_orphanExitsBeforeServing(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.setattr(_worker, "tieToParent", lambda parent: False)
     # Importing the server now would raise ImportError.
-    monkeypatch.setitem(sys.modules, "sockplay.server.workers", None)
+    monkeypatch.setitem(sys.modules, "sockplay.server.worker", None)
     with pytest.raises(SystemExit) as info:
         _worker.main(["42"])
     assert info.value.code == 0
