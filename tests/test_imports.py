@@ -179,15 +179,25 @@ def test_tapIsNotImported() -> None:
         "sockplay.server.factory",
         "sockplay.server.lifecycle",
         "sockplay.server.settings",
+        "sockplay.server.limits",
+        "sockplay.server.proxy",
+        "sockplay.server.proxyheader",
+        "sockplay.server.sendqueue",
     ],
 )
 def test_connectionModulesDoNotImportAssembly(module: str) -> None:
     """
     A connection's own modules never import what assembles or observes
-    them: tap, workers or metrics subscribe to the factory, not the other
+    them: tap, the workers or metrics subscribe to the factory, not the other
     way round.
     """
-    assembly = {"sockplay.server.tap", "sockplay.server.workers", "sockplay.server.metrics"}
+    assembly = {
+        "sockplay.server.tap",
+        "sockplay.server.workers",
+        "sockplay.server.worker",
+        "sockplay.server.metrics",
+        "sockplay.server.website",
+    }
     assert importGraph()[module] & assembly == set()
 
 

@@ -43,7 +43,7 @@ from support.servers import (
 )
 
 from sockplay.server import ServerSettings
-from sockplay.server.workers import ENVIRONMENT_KEY, encodeSettings
+from sockplay.server.worker import ENVIRONMENT_KEY, encodeSettings
 
 # Seconds a worker may take to go once its parent is gone: a stopping
 # worker drains first, and there are no connections to drain.
@@ -97,6 +97,21 @@ def answers(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def stillAnswersAfter(port: int, timeout: float) -> bool:
+    """
+    Poll, at most C{timeout} seconds, until nothing accepts connections on
+    loopback C{port}: a process that is exiting drops out of C{/proc}'s
+    view of live processes (its memory is gone) a moment before its
+    sockets close.
+
+    @return: whether the port still answered at the end.
+    """
+    deadline = time.monotonic() + timeout
+    while (answering := answers(port)) and time.monotonic() < deadline:
+        select.select([], [], [], 0.02)
+    return answering
 
 
 @pytest.fixture
@@ -165,7 +180,7 @@ def test_killedParentLeavesNoWorker(
         assert server.process.wait(timeout=GONE_WITHIN) == -signal.SIGKILL
         left = waitUntilGone(token, GONE_WITHIN)
         assert not left, f"workers {sorted(left)} outlived their parent"
-        assert not answers(port), "a port of the dead server still answers"
+        assert not stillAnswersAfter(port, GONE_WITHIN), "a port of the dead server still answers"
     finally:
         for pid in processesWith(token):
             os.kill(pid, signal.SIGKILL)
