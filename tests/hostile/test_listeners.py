@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.proxyheaders import ESCAPE
 from support.servers import (
     HELLO,
     HELLO_REPLY,
@@ -49,8 +50,6 @@ SLACK = 3.0
 
 # What a PROXY-protocol peer says it is relaying: a documentation address.
 PROXY_HEADER = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 12345\r\n"
-# Bytes a terminal would act on, which must never reach the server's log.
-ESCAPE = b"\x1b[31mINJECTED"
 
 STREAM_KINDS = ["tcp", "ssl", "haproxy", "unix"]
 

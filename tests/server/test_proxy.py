@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from support.fakes import HalfCloseableTransport
+from support.proxyheaders import ESCAPE, MALFORMED_V1
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
@@ -46,7 +47,6 @@ V1_LONGEST = (
 # The client's own bytes, after the header.
 MESSAGE = b"hello\n"
 # Bytes a terminal would act on, which must never reach a log line.
-ESCAPE = b"\x1b[31mINJECTED"
 
 
 def v2(command: int, family: int, block: bytes) -> bytes:
@@ -369,11 +369,7 @@ def test_wrapperHeaderSplitAtEveryByteBoundary(data: bytes) -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(b"PROXY TCP4 " + ESCAPE + b" 5.6.7.8 1 2\r\n", id="escape"),
-        pytest.param(b"PROXY TCP4 not-an-ip 5.6.7.8 1 2\r\n", id="not-an-ip"),
-        pytest.param(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n", id="port-99999"),
-        pytest.param(b"PROXY TCP4 1.2.3.4 5.6.7.8 abc 2\r\n", id="port-abc"),
-        pytest.param(b"PROXY TCP4 \xff\xfe.1.1.1 5.6.7.8 1 2\r\n", id="non-utf8"),
+        *MALFORMED_V1,
         pytest.param(ESCAPE + b"\n", id="no-header"),
         pytest.param(v2(0x1, 0x41, V2_TCP4[16:]), id="v2-family"),
     ],
