@@ -56,7 +56,7 @@ from sockplay.server._twisted import (
     sendNow,
     shutDownWriteNow,
 )
-from sockplay.server.proxy import localAddress
+from sockplay.server.proxy import acceptedAt, localAddress
 from sockplay.server.sendqueue import unsentBytes
 from sockplay.server.settings import ServerSettings
 
@@ -184,7 +184,7 @@ class EchoReplyProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         self._seconds = factory.clock.seconds
-        self.startedAt = self.lastMessageAt = self._seconds()
+        self.startedAt = self.lastMessageAt = acceptedAt(transport, self._seconds())
         self.peerAddress = transport.getPeer()
         if factory.needsLocalAddress:
             # Behind the PROXY protocol getHost() is the load balancer's

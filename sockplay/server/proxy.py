@@ -45,6 +45,7 @@ __all__ = [
     "ProxiedEndpoint",
     "ProxyHeaderWrapper",
     "ProxyWrappingFactory",
+    "acceptedAt",
     "localAddress",
 ]
 
@@ -315,6 +316,18 @@ class ProxiedEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         factory: Any = ProxyWrappingFactory(protocolFactory)  # type: ignore[no-untyped-call]
         return self.wrapped.listen(factory)
+
+
+def acceptedAt(transport: ITransport, now: float) -> float:
+    """
+    When the connection under C{transport} was accepted: through a PROXY
+    wrapper, when the socket was, so that the idle timeout holds the header
+    and the first message together (and the logged duration counts both);
+    otherwise C{now}.
+    """
+    if isinstance(transport, ProxyHeaderWrapper) and transport.startedAt:
+        return transport.startedAt
+    return now
 
 
 def localAddress(transport: ITransport) -> IAddress:

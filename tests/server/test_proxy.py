@@ -647,3 +647,24 @@ def test_wrapperQuietLogsNothing(logged: list[str]) -> None:
     wrapper.dataReceived(b"hello\n")
     lose(wrapper, transport)
     assert logged == []
+
+
+def test_idleTimeoutCountsFromTheAccept(records: list[ConnectionRecord]) -> None:
+    """
+    The idle timeout holds the header and the first message together: a
+    client whose header arrives just before the timeout does not get a
+    second full period for its message, and the logged duration counts
+    from the accept.
+    """
+    clock = Clock()
+    clock.advance(100)
+    factory = makeFactory(records, clock, idleTimeout=2)
+    wrapper, transport = accept(factory)
+    clock.advance(1.9)
+    wrapper.dataReceived(V1_TCP4 + b"half a mess")
+    for _ in range(5):
+        clock.advance(0.1)
+    assert transport.value() == b"Error: idle timeout (2 s)\n"
+    wrapper.connectionLost(Failure(ConnectionDone()))
+    [record] = records
+    assert (record.outcome, record.duration) == ("idle-timeout", pytest.approx(2.4))
