@@ -333,13 +333,14 @@ class WorkerPoolService(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()  # type: ignore[no-untyped-call]
-        self._stopping = True
+        # Already stopping: the start failed, and no signal is being handled.
+        failedStart, self._stopping = self._stopping, True
         for call in self._restarts.values():
             if call.active():
                 call.cancel()
         self._restarts.clear()
         waits = [process.exited for process in self.processes.values()]
-        stoppable = self.signals is not None and self.signals.caught
+        stoppable = self.signals is not None and self.signals.caught and not failedStart
         if self.signals is not None:
             # Another signal than the first: two of the same sent in quick
             # succession can reach a worker as one.

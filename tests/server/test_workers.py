@@ -359,6 +359,31 @@ def test_spawnFailureStopsStartedWorkers() -> None:
     assert not pool.ready.called
 
 
+class CaughtSignals:
+    """
+    Stands in for L{sockplay.server.lifecycle.SecondSignal} with its
+    handlers installed.
+    """
+
+    caught = True
+
+    def whenSecond(self, callback: object) -> None:
+        pass
+
+
+def test_spawnFailureStopsWithoutCtrlCHint(logged: list[str]) -> None:
+    """
+    Stopping after a failed start says how many workers it stops, but not
+    to press Ctrl-C again: no signal is being handled.
+    """
+    reactor = SpawningReactor(failing=[3])
+    pool = WorkerPoolService(4, [], ServerSettings(), 1.0, reactor, signals=CaughtSignals())
+    with pytest.raises(SpawnFailed):
+        pool.startService()
+    pool.stopService()
+    assert any(line == "Stopping 2 workers" for line in logged), logged
+
+
 def test_spawnFailureOtherError() -> None:
     """
     A start that fails for another reason than the process limit says why
