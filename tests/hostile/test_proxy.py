@@ -24,6 +24,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.proxyheaders import MALFORMED_V1
@@ -43,7 +44,6 @@ SLACK = 3.0
 
 HEADER = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 12345\r\n"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-# Bytes a terminal would act on, which must never reach the server's log.
 
 
 @pytest.fixture
@@ -211,3 +211,31 @@ def test_headerlessProbeNotLogged(server: ServerProcess) -> None:
     assertServes(server)
     line = server.waitForLine(lambda line: "Connection closed:" in line, "the client's line")
     assert "192.0.2.7" in line and "probe" not in line
+
+
+def test_drainClosesConnectionsAwaitingTheirHeader(tmp_path: Path) -> None:
+    """
+    A drain (SIGTERM) closes at once the connections still awaiting their
+    PROXY header, silent or halfway: they are owed nothing, and the server
+    does not wait its drain timeout for them.
+    """
+    command = [
+        sys.executable, "-m", "sockplay.server",
+        "--drain-timeout", "20",
+        "--listen", f"haproxy:tcp:0:interface={LOOPBACK}",
+    ]  # fmt: skip
+    server = ServerProcess(command, tmp_path)
+    try:
+        port = server.waitUntilReady()
+        with connect(port) as silent, connect(port) as halfway:
+            halfway.sendall(HEADER[:10])
+            assert stillOpen(silent, 0.2) and stillOpen(halfway, 0.2)
+            started = time.monotonic()
+            server.process.terminate()
+            assert closedWithin(silent, SLACK) < SLACK
+            assert closedWithin(halfway, SLACK) < SLACK
+        assert server.waitForExit(timeout=SLACK + SOCKET_TIMEOUT) == 0, server.transcript()
+        assert time.monotonic() - started < SLACK + 2
+    finally:
+        server.stop()
+    assert "Shutdown complete: 0 connections drained, 0 aborted" in server.transcript()
