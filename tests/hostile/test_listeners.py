@@ -33,8 +33,10 @@ from support.servers import (
     PREFIX,
     SOCKET_TIMEOUT,
     ServerProcess,
+    cleanServer,
     connect,
     readToEOF,
+    readWithin,
     resetConnection,
 )
 
@@ -123,18 +125,10 @@ def listeners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listeners]:
         "--listen", f"unix:{unixPath}",
         "--udp", "0", "--udp-interface", LOOPBACK,
     ]  # fmt: skip
-    server = ServerProcess(command, directory)
-    try:
-        server.waitUntilReady()
+    with cleanServer(command, directory) as server:
         tls = ssl.create_default_context(cafile=str(certificates.ca))
         yield Listeners(server, _listenerPorts(server), unixPath, tls)
-        assert server.process.poll() is None, server.transcript()
-        server.process.terminate()
-        assert server.waitForExit() == 0, server.transcript()
-    finally:
-        server.stop()
     log = server.transcript()
-    assert "Traceback" not in log, log
     assert "\x1b" not in log and "INJECTED" not in log, log
 
 
@@ -147,25 +141,6 @@ def assertServes(listeners: Listeners, kind: str) -> None:
     with listeners.open(kind) as sock:
         sock.sendall(HELLO + b"\n")
         assert readToEOF(sock) == HELLO_REPLY + b"\n"
-
-
-def readWithin(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
-    """
-    Everything C{sock} receives until its peer closes or resets it, and
-    how long that took; fails the test if it is still open after
-    C{seconds}.
-    """
-    start = time.monotonic()
-    sock.settimeout(seconds)
-    chunks = []
-    try:
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    except (ConnectionResetError, ssl.SSLEOFError):
-        pass
-    except TimeoutError:
-        pytest.fail(f"the server did not close the connection within {seconds} s")
-    return b"".join(chunks), time.monotonic() - start
 
 
 @pytest.mark.parametrize("kind", STREAM_KINDS)

@@ -32,8 +32,10 @@ from support.servers import (
     LOOPBACK,
     SOCKET_TIMEOUT,
     ServerProcess,
+    cleanServer,
     connect,
     readToEOF,
+    readWithin,
 )
 
 IDLE_TIMEOUT = 1
@@ -62,17 +64,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "--max-connections", str(MAX_CONNECTIONS),
         "--listen", f"haproxy:tcp:0:interface={LOOPBACK}",
     ]  # fmt: skip
-    process = ServerProcess(command, tmp_path_factory.mktemp("hostile-proxy"))
-    try:
-        process.waitUntilReady()
+    with cleanServer(command, tmp_path_factory.mktemp("hostile-proxy")) as process:
         yield process
-        assert process.process.poll() is None, process.transcript()
-        process.process.terminate()
-        assert process.waitForExit() == 0, process.transcript()
-    finally:
-        process.stop()
     log = process.transcript()
-    assert "Traceback" not in log and "Unhandled" not in log, log
     assert "\x1b" not in log and "INJECTED" not in log and "not-an-ip" not in log, log
 
 
@@ -100,16 +94,9 @@ def closedWithin(sock: socket.socket, seconds: float) -> float:
 
     @return: how long that took.
     """
-    start = time.monotonic()
-    sock.settimeout(seconds)
-    try:
-        data = sock.recv(1024)
-    except ConnectionResetError:
-        data = b""
-    except TimeoutError:
-        pytest.fail(f"the server did not close the connection within {seconds} s")
+    data, took = readWithin(sock, seconds)
     assert data == b""
-    return time.monotonic() - start
+    return took
 
 
 def stillOpen(sock: socket.socket, seconds: float) -> bool:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import queue
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -35,9 +37,11 @@ __all__ = [
     "TWISTD",
     "ServerPool",
     "ServerProcess",
+    "cleanServer",
     "connect",
     "readExactly",
     "readToEOF",
+    "readWithin",
     "resetConnection",
     "tutorialClient",
 ]
@@ -244,6 +248,45 @@ def resetConnection(sock: socket.socket) -> None:
     """
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def readWithin(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """
+    Everything C{sock} receives until its peer closes or resets it, and
+    how long that took; fails the test if it is still open after
+    C{seconds}.
+    """
+    start = time.monotonic()
+    sock.settimeout(seconds)
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (ConnectionResetError, ssl.SSLEOFError):
+        pass
+    except TimeoutError:
+        pytest.fail(f"the server did not close the connection within {seconds} s")
+    return b"".join(chunks), time.monotonic() - start
+
+
+@contextmanager
+def cleanServer(command: list[str], cwd: Path) -> Iterator[ServerProcess]:
+    """
+    Start C{command} and wait until it is ready; at the end, it must still
+    be running, exit with status 0 on SIGTERM, and have logged no
+    traceback. It is stopped whatever happens.
+    """
+    server = ServerProcess(command, cwd)
+    try:
+        server.waitUntilReady()
+        yield server
+        assert server.process.poll() is None, server.transcript()
+        server.process.terminate()
+        assert server.waitForExit() == 0, server.transcript()
+    finally:
+        server.stop()
+    log = server.transcript()
+    assert "Traceback" not in log and "Unhandled" not in log, log
 
 
 def readToEOF(sock: socket.socket) -> bytes:
