@@ -109,7 +109,9 @@ def asStream(transport: object) -> StreamTransport:
 
 
 def _plainSocketClasses() -> tuple[type, ...]:
-    kinds: list[type] = [tcp.Server]
+    from sockplay.server.reactor import SockplayServer
+
+    kinds: list[type] = [tcp.Server, SockplayServer]
     try:
         from twisted.internet import unix
     except ImportError:  # no UNIX sockets on this platform

@@ -17,6 +17,7 @@ from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from sockplay.cli import parseOrExit
+from sockplay.server.reactor import chooseReactor
 from sockplay.server.tap import Options, makeService
 
 __all__ = ["main"]
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     config = Options()
     parseOrExit(config, argv)
-    react(_serve, (config,))
+    react(_serve, (config,), chooseReactor(config["reactor"]))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,14 @@ class EchoReplyFactory(ConnectionOwner):
             FaultyEchoReplyProtocol if self.settings.injectsFaults else EchoReplyProtocol
         )
         self.sweep = Sweep(self.connections, clock, self.settings)
+        # Whether the prefix or banner names {listener}, which needs each
+        # connection's local address (asked once per connection).
+        self._templatesNameListener = any(
+            template is not None and b"{listener}" in template
+            for template in (self.settings.prefix, self.settings.banner)
+        )
+        # The prefix, where it has no placeholder to fill in per connection.
+        self._fixedPrefix = None if b"{" in self.settings.prefix else self.settings.prefix
         self._drain: Drain | None = None
         self.limits = ConnectionLimits(self.settings)
         self._addresses: dict[IAddress, IAddress] = {}
@@ -108,13 +116,7 @@ class EchoReplyFactory(ConnectionOwner):
         Whether connections must learn their local address (a system call):
         for the connection log, the observers, or a C{{listener}} template.
         """
-        settings = self.settings
-        return bool(
-            not settings.quiet
-            or self.observers
-            or b"{listener}" in settings.prefix
-            or (settings.banner is not None and b"{listener}" in settings.banner)
-        )
+        return bool(not self.settings.quiet or self.observers or self._templatesNameListener)
 
     def makeFramer(self) -> Framer:
         """
@@ -126,6 +128,8 @@ class EchoReplyFactory(ConnectionOwner):
         """
         Fill in a template's placeholders for C{protocol}'s connection.
         """
+        if template is self._fixedPrefix:
+            return template
         return renderTemplate(
             template, self.hostname, protocol.hostAddress, protocol.peerAddress,
             tls=protocol.overTLS,

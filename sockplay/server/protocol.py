@@ -289,7 +289,8 @@ class EchoReplyProtocol(Protocol):
                 # as HAProxy's, which resets) or a port scan.
                 self.outcome = "probe"
             else:
-                self.outcome = "ok" if reason.check(error.ConnectionDone) else "reset"
+                # isinstance: Failure.check names every base class.
+                self.outcome = "ok" if isinstance(reason.value, error.ConnectionDone) else "reset"
         self.factory.connectionClosed(self)
 
     # IPushProducer: the transport tells us when its write buffer is full.
@@ -445,10 +446,16 @@ class EchoReplyProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         self._unregister()
-        if self._readClosed or not canHalfClose(transport):
+        if self._readClosed:
             transport.loseConnection()
-        elif not (self._direct and shutDownWriteNow(transport)):
+        elif self._direct:
+            # A plain socket, which can half-close: at once if it can.
+            if not shutDownWriteNow(transport):
+                asStream(transport).loseWriteConnection()
+        elif canHalfClose(transport):
             asStream(transport).loseWriteConnection()
+        else:
+            transport.loseConnection()
 
     def _unregister(self) -> None:
         """

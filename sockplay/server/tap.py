@@ -22,6 +22,7 @@ from sockplay.framing import DEFAULT_MAX_MESSAGE, checkKeepOpen, framingOption
 from sockplay.server.factory import EchoReplyFactory
 from sockplay.server.lifecycle import DrainService, ReadyAnnouncer, SecondSignal
 from sockplay.server.listening import ListenerService, isTLS, makeEndpoint, makeUDPService
+from sockplay.server.reactor import chooseReactor, reactorName
 from sockplay.server.settings import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -126,6 +127,10 @@ class Options(CommandOptions):
          "without a reply.", number("--drop-rate", float, 0.0, 1.0)],
         ["reset-rate", None, 0.0, "Probability (0-1) that a message is answered by a reset "
          "(RST) without a reply.", number("--reset-rate", float, 0.0, 1.0)],
+        ["reactor", None, None, "The Twisted reactor to run on, by the names twistd "
+         "--help-reactors lists ('epoll' for Twisted's own). [default: sockplay, "
+         "Twisted's epoll reactor with less work per event, where the platform has epoll]",
+         reactorName],
     ]
 
     def __init__(self) -> None:
@@ -201,6 +206,11 @@ class Options(CommandOptions):
                 raise usage.UsageError(str(e)) from None
         if self["drop-rate"] + self["reset-rate"] > 1:
             raise usage.UsageError("--drop-rate and --reset-rate add up to more than 1")
+        if self["reactor"] is not None and self.parent is not None and _reactorInstalled():
+            raise usage.UsageError(
+                "the reactor is chosen twice: give either twistd's --reactor (before "
+                "'sockplay') or sockplay's --reactor, not both"
+            )
         endpoints = self._endpoints()
         if self["workers"] > 1 and self["metrics"]:
             raise usage.UsageError(
@@ -276,6 +286,14 @@ class Options(CommandOptions):
         )
 
 
+def _reactorInstalled() -> bool:
+    """
+    Whether Twisted's global reactor is installed already (twistd installs
+    the one its own C{--reactor} names while it parses its options).
+    """
+    return "twisted.internet.reactor" in sys.modules
+
+
 def makeService(config: Options, reactor: IReactorCore | None = None) -> IService:
     """
     Build the server that C{config} describes: a L{MultiService} with one
@@ -283,12 +301,11 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
     service per C{--udp}, and a L{DrainService} that drains the connections
     at shutdown; or, with C{--workers}, the pool of worker processes.
 
-    @param reactor: the reactor to listen with; the global one by default.
+    @param reactor: the reactor to listen with; by default the global one,
+        installed first (as C{--reactor} says) if none is yet.
     """
     if reactor is None:
-        from twisted.internet import reactor as globalReactor
-
-        reactor = cast(IReactorCore, globalReactor)
+        reactor = chooseReactor(config["reactor"])
     factory = EchoReplyFactory(config.settings(), clock=cast(Any, reactor))
     parent = MultiService()
     # A second SIGINT or SIGTERM stops the drain (or the workers') at once.

@@ -53,6 +53,7 @@ def test_defaults() -> None:
         "workers": 1,
         "metrics": None,
         "udp-interface": "127.0.0.1",
+        "reactor": None,
         "udp": [],
         "listen": ["tcp:12345:interface=127.0.0.1"],
     }
@@ -68,7 +69,7 @@ def test_allOptions() -> None:
         "--idle-timeout", "2.5", "--max-connections", "7", "--max-per-peer", "3",
         "--drain-timeout", "0", "--quiet", "--banner", "hi {peer}", "--delay", "0.25",
         "--drop-rate", "0.1", "--reset-rate", "0.2", "--workers", "2",
-        "--udp", "0", "--udp", "5353", "--udp-interface", "::1",
+        "--udp", "0", "--udp", "5353", "--udp-interface", "::1", "--reactor", "poll",
     ])
     assert dict(config) == {
         "framing": "line",
@@ -87,6 +88,7 @@ def test_allOptions() -> None:
         "workers": 2,
         "metrics": None,
         "udp-interface": "::1",
+        "reactor": "poll",
         "udp": [0, 5353],
         "listen": ["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"],
     }

@@ -17,10 +17,12 @@ from support.realreactor import globalReactor, resultOf, spinUntil
 from twisted.internet import abstract, tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 
 from sockplay.server import EchoReplyFactory, ServerSettings, _twisted, proxy
+from sockplay.server import reactor as sockplayReactor
 from sockplay.server._twisted import (
     PRIVATE_NAMES,
     forgetExitSignal,
@@ -33,7 +35,17 @@ from sockplay.server._twisted import (
 # how to make one to look at.
 _INSTANCES: dict[type, Callable[[], object]] = {
     abstract.FileDescriptor: lambda: abstract.FileDescriptor(reactor=MemoryReactor()),
+    EPollReactor: lambda: _closing(EPollReactor()),
 }
+
+
+def _closing(made: EPollReactor) -> EPollReactor:
+    """
+    A new reactor, looked at only: its poller and waker closed at once.
+    """
+    made._poller.close()
+    made.waker.connectionLost(None)
+    return made
 
 
 def resolve(name: str) -> object:
@@ -60,17 +72,22 @@ def resolve(name: str) -> object:
     return thing
 
 
-@pytest.mark.parametrize("name", PRIVATE_NAMES)
-def test_privateNameStillThere(name: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("_twisted.py", name) for name in PRIVATE_NAMES]
+    + [("reactor.py", name) for name in sockplayReactor.PRIVATE_NAMES],
+)
+def test_privateNameStillThere(module: str, name: str) -> None:
     """
-    Each private name that sockplay reaches for exists in the installed
-    Twisted; if an upgrade renames one, this fails naming it.
+    Each private name that sockplay reaches for (in its two modules that
+    reach under Twisted's API) exists in the installed Twisted; if an
+    upgrade renames one, this fails naming it.
     """
     try:
         resolve(name)
     except AttributeError:
         pytest.fail(
-            f"Twisted no longer has {name}: update sockplay/server/_twisted.py "
+            f"Twisted no longer has {name}: update sockplay/server/{module} "
             "(its public-API fallback keeps sockplay correct meanwhile)"
         )
 
