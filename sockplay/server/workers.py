@@ -1,11 +1,18 @@
 """
 Multi-process serving: C{--workers N}.
 
-The parent process binds every listener once, C{--udp} ports included,
-stops reading them itself, and starts N worker processes that adopt the
-sockets (L{IReactorSocket.adoptStreamPort}, C{adoptDatagramPort}); the
-kernel hands each new connection, and each datagram, to one of the workers.
-A worker that dies is restarted within a second. On SIGTERM or SIGINT the
+The parent process binds every listener, C{--udp} ports included, stops
+reading them itself, and starts N worker processes that adopt the sockets
+(L{IReactorSocket.adoptStreamPort}, C{adoptDatagramPort}). On Linux, a TCP
+listener is N sockets on one port, one per worker, bound with
+C{SO_REUSEPORT} (L{sockplay.server.reuseport}): the kernel hashes each new
+connection to one worker's socket, and only that worker wakes. Other
+listeners (UNIX sockets, sockets handed in, UDP ports), and every listener
+on other platforms, are one socket that all the workers share: each new
+connection, or datagram, wakes every worker and one of them takes it.
+A worker that dies is restarted within a second, on the same sockets: the
+parent keeps its copy of each open, so the connections queued on a dead
+worker's socket wait there for its successor. On SIGTERM or SIGINT the
 parent passes SIGTERM on: each worker drains its own connections (see
 L{sockplay.server.lifecycle.DrainService}) and exits, then the parent exits.
 A second signal to the parent is passed on too (as SIGINT), and the
@@ -41,8 +48,10 @@ from twisted.internet.interfaces import (
     IProcessTransport,
     IReactorCore,
     IReactorProcess,
+    IReactorTCP,
     IReactorTime,
     IReactorUDP,
+    IStreamServerEndpoint,
 )
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -56,8 +65,10 @@ from sockplay.server.lifecycle import Stoppable
 from sockplay.server.listening import (
     ListenerService,
     ListenFailed,
+    makeEndpoint,
     makeUDPService,
 )
+from sockplay.server.reuseport import ReusePortTCP, canSpreadConnections, perWorkerEndpoint
 from sockplay.server.settings import ServerSettings
 from sockplay.server.worker import ENVIRONMENT_KEY, FIRST_FD, encodeSettings
 
@@ -132,22 +143,32 @@ class _WorkerProcess(ProcessProtocol):
         self.pool.workerEnded(self, reason)
 
 
-class _SharedPort(NamedTuple):
+class _Listener(NamedTuple):
     """
-    A socket the parent binds and the workers serve.
+    A listener the parent binds and the workers serve.
 
-    @ivar port: the listening port, bound in the parent but not read there.
+    @ivar ports: its listening ports, bound in the parent but not read
+        there: one that every worker shares, or one per worker (by index,
+        from 1), all on one port.
     @ivar description: what the log calls it.
     @ivar family: its address family.
     @ivar haproxy: whether its connections start with a PROXY header.
     @ivar datagram: whether it is a UDP port.
     """
 
-    port: Any
+    ports: tuple[Any, ...]
     description: str
     family: int
     haproxy: bool
     datagram: bool
+
+    def forWorker(self, index: int) -> Any:
+        """
+        The port that worker C{index} serves: always the same one, so that a
+        restarted worker takes over the connections queued for the one it
+        replaces.
+        """
+        return self.ports[0] if len(self.ports) == 1 else self.ports[index - 1]
 
 
 class WorkerPoolService(Service):
@@ -155,7 +176,10 @@ class WorkerPoolService(Service):
     Bind the listeners, run N workers on them, keep them running, and stop
     them gracefully.
 
-    @ivar ports: the shared ports, bound in this process but not read.
+    @ivar listening: the listeners, bound in this process but not read.
+    @ivar reusePort: whether each worker gets a socket of its own on a TCP
+        listener (L{sockplay.server.reuseport}), rather than one that they
+        all share.
     @ivar processes: the live worker processes, by index.
     """
 
@@ -170,11 +194,15 @@ class WorkerPoolService(Service):
         reactor: IReactorCore,
         datagrams: Sequence[tuple[int, str]] = (),
         signals: Stoppable | None = None,
+        reusePort: bool | None = None,
     ) -> None:
         """
         @param listeners: each stream listener's description and endpoint.
         @param datagrams: each UDP listener's port and interface.
         @param signals: catches a second stop signal, to pass it on.
+        @param reusePort: whether to give each worker a socket of its own on
+            a TCP listener; by default, where the platform spreads
+            connections over such sockets (L{canSpreadConnections}).
         """
         self.signals = signals
         self.count = count
@@ -183,7 +211,8 @@ class WorkerPoolService(Service):
         self.settings = settings
         self.drainTimeout = drainTimeout
         self._reactor = reactor
-        self.ports: list[_SharedPort] = []
+        self.reusePort = canSpreadConnections() if reusePort is None else reusePort
+        self.listening: list[_Listener] = []
         self.processes: dict[int, _WorkerProcess] = {}
         self.transports: dict[int, IProcessTransport] = {}
         self._delays: dict[int, float] = {}
@@ -198,17 +227,17 @@ class WorkerPoolService(Service):
         factory = EchoReplyFactory(self.settings, clock=cast(IReactorTime, self._reactor))
         for description, endpoint in self.listeners:
             # Binds now, or ends the program with one line if it cannot.
-            listener = ListenerService(description, endpoint, factory, self._reactor)
-            listener.privilegedStartService()
-            port = listener.port
-            assert port is not None
-            stopReading = getattr(port, "stopReading", None)
-            if stopReading is None or not hasattr(port, "fileno"):
-                raise ListenFailed(f"Error: --workers cannot share the listener {description}")
-            stopReading()
-            family = getattr(port, "addressFamily", socket.AF_INET)
-            self.ports.append(
-                _SharedPort(port, description, family, description.startswith("haproxy:"), False)
+            if self.reusePort and perWorkerEndpoint(endpoint):
+                group = ReusePortTCP(cast(IReactorTCP, self._reactor))
+                ports = tuple(
+                    self._bind(description, makeEndpoint(cast(Any, group), description), factory)
+                    for _ in range(self.count)
+                )
+            else:
+                ports = (self._bind(description, endpoint, factory),)
+            family = getattr(ports[0], "addressFamily", socket.AF_INET)
+            self.listening.append(
+                _Listener(ports, description, family, description.startswith("haproxy:"), False)
             )
         for number, interface in self.datagrams:
             # Binds now, or ends the program with one line if it cannot.
@@ -216,16 +245,37 @@ class WorkerPoolService(Service):
             udp.privilegedStartService()
             udpPort = udp.port
             udpPort.stopReading()
-            self.ports.append(_SharedPort(udpPort, "UDP", udpPort.addressFamily, False, True))
+            self.listening.append(_Listener((udpPort,), "UDP", udpPort.addressFamily, False, True))
+
+    def _bind(
+        self, description: str, endpoint: IStreamServerEndpoint, factory: EchoReplyFactory
+    ) -> Any:
+        """
+        Listen on C{endpoint} now, and leave the accepting to the workers.
+
+        @return: the listening port, not read in this process.
+        @raise ListenFailed: if it cannot listen, or its port cannot be
+            handed to a worker.
+        """
+        listener = ListenerService(description, endpoint, factory, self._reactor)
+        listener.privilegedStartService()
+        port = listener.port
+        assert port is not None
+        stopReading = getattr(port, "stopReading", None)
+        if stopReading is None or not hasattr(port, "fileno"):
+            raise ListenFailed(f"Error: --workers cannot share the listener {description}")
+        stopReading()
+        return port
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        for shared in self.ports:
+        for listener in self.listening:
             self.log.info(
                 "Listening on {address} ({description}) with {count} workers",
-                address=describeAddress(shared.port.getHost()),
-                description=shared.description,
+                address=describeAddress(listener.ports[0].getHost()),
+                description=listener.description,
                 count=self.count,
+                socketsPerWorker=len(listener.ports) > 1,
             )
         for index in range(1, self.count + 1):
             try:
@@ -251,13 +301,13 @@ class WorkerPoolService(Service):
                 "sockets": [
                     {
                         "fd": FIRST_FD + n,
-                        "family": int(shared.family),
-                        "haproxy": shared.haproxy,
-                        "datagram": shared.datagram,
+                        "family": int(listener.family),
+                        "haproxy": listener.haproxy,
+                        "datagram": listener.datagram,
                     }
-                    for n, shared in enumerate(self.ports)
+                    for n, listener in enumerate(self.listening)
                 ],
-                "statusFD": FIRST_FD + len(self.ports),
+                "statusFD": FIRST_FD + len(self.listening),
             }
         )
 
@@ -269,9 +319,9 @@ class WorkerPoolService(Service):
         """
         self._restarts.pop(index, None)
         childFDs: dict[int, int | str] = {1: 1, 2: 2}
-        for n, shared in enumerate(self.ports):
-            childFDs[FIRST_FD + n] = shared.port.fileno()
-        statusFD = FIRST_FD + len(self.ports)
+        for n, listener in enumerate(self.listening):
+            childFDs[FIRST_FD + n] = listener.forWorker(index).fileno()
+        statusFD = FIRST_FD + len(self.listening)
         childFDs[statusFD] = "r"
         env = dict(os.environ)
         env[ENVIRONMENT_KEY] = self._spec(index)
@@ -360,8 +410,9 @@ class WorkerPoolService(Service):
         def finished(result: object) -> None:
             if killer.active():
                 killer.cancel()
-            for shared in self.ports:
-                shared.port.stopListening()
+            for listener in self.listening:
+                for port in listener.ports:
+                    port.stopListening()
             self.log.info("All workers stopped")
             forgetExitSignal(self._reactor)
 

@@ -13,14 +13,17 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from support.servers import TWISTD, ServerPool, connect, readToEOF, run, serverCommands
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet import tcp, unix
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol, IProcessTransport, IReactorProcess
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -28,8 +31,10 @@ from zope.interface import implementer
 
 from sockplay import _worker
 from sockplay.server import ServerSettings
+from sockplay.server.listening import makeEndpoint
+from sockplay.server.reuseport import ReusePortTCP, canSpreadConnections, perWorkerEndpoint
 from sockplay.server.tap import Options
-from sockplay.server.worker import AdoptedEndpoint, decodeSettings, encodeSettings
+from sockplay.server.worker import FIRST_FD, AdoptedEndpoint, decodeSettings, encodeSettings
 from sockplay.server.workers import (
     MAX_WORKERS,
     WORKER_MODULE,
@@ -255,10 +260,17 @@ class FakeProcess:
     @ivar signals: the names of the signals sent to it, in order.
     """
 
-    def __init__(self, pid: int, protocol: IProcessProtocol, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        protocol: IProcessProtocol,
+        args: Sequence[str],
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> None:
         self.pid = pid
         self.protocol = protocol
         self.args = list(args)
+        self.childFDs = dict(childFDs or {})
         self.signals: list[str] = []
 
     def signalProcess(self, signalID: str | int) -> None:
@@ -307,7 +319,9 @@ class SpawningReactor(MemoryReactorClock):
         self.attempts += 1
         if self.attempts in self.failing:
             raise self.error
-        process = FakeProcess(1000 + self.attempts, processProtocol, [str(a) for a in args])
+        process = FakeProcess(
+            1000 + self.attempts, processProtocol, [str(a) for a in args], childFDs
+        )
         processProtocol.makeConnection(process)
         self.processes.append(process)
         return process
@@ -547,3 +561,304 @@ def test_dieWithParentSetsTheSignal() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=DEADLINE
     ).stdout
     assert out.split() == ["True", str(int(signal.SIGTERM))]
+
+
+class BindingReactor(SpawningReactor):
+    """
+    A L{SpawningReactor} whose TCP and UNIX ports are real sockets, bound
+    and listening, that nothing ever reads: what the parent of the workers
+    makes of its listeners.
+
+    @ivar bound: every port it made.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound: list[Any] = []
+
+    def listenTCP(
+        self, port: Any, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> Any:
+        listening = tcp.Port(port, factory, backlog, interface, reactor=self)
+        listening.startListening()
+        self.bound.append(listening)
+        return listening
+
+    def listenUNIX(
+        self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666,
+        wantPID: bool = False,
+    ) -> Any:
+        listening = unix.Port(address, factory, backlog, mode, self, wantPID)
+        listening.startListening()
+        self.bound.append(listening)
+        return listening
+
+    def close(self) -> None:
+        """
+        Close every socket it made.
+        """
+        for port in self.bound:
+            port.socket.close()
+
+
+@pytest.fixture
+def bindingReactor() -> Iterator[BindingReactor]:
+    """
+    A L{BindingReactor} whose sockets are closed after the test.
+    """
+    reactor = BindingReactor()
+    try:
+        yield reactor
+    finally:
+        reactor.close()
+
+
+def socketOf(fd: int) -> socket.socket:
+    """
+    A socket object for a duplicate of C{fd}, to look at.
+    """
+    return socket.socket(fileno=os.dup(fd))
+
+
+def reusesPort(sock: socket.socket) -> bool:
+    """
+    Whether C{sock} was bound with C{SO_REUSEPORT}.
+    """
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+def workerSocketFDs(reactor: SpawningReactor) -> list[int]:
+    """
+    The descriptor each started worker got as its first listener, in the
+    order they were started.
+    """
+    return [int(process.childFDs[FIRST_FD]) for process in reactor.processes]
+
+
+EPHEMERAL_TCP = "tcp:0:interface=127.0.0.1"
+
+
+def test_canSpreadConnections() -> None:
+    """
+    Linux spreads connections over a group of C{SO_REUSEPORT} sockets; other
+    platforms (where the option does not balance), and a Python without the
+    option, do not.
+    """
+    withOption = types.SimpleNamespace(SO_REUSEPORT=15)
+    without = types.SimpleNamespace()
+    assert canSpreadConnections("linux", withOption)  # type: ignore[arg-type]
+    assert not canSpreadConnections("darwin", withOption)  # type: ignore[arg-type]
+    assert not canSpreadConnections("freebsd14", withOption)  # type: ignore[arg-type]
+    assert not canSpreadConnections("linux", without)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("tcp:0:interface=127.0.0.1", True),
+        ("tcp6:0:interface=\\:\\:1", True),
+        ("haproxy:tcp:0:interface=127.0.0.1", True),
+        ("unix:/tmp/sockplay-test.sock", False),
+    ],
+)
+def test_perWorkerEndpoint(description: str, expected: bool) -> None:
+    """
+    TCP listeners, also behind C{haproxy:}, can be a socket per worker;
+    UNIX sockets cannot.
+    """
+    assert perWorkerEndpoint(makeEndpoint(MemoryReactor(), description)) is expected
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_reusePortGroupSharesOnePort(bindingReactor: BindingReactor) -> None:
+    """
+    Each C{listenTCP} of a L{ReusePortTCP} is another listening socket,
+    bound with C{SO_REUSEPORT} to the port that the first one got for
+    port 0.
+    """
+    group = ReusePortTCP(bindingReactor)
+    first = group.listenTCP(0, Factory(), 10, "127.0.0.1")
+    second = group.listenTCP(0, Factory(), 10, "127.0.0.1")
+    port = first.getHost().port  # type: ignore[attr-defined]
+    assert port != 0
+    assert group.portNumber == port
+    assert second.getHost().port == port  # type: ignore[attr-defined]
+    sockets = [cast(Any, p).socket for p in (first, second)]
+    assert sockets[0].fileno() != sockets[1].fileno()
+    assert [reusesPort(s) for s in sockets] == [True, True]
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_reusePortGroupRefusesATakenPort(bindingReactor: BindingReactor) -> None:
+    """
+    A group asked for a port on which another socket listens fails as a
+    port in use does, even when that socket allows C{SO_REUSEPORT}: a second
+    server on the same port must not quietly share it with the first.
+    """
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        with pytest.raises(CannotListenError) as info:
+            ReusePortTCP(bindingReactor).listenTCP(taken, Factory(), 10, "127.0.0.1")
+    assert info.value.socketError.errno == errno.EADDRINUSE  # type: ignore[attr-defined]
+    assert bindingReactor.bound == []
+
+
+def boundPool(
+    reactor: BindingReactor, description: str, reusePort: bool, count: int = 2
+) -> WorkerPoolService:
+    """
+    A started pool of C{count} workers on one listener, C{description}.
+    """
+    pool = WorkerPoolService(
+        count,
+        [(description, makeEndpoint(reactor, description))],
+        ServerSettings(),
+        1.0,
+        reactor,
+        reusePort=reusePort,
+    )
+    pool.privilegedStartService()
+    pool.startService()
+    return pool
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_poolGivesEachWorkerASocket(bindingReactor: BindingReactor) -> None:
+    """
+    With C{reusePort}, each worker gets a listening socket of its own for a
+    TCP listener, all bound with C{SO_REUSEPORT} to the same port, which
+    the parent keeps but does not read.
+    """
+    pool = boundPool(bindingReactor, EPHEMERAL_TCP, reusePort=True, count=3)
+    fds = workerSocketFDs(bindingReactor)
+    assert len(set(fds)) == 3
+    [listener] = pool.listening
+    assert [port.fileno() for port in listener.ports] == fds
+    sockets = [socketOf(fd) for fd in fds]
+    try:
+        assert {s.getsockname() for s in sockets} == {sockets[0].getsockname()}
+        assert all(reusesPort(s) for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+    assert not any(bindingReactor.readers)
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT here")
+def test_restartedWorkerGetsItsSocketBack(bindingReactor: BindingReactor) -> None:
+    """
+    A worker that dies is restarted on the socket it had, so that the
+    connections queued on it are not stranded.
+    """
+    boundPool(bindingReactor, EPHEMERAL_TCP, reusePort=True)
+    fds = workerSocketFDs(bindingReactor)
+    bindingReactor.processes[0].end(1)
+    bindingReactor.advance(1.0)
+    assert len(bindingReactor.processes) == 3
+    assert int(bindingReactor.processes[2].childFDs[FIRST_FD]) == fds[0]
+
+
+def test_poolSharesWithoutReusePort(bindingReactor: BindingReactor) -> None:
+    """
+    Without C{reusePort} (a platform that does not spread connections over
+    a group), every worker gets the one listening socket.
+    """
+    pool = boundPool(bindingReactor, EPHEMERAL_TCP, reusePort=False)
+    fds = workerSocketFDs(bindingReactor)
+    [listener] = pool.listening
+    assert len(listener.ports) == 1
+    assert fds == [listener.ports[0].fileno()] * 2
+    with socketOf(fds[0]) as sock:
+        assert not reusesPort(sock)
+
+
+def test_poolSharesAUnixListener(bindingReactor: BindingReactor, tmp_path: Path) -> None:
+    """
+    A UNIX socket listener is shared even with C{reusePort}:
+    C{SO_REUSEPORT} does not spread a UNIX socket's connections.
+    """
+    path = tmp_path / "sockplay.sock"
+    boundPool(bindingReactor, f"unix:{path}", reusePort=True)
+    fds = workerSocketFDs(bindingReactor)
+    assert len(bindingReactor.bound) == 1
+    assert fds == [bindingReactor.bound[0].fileno()] * 2
+
+
+def test_poolReusesPortWhereSpread() -> None:
+    """
+    By default, a pool gives each worker a socket where the platform
+    spreads connections over them.
+    """
+    pool = WorkerPoolService(2, [], ServerSettings(), 1.0, SpawningReactor())
+    assert pool.reusePort is canSpreadConnections()
+
+
+def listeningSockets(port: int) -> int:
+    """
+    How many sockets listen on TCP C{port} of 127.0.0.1 (from
+    /proc/net/tcp: state 0A is LISTEN).
+    """
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[1] == local and row[3] == "0A")
+
+
+linuxOnly = pytest.mark.skipif(
+    not canSpreadConnections(), reason="a socket per worker is Linux's (SO_REUSEPORT)"
+)
+
+
+@linuxOnly
+def test_workersEachServeTheirOwnSocket(servers: ServerPool, workerPids: set[int]) -> None:
+    """
+    With C{--workers 2} on Linux, the port has two listening sockets, one
+    per worker, and one-shot clients are answered correctly by both
+    workers, never by the parent.
+    """
+    server = servers.start(TWISTD, "--workers", "2", "--prefix", "{pid} ")
+    assert listeningSockets(server.port) == 2
+    pids = pidsServing(server.port, 60)
+    workerPids.update(pids)
+    assert len(set(pids)) == 2, pids
+    assert server.process.pid not in pids
+
+
+@linuxOnly
+def test_workersEachKeepTheirConnections(servers: ServerPool, workerPids: set[int]) -> None:
+    """
+    With C{--workers 2} on Linux, keep-open connections are spread over
+    both workers' sockets, and each is answered, message after message, by
+    the one worker that accepted it.
+    """
+    server = servers.start(
+        TWISTD, "--workers", "2", "--framing", "line", "--keep-open", "--prefix", "{pid} "
+    )
+    assert listeningSockets(server.port) == 2
+    connections = [connect(server.port) for _ in range(30)]
+    owners: list[set[int]] = []
+    try:
+        for sock in connections:
+            seen = set()
+            for n in range(3):
+                message = f"message {n}\n".encode()
+                sock.sendall(message)
+                reply = b""
+                while not reply.endswith(b"\n"):
+                    chunk = sock.recv(1024)
+                    assert chunk, reply
+                    reply += chunk
+                pid, _, rest = reply.partition(b" ")
+                assert rest == message, reply
+                seen.add(int(pid))
+            owners.append(seen)
+    finally:
+        for sock in connections:
+            sock.close()
+    workerPids.update(pid for seen in owners for pid in seen)
+    assert all(len(seen) == 1 for seen in owners), owners
+    assert len(set().union(*owners)) == 2, owners
+    assert server.process.pid not in set().union(*owners)
