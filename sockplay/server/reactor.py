@@ -345,3 +345,18 @@ def reactorName(value: str) -> str:
 
 
 reactorName.coerceDoc = ""  # type: ignore[attr-defined]
+
+
+def nameOf(reactor: object) -> str | None:
+    """
+    The short name of C{reactor}'s kind, as L{chooseReactor} takes it (so
+    that worker processes run on the reactor their parent runs on), or
+    C{None} for a reactor that no reactor plugin installs.
+    """
+    from twisted.application.reactors import getReactorTypes
+
+    module = type(reactor).__module__
+    for installer in getReactorTypes():
+        if installer.moduleName == module:  # type: ignore[attr-defined]
+            return str(installer.shortName)
+    return None

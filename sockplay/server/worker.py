@@ -46,6 +46,7 @@ from sockplay.server.listening import (
     quietly,
 )
 from sockplay.server.proxy import ProxiedEndpoint
+from sockplay.server.reactor import chooseReactor
 from sockplay.server.settings import ServerSettings, renderProcessTemplate
 
 __all__ = [
@@ -229,4 +230,5 @@ def main() -> None:
     # Signals come from the parent only: a Ctrl-C in the terminal reaches the
     # parent, which passes it on once, rather than every worker at once too.
     os.setpgid(0, 0)
-    react(_runWorker, (json.loads(raw),))
+    spec = json.loads(raw)
+    react(_runWorker, (spec,), chooseReactor(spec.get("reactor")))

@@ -68,6 +68,7 @@ from sockplay.server.listening import (
     makeEndpoint,
     makeUDPService,
 )
+from sockplay.server.reactor import nameOf
 from sockplay.server.reuseport import ReusePortTCP, canSpreadConnections, perWorkerEndpoint
 from sockplay.server.settings import ServerSettings
 from sockplay.server.worker import ENVIRONMENT_KEY, FIRST_FD, encodeSettings
@@ -298,6 +299,8 @@ class WorkerPoolService(Service):
                 "index": index,
                 "settings": encodeSettings(self.settings),
                 "drainTimeout": self.drainTimeout,
+                # The workers run on the reactor this process runs on.
+                "reactor": nameOf(self._reactor),
                 "sockets": [
                     {
                         "fd": FIRST_FD + n,

@@ -362,3 +362,18 @@ def test_unknownReactorIsAUsageError() -> None:
     first = result.stderr.splitlines()[0]
     assert first.startswith("Error: --reactor must be one of ")
     assert "epoll" in first and "sockplay" in first and first.endswith("not 'nosuch'")
+
+
+def test_nameOf() -> None:
+    """
+    A reactor's kind is named as C{--reactor} names it, so that workers run
+    on the reactor their parent runs on; a reactor no plugin installs has
+    no name.
+    """
+    from twisted.internet.epollreactor import EPollReactor
+
+    from sockplay.server.reactor import nameOf
+
+    assert nameOf(SockplayReactor.__new__(SockplayReactor)) == "sockplay"
+    assert nameOf(EPollReactor.__new__(EPollReactor)) == "epoll"
+    assert nameOf(MemoryReactor()) is None

@@ -5,6 +5,7 @@ Tests for C{--workers}: several processes serving the same listeners.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import select
@@ -862,3 +863,17 @@ def test_workersEachKeepTheirConnections(servers: ServerPool, workerPids: set[in
     assert all(len(seen) == 1 for seen in owners), owners
     assert len(set().union(*owners)) == 2, owners
     assert server.process.pid not in set().union(*owners)
+
+
+def test_workersRunOnTheParentsReactor() -> None:
+    """
+    Each worker is told to run on the kind of reactor its parent runs on
+    (sockplay's by default, or the one --reactor or twistd chose).
+    """
+    from twisted.internet.epollreactor import EPollReactor
+
+    from sockplay.server.reactor import SockplayReactor
+
+    for kind, name in ((SockplayReactor, "sockplay"), (EPollReactor, "epoll")):
+        pool = WorkerPoolService(2, [], ServerSettings(), 1.0, kind.__new__(kind))
+        assert json.loads(pool._spec(0))["reactor"] == name
