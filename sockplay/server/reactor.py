@@ -66,7 +66,6 @@ PRIVATE_NAMES = (
     "twisted.internet.posixbase._PollLikeMixin._doReadOrWrite",
     "twisted.internet.posixbase._DisconnectSelectableMixin._disconnectSelectable",
     "twisted.internet.posixbase._NO_FILEDESC",
-    "twisted.internet.tcp._SocketCloser._shouldShutdown",
     "twisted.internet.tcp.Port._fromListeningDescriptor",
     "twisted.internet.tcp.Port._realPortNumber",
     "twisted.internet.abstract._LogOwner._getLogPrefix",
@@ -92,15 +91,14 @@ class SockplayServer(tcp.Server):
       - Its log prefix and C{repr}, which Twisted formats for every
         connection as it is made (two strings, which an idle connection
         keeps), are formatted when asked for.
-      - It closes its socket without a C{shutdown(SHUT_RDWR)} first, one
-        system call less per connection; Twisted's own comment says that
-        call "isn't really necessary" (its sockets are close-on-exec), and
-        sockplay's protocol half-closes where it can before closing.
+      - It still shuts the socket down (C{shutdown(SHUT_RDWR)}) before it
+        closes it, as Twisted does, although Twisted's comment calls that
+        "not really necessary": without it, a connection closed with the
+        client's input unread (a refusal, C{server busy}) is reset before
+        the client reads the error, where Twisted's order lets it arrive.
       - It tells an aborted connection from others with C{isinstance}
         rather than L{Failure.check}, which names every base class.
     """
-
-    _shouldShutdown = False
 
     def __init__(
         self,
@@ -178,7 +176,6 @@ def _hasNames() -> bool:
     ) and all(
         hasattr(kind, name)
         for kind, name in (
-            (tcp._SocketCloser, "_shouldShutdown"),
             (tcp.Port, "_fromListeningDescriptor"),
             (tcp.Port, "_realPortNumber"),
             (tcp.Server, "_getLogPrefix"),

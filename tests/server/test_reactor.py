@@ -254,7 +254,7 @@ def test_unavailableWithoutItsNames(monkeypatch: pytest.MonkeyPatch) -> None:
     the servers then run on Twisted's own.
     """
     assert available()
-    monkeypatch.delattr(tcp._SocketCloser, "_shouldShutdown")
+    monkeypatch.delattr(tcp.Port, "_fromListeningDescriptor")
     assert not available()
 
 
