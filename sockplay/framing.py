@@ -183,6 +183,14 @@ class RawFramer(Framer):
             return [], MessageTooLong(self.maxLength)
         return [Message(data, b"")], None
 
+    def feedReplies(
+        self, data: bytes, prefix: bytes, limit: int = 0
+    ) -> tuple[bytes, int, MessageError | None]:
+        # The read is the message, unframed: its reply is prefix + read.
+        if len(data) > self.maxLength:
+            return b"", 0, MessageTooLong(self.maxLength)
+        return prefix + data, 1, None
+
 
 class LineFramer(Framer):
     """
@@ -236,7 +244,7 @@ class LineFramer(Framer):
             messages, error = self._linesUntilTooLong(lines, rest)
             return self.encodeReplies(prefix, messages), len(messages), error
         self._buffer = rest
-        error = MessageTooLong(limit) if self._tooLong(rest) else None
+        error = MessageTooLong(limit) if rest and self._tooLong(rest) else None
         if len(lines) == 1:
             # One request in flight: the usual case, spared the join.
             return prefix + lines[0] + LF, 1, error

@@ -69,6 +69,8 @@ PRIVATE_NAMES = (
     "twisted.internet.tcp.Port._fromListeningDescriptor",
     "twisted.internet.tcp.Port._realPortNumber",
     "twisted.internet.abstract._LogOwner._getLogPrefix",
+    "twisted.internet.tcp._SocketCloser._closeSocket",
+    "twisted.internet.abstract.FileDescriptor._writeDisconnected",
 )
 
 _log = Logger()
@@ -91,11 +93,13 @@ class SockplayServer(tcp.Server):
       - Its log prefix and C{repr}, which Twisted formats for every
         connection as it is made (two strings, which an idle connection
         keeps), are formatted when asked for.
-      - It still shuts the socket down (C{shutdown(SHUT_RDWR)}) before it
-        closes it, as Twisted does, although Twisted's comment calls that
-        "not really necessary": without it, a connection closed with the
-        client's input unread (a refusal, C{server busy}) is reset before
-        the client reads the error, where Twisted's order lets it arrive.
+      - It shuts the socket down (C{shutdown(SHUT_RDWR)}) before it closes
+        it only if its write side is still open. Twisted always does, and
+        calls it "not really necessary"; but it is where the write side is
+        open: without it, a connection closed with the client's input
+        unread (a refusal, C{server busy}) is reset before the client reads
+        the error. Once the write side is shut (sockplay's half-close), the
+        FIN is out, and the call only fails when the client has closed too.
       - It tells an aborted connection from others with C{isinstance}
         rather than L{Failure.check}, which names every base class.
     """
@@ -141,6 +145,21 @@ class SockplayServer(tcp.Server):
     def __repr__(self) -> str:
         return self.repstr
 
+    def _closeSocket(self, orderly: bool) -> None:
+        """
+        Close the socket as Twisted does, but for the C{shutdown} before
+        C{close} once the write side is shut already: its FIN has gone out,
+        and on a connection that the client has closed too, that call only
+        fails (C{ENOTCONN}, raised and caught in Python).
+        """
+        if orderly and self._writeDisconnected:
+            try:
+                self.socket.close()
+            except OSError:
+                pass
+            return
+        super()._closeSocket(orderly)
+
     def connectionLost(self, reason: Failure) -> None:
         """
         Close the socket and tell the protocol, as Twisted's connection does.
@@ -179,6 +198,8 @@ def _hasNames() -> bool:
             (tcp.Port, "_fromListeningDescriptor"),
             (tcp.Port, "_realPortNumber"),
             (tcp.Server, "_getLogPrefix"),
+            (tcp.Server, "_closeSocket"),
+            (tcp.Server, "_writeDisconnected"),
         )
     )
 
