@@ -1,13 +1,22 @@
 """
 Compare sockplay with other echo-reply servers under the same load.
 
-It starts sockplay (C{twistd -n sockplay}) and its peers on loopback, the
-asyncio server (also on uvloop, if installed) and the socket tutorial's
-blocking server, drives each with the same C{python -m sockplay.bench} load,
-and writes benchmarks.md (a table, the machine, how it was measured) and
-benchmarks.png (a chart, if matplotlib is installed) into the folder
-C{--output} names (C{--output docs}: the published report), or else into a
-new temporary folder, which it names.
+It starts sockplay (C{twistd -n sockplay}, its default settings but for
+C{--quiet}) and its peers on loopback, the asyncio server (also on uvloop,
+if installed), a textbook Twisted C{LineReceiver} server and the socket
+tutorial's blocking server, drives each with the same load, and writes
+benchmarks.md (a table, the targets of issue 11, the machine, how it was
+measured) and benchmarks.png (a chart, if matplotlib is installed) into the
+folder C{--output} names (C{--output docs}: the published report), or else
+into a new temporary folder, which it names.
+
+The load comes from benchmarks/loadgen.c, compiled with C{cc -O2} into a
+temporary folder at the start, when there is a C compiler: a Python load
+generator is slower than the fastest servers, so it would bound what it
+measures. Without a compiler (or with C{--load python}) it comes from
+C{python -m sockplay.bench}, and the report says so. Both check every byte
+of every reply. The idle-memory runs always use C{python -m sockplay.bench
+--hold}: they measure the servers' memory, not their speed.
 
 Servers run on one CPU and the load generator on another (C{taskset}, or
 C{os.sched_setaffinity}), when there are two. Each server is warmed up with
@@ -18,6 +27,8 @@ is the median of its rounds.
     python benchmarks/compare.py --output docs   # the full run, into docs/
     python benchmarks/compare.py --smoke         # a few seconds, into a temp dir
     python benchmarks/compare.py --smoke --output /tmp/bench
+    python benchmarks/compare.py --only ping-pong,pipelined --servers sockplay,uvloop
+    python benchmarks/compare.py --sockplay-args '--reactor epoll'
 
 It exits 1 if any server fails to start or any run reports an error (the
 load generator checks every reply byte).
@@ -33,6 +44,7 @@ import platform
 import queue
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -40,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +75,10 @@ _LISTENING = re.compile(r"Listening on tcp:127\.0\.0\.1:(\d+)")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
           "--pidfile=", "sockplay"]
 PEER = [sys.executable, str(HERE / "asyncio_server.py")]
+TWISTED = [sys.executable, str(HERE / "twisted_server.py")]
 BLOCKING = [sys.executable, str(HERE / "blocking_server.py")]
 BENCH = [sys.executable, "-m", "sockplay.bench"]
+LOADGEN = HERE / "loadgen.c"
 
 # What installs the optional parts of the comparison (the chart's
 # matplotlib, the uvloop peer): named in the one line said when one is missing.
@@ -109,11 +124,102 @@ SMOKE = Settings(duration=0.2, warmup=0.0, rounds=1, idleConnections=200, hold=0
 
 
 @dataclass(frozen=True)
+class LoadGenerator:
+    """
+    What drives the load of the measured runs.
+
+    @ivar name: C{c} (benchmarks/loadgen.c, compiled) or C{python}
+        (C{python -m sockplay.bench}); C{--load} takes these names.
+    @ivar command: the command, before a run's C{--port} and load options
+        (which both generators take alike), that prints one JSON summary.
+    """
+
+    name: str
+    command: tuple[str, ...]
+
+    @property
+    def description(self) -> str:
+        """
+        How the report names it.
+        """
+        if self.name == "c":
+            return "`benchmarks/loadgen.c` (a C epoll load generator, compiled with `cc -O2`)"
+        return "`python -m sockplay.bench`"
+
+
+PYTHON_LOAD = LoadGenerator("python", (*BENCH, "--json", "--quiet"))
+
+
+def chooseLoad(
+    wanted: str | None, folder: Path, which: Callable[[str], str | None] = shutil.which
+) -> tuple[LoadGenerator, str | None]:
+    """
+    The load generator to use (C{wanted}: C{c}, C{python}, or C{None}: the
+    C one if a C compiler is found), compiled into C{folder} if it is the C
+    one; and, if the choice fell back to Python, why, for the report.
+
+    @raise Failure: if C{c} is wanted but cannot be had.
+    """
+    if wanted == "python":
+        return PYTHON_LOAD, None
+    compiler = which("cc")
+    if compiler is None:
+        if wanted == "c":
+            raise Failure("--load c needs a C compiler (cc): install one (such as gcc), "
+                          "or use --load python")
+        return PYTHON_LOAD, (
+            "No C compiler (cc) was found, so the load came from `python -m sockplay.bench`, "
+            "which is slower than the fastest servers: a run it bounds (*load*) gives a floor, "
+            "not a figure."
+        )
+    binary = folder / "loadgen"
+    try:
+        built = subprocess.run(
+            [compiler, "-O2", "-std=c99", "-o", str(binary), str(LOADGEN)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Failure(f"{compiler} could not compile {LOADGEN}: {e}") from None
+    if built.returncode != 0:
+        raise Failure(f"{compiler} could not compile {LOADGEN}:\n{built.stderr.strip()}")
+    return LoadGenerator("c", (str(binary),)), None
+
+
+@dataclass(frozen=True)
+class Choices:
+    """
+    What one comparison runs, besides how long (L{Settings}).
+
+    @ivar load: the load generator of the measured runs.
+    @ivar sockplayArgs: options added to sockplay's command (C{--sockplay-args}).
+    @ivar only: the keys of the scenarios to run (L{Scenario.key}, C{idle}),
+        or C{None} for all.
+    @ivar servers: the servers to run, or C{None} for all.
+    @ivar command: the command line, for the report.
+    """
+
+    load: LoadGenerator = PYTHON_LOAD
+    sockplayArgs: tuple[str, ...] = ()
+    only: frozenset[str] | None = None
+    servers: frozenset[str] | None = None
+    command: str = "python benchmarks/compare.py"
+
+    def runs(self, key: str) -> bool:
+        """
+        Whether the scenario with this key is to be run.
+        """
+        return self.only is None or key in self.only
+
+
+@dataclass(frozen=True)
 class Scenario:
     """
     One load, and the servers it is run against.
+
+    @ivar key: the short name C{--only} takes.
     """
 
+    key: str
     name: str
     framing: str
     keepOpen: bool
@@ -275,19 +381,15 @@ class Server:
 
 def sockplayOptions() -> list[str]:
     """
-    Options that make sockplay comparable with the peers, among those this
-    version has: no per-connection log lines (the peers log nothing) and no
-    cap on connections (the idle scenario opens 10,000).
+    The one option that sockplay runs with besides its defaults (limits and
+    idle timeout on, as issue 11's targets ask): C{--quiet}, no
+    per-connection log lines, since the peers log nothing. The default
+    C{--max-connections} (10,000) admits the idle scenario's 10,000
+    connections.
     """
     from sockplay.server.tap import Options
 
-    help = Options().getUsage()
-    options = []
-    if "--quiet" in help:
-        options.append("--quiet")
-    if "--max-connections" in help:
-        options += ["--max-connections", "0"]
-    return options
+    return ["--quiet"] if "--quiet" in Options().getUsage() else []
 
 
 def serverCommands(keepOpen: bool, framing: str, extra: list[str]) -> dict[str, list[str]]:
@@ -303,10 +405,20 @@ def serverCommands(keepOpen: bool, framing: str, extra: list[str]) -> dict[str, 
     }
     if haveUvloop():
         commands["uvloop"] = [*PEER, *common, "--uvloop"]
+    if framing == "line" and keepOpen:
+        commands["twisted"] = [*TWISTED, "--port", "0", "--backlog", str(BACKLOG)]
     if framing == "raw" and not keepOpen:
         commands["blocking"] = [*BLOCKING, "--port", "0", "--backlog", str(BACKLOG)]
         commands["blocking-threads"] = [*commands["blocking"], "--threads"]
     return commands
+
+
+def chosen(commands: dict[str, list[str]], choices: Choices) -> dict[str, list[str]]:
+    """
+    The commands of the servers that C{--servers} keeps.
+    """
+    return {name: command for name, command in commands.items()
+            if choices.servers is None or name in choices.servers}
 
 
 def haveUvloop() -> bool:
@@ -333,13 +445,18 @@ def stopServers(servers: dict[str, Server]) -> None:
         server.stop()
 
 
-def bench(port: int, arguments: list[str], *, quiet: bool = True) -> subprocess.Popen[str]:
+def bench(
+    port: int, arguments: list[str], *, quiet: bool = True, load: LoadGenerator | None = None
+) -> subprocess.Popen[str]:
     """
-    Start one load run, pinned to the load generator's CPU.
+    Start one load run, pinned to the load generator's CPU: from C{load},
+    else from C{python -m sockplay.bench} (C{quiet}: without its progress
+    lines on stderr).
     """
+    command = list(load.command) if load is not None else [
+        *BENCH, "--json", *(["--quiet"] if quiet else [])]
     return subprocess.Popen(
-        [*LOAD_CPU, *BENCH, "--port", str(port), "--json", *(["--quiet"] if quiet else []),
-         *arguments],
+        [*LOAD_CPU, *command, "--port", str(port), *arguments],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -364,7 +481,7 @@ def finish(process: subprocess.Popen[str], what: str, timeout: float) -> dict[st
 
 
 def measure(
-    scenario: Scenario, server: Server, round: int, duration: float
+    scenario: Scenario, server: Server, round: int, duration: float, load: LoadGenerator
 ) -> Run:
     """
     One load run of C{duration} seconds, with the CPU that the server and
@@ -373,7 +490,8 @@ def measure(
     pid = server.process.pid
     started = time.monotonic()
     before, busyBefore, ownBefore = processCpu(pid), machineBusy(), ownCpu()
-    process = bench(server.port, [*scenario.arguments, "--duration", str(duration)])
+    process = bench(server.port, [*scenario.arguments, "--duration", str(duration)],
+                    load=load)
     summary = finish(process, f"{scenario.name} / {server.name}", duration + 10 + RUN_GRACE)
     serverCpu = processCpu(pid) - before
     # Everything else: the machine's busy time less the server's, the load
@@ -403,7 +521,8 @@ def settle(settings: Settings, outcome: Outcome) -> None:
 
 
 def measureSettled(
-    scenario: Scenario, server: Server, round: int, settings: Settings, outcome: Outcome
+    scenario: Scenario, server: Server, round: int, settings: Settings, outcome: Outcome,
+    load: LoadGenerator,
 ) -> Run:
     """
     L{measure}, on a quiet machine if it can be had: after L{settle}, and
@@ -412,7 +531,7 @@ def measureSettled(
     """
     for attempt in range(settings.retries + 1):
         settle(settings, outcome)
-        run = measure(scenario, server, round, settings.duration)
+        run = measure(scenario, server, round, settings.duration, load)
         if run.otherCpu <= QUIET:
             break
         if attempt < settings.retries:
@@ -423,7 +542,8 @@ def measureSettled(
 
 
 def runScenario(
-    scenario: Scenario, servers: dict[str, Server], settings: Settings, outcome: Outcome
+    scenario: Scenario, servers: dict[str, Server], settings: Settings, outcome: Outcome,
+    load: LoadGenerator,
 ) -> None:
     """
     Warm every server up, then run the load against each in turn, round
@@ -433,10 +553,10 @@ def runScenario(
     for name in names:
         if settings.warmup:
             print(f"  warm-up {scenario.name} / {name}", file=sys.stderr)
-            measure(scenario, servers[name], 0, settings.warmup)
+            measure(scenario, servers[name], 0, settings.warmup, load)
     for round in range(1, settings.rounds + 1):
         for name in names:
-            run = measureSettled(scenario, servers[name], round, settings, outcome)
+            run = measureSettled(scenario, servers[name], round, settings, outcome, load)
             print(
                 f"  {scenario.name} / {name} round {round}: {run.rate:,.0f} replies/s",
                 file=sys.stderr,
@@ -509,45 +629,51 @@ def idleConnectionsPossible(wanted: int, outcome: Outcome) -> int:
     return wanted
 
 
+KEEP_OPEN_SERVERS = ("sockplay", "asyncio", "uvloop", "twisted")
+
 SCENARIOS = [
     Scenario(
-        "keep-open line, 50 connections, 1 in flight",
-        "line", True, ("--framing", "line", "--connections", "50"),
-        ("sockplay", "asyncio", "uvloop"),
+        "ping-pong", "keep-open line, 50 connections, 1 in flight",
+        "line", True, ("--framing", "line", "--connections", "50"), KEEP_OPEN_SERVERS,
     ),
     Scenario(
-        "keep-open line, 50 connections, 16 pipelined",
+        "pipelined", "keep-open line, 50 connections, 16 pipelined",
         "line", True, ("--framing", "line", "--connections", "50", "--pipeline", "16"),
-        ("sockplay", "asyncio", "uvloop"),
+        KEEP_OPEN_SERVERS,
     ),
     Scenario(
-        "one-shot raw, 20 concurrent",
+        "one-shot", "one-shot raw, 20 concurrent",
         "raw", False, ("--framing", "raw", "--connections", "20"),
         ("sockplay", "asyncio", "uvloop", "blocking", "blocking-threads"),
     ),
 ]
 
+# The idle-memory scenario's key for --only, and its servers.
+IDLE = "idle"
+IDLE_SERVERS = KEEP_OPEN_SERVERS
+
 # How far the generator goes: against the fastest peers (the first of
-# those listed that runs).
+# those listed that runs), with the scenario whose servers they are.
 CEILING = [
-    Scenario("keep-open line, 50 connections, 1 in flight", "line", True,
+    Scenario("ping-pong", "keep-open line, 50 connections, 1 in flight", "line", True,
              ("--framing", "line", "--connections", "50"), ("uvloop", "asyncio")),
-    Scenario("keep-open line, 50 connections, 64 pipelined", "line", True,
+    Scenario("pipelined", "keep-open line, 50 connections, 64 pipelined", "line", True,
              ("--framing", "line", "--connections", "50", "--pipeline", "64"),
              ("uvloop", "asyncio")),
-    Scenario("one-shot raw, 20 concurrent", "raw", False,
+    Scenario("one-shot", "one-shot raw, 20 concurrent", "raw", False,
              ("--framing", "raw", "--connections", "20"), ("blocking",)),
 ]
 
 
-def compare(settings: Settings) -> Outcome:
+def compare(settings: Settings, choices: Choices | None = None) -> Outcome:
     """
-    Run every scenario against every server.
+    Run every scenario (that C{choices} keeps) against every server.
     """
+    choices = choices or Choices()
     outcome = Outcome()
-    extra = sockplayOptions()
+    extra = [*sockplayOptions(), *choices.sockplayArgs]
     if extra:
-        outcome.notes.append(f"sockplay ran with `{' '.join(extra)}`.")
+        outcome.notes.append(f"sockplay ran with `{shlex.join(extra)}`.")
     if not haveUvloop():
         outcome.notes.append("uvloop is not installed: no uvloop figures.")
         print(f"uvloop is not installed: no uvloop figures ({BENCH_EXTRA})", file=sys.stderr)
@@ -555,20 +681,24 @@ def compare(settings: Settings) -> Outcome:
         outcome.notes.append("Servers and the load generator were not pinned to separate CPUs.")
     groups: dict[tuple[str, bool], list[Scenario]] = {}
     for scenario in SCENARIOS:
-        groups.setdefault((scenario.framing, scenario.keepOpen), []).append(scenario)
+        if choices.runs(scenario.key):
+            groups.setdefault((scenario.framing, scenario.keepOpen), []).append(scenario)
     for (framing, keepOpen), scenarios in groups.items():
-        servers = startServers(serverCommands(keepOpen, framing, extra))
+        servers = startServers(chosen(serverCommands(keepOpen, framing, extra), choices))
         try:
             for scenario in scenarios:
                 print(f"{scenario.name}", file=sys.stderr)
-                runScenario(scenario, servers, settings, outcome)
+                runScenario(scenario, servers, settings, outcome, choices.load)
             for scenario in CEILING:
-                if (scenario.framing, scenario.keepOpen) != (framing, keepOpen):
+                if scenario.key not in {s.key for s in scenarios}:
                     continue
-                peer = next(name for name in scenario.servers if name in servers)
+                peer = next((name for name in scenario.servers if name in servers), None)
+                if peer is None:
+                    continue
                 print(f"generator ceiling: {scenario.name} / {peer}", file=sys.stderr)
                 runs = sorted(
-                    (measureSettled(scenario, servers[peer], round, settings, outcome)
+                    (measureSettled(scenario, servers[peer], round, settings, outcome,
+                                    choices.load)
                      for round in range(1, settings.rounds + 1)),
                     key=lambda run: run.rate,
                 )
@@ -576,11 +706,12 @@ def compare(settings: Settings) -> Outcome:
                 outcome.ceiling.append(runs[len(runs) // 2])
         finally:
             stopServers(servers)
+    if not choices.runs(IDLE):
+        return outcome
     connections = idleConnectionsPossible(settings.idleConnections, outcome)
     print(f"idle memory, {connections} connections", file=sys.stderr)
-    commands = serverCommands(True, "line", extra)
-    servers = startServers({name: commands[name] for name in ("sockplay", "asyncio", "uvloop")
-                            if name in commands})
+    commands = chosen(serverCommands(True, "line", extra), choices)
+    servers = startServers({name: commands[name] for name in IDLE_SERVERS if name in commands})
     try:
         runIdle(servers, connections, settings, outcome)
     finally:
@@ -682,22 +813,77 @@ def _ms(milliseconds: float) -> str:
     return f"{milliseconds:.2f}"
 
 
+# Issue 11's targets for sockplay, each a ratio of replies/s: what it is,
+# the scenario's key, the peer, and the least ratio that meets it.
+TARGETS = [
+    ("keep-open ping-pong", "ping-pong", "uvloop", 1.0),
+    ("16 pipelined", "pipelined", "uvloop", 1.0),
+    ("one-shot", "one-shot", "uvloop", 1.0),
+    ("one-shot", "one-shot", "blocking", 0.9),
+]
+# And for memory: at most this many bytes of RSS per idle keep-open
+# connection (1.5 KiB), with this many connections open.
+IDLE_TARGET = 1.5 * 1024
+IDLE_TARGET_CONNECTIONS = 10_000
+
+
+def targets(outcome: Outcome) -> list[tuple[str, str, str, str]]:
+    """
+    Issue 11's targets, each as the target, the measured value, C{met},
+    C{not met} or C{not measured}, and a note (when a figure in it is a
+    bound, not a measurement).
+    """
+    names = {scenario.key: scenario.name for scenario in SCENARIOS}
+    rows = {(row["scenario"], row["server"]): row for row in medians(outcome)}
+    table = []
+    for what, key, peer, least in TARGETS:
+        target = f"{what}: sockplay ÷ {peer} ≥ {least:.1f}"
+        mine, theirs = rows.get((names[key], "sockplay")), rows.get((names[key], peer))
+        if mine is None or theirs is None or not theirs["rate"]:
+            table.append((target, "none", "not measured", ""))
+            continue
+        ratio = mine["rate"] / theirs["rate"]
+        notes = []
+        if boundBy(theirs) == "load":
+            notes.append(f"the load generator bounded {peer}: the ratio is at most this")
+        if boundBy(mine) == "load":
+            notes.append("the load generator bounded sockplay: the ratio is at least this")
+        table.append((target, f"{ratio:.2f}", "met" if ratio >= least else "not met",
+                      "; ".join(notes)))
+    target = (f"idle: ≤ {IDLE_TARGET / 1024:.1f} KiB ({IDLE_TARGET:,.0f} bytes) of RSS per "
+              f"keep-open connection, {IDLE_TARGET_CONNECTIONS:,} connections")
+    idle = outcome.idle.get("sockplay")
+    if idle is None:
+        table.append((target, "none", "not measured", ""))
+    else:
+        value = idle["perConnection"]
+        measured = f"{value / 1024:.2f} KiB ({value:,.0f} bytes)"
+        if idle["connections"] != IDLE_TARGET_CONNECTIONS:
+            table.append((target, measured, "not measured",
+                           f"with {idle['connections']:,} connections"))
+        else:
+            table.append((target, measured, "met" if value <= IDLE_TARGET else "not met", ""))
+    return table
+
+
 def render(
-    outcome: Outcome, settings: Settings, when: datetime.datetime, chart: bool = True
+    outcome: Outcome, settings: Settings, when: datetime.datetime, chart: bool = True,
+    choices: Choices | None = None,
 ) -> str:
     """
-    docs/benchmarks.md (C{chart}: with the chart).
+    docs/benchmarks.md (C{chart}: with the chart), of a run of C{choices}.
     """
+    choices = choices or Choices()
+    load = choices.load
     rows = medians(outcome)
     sockplay = {row["scenario"]: row["rate"] for row in rows if row["server"] == "sockplay"}
     lines = [
         "# Benchmarks",
         "",
         "sockplay against other echo-reply servers on the same machine, under the same",
-        "load from `python -m sockplay.bench`, which checks every byte of every reply.",
+        f"load from {load.description}, which checks every byte of every reply.",
         "",
-        f"Measured on {when:%Y-%m-%d %H:%M} UTC with `python benchmarks/compare.py"
-        + (" --smoke" if settings.smoke else "") + "`.",
+        f"Measured on {when:%Y-%m-%d %H:%M} UTC with `{choices.command}`.",
         "What each change to sockplay's hot path gained, what connection logs and metrics",
         "cost, and one versus several worker processes are measured separately, in",
         "[performance.md](performance.md).",
@@ -734,11 +920,26 @@ def render(
         "",
         *(["![replies per second and idle memory per connection](benchmarks.png)", ""]
           if chart else []),
+        "### Targets",
+        "",
+        "Issue 11's targets for sockplay, with its default settings (limits and idle timeout",
+        "on) but for `--quiet`, against the peers of the same run: each ratio is of the",
+        "medians above, and the idle memory is from the table below.",
+        *(["", "This is a smoke run (`--smoke`): its verdicts show that the harness works, "
+           "and measure nothing."] if settings.smoke else []),
+        "",
+        "| target | measured | verdict | note |",
+        "| --- | ---: | --- | --- |",
+        *(f"| {target} | {measured} | {verdict} | {note} |"
+          for target, measured, verdict, note in targets(outcome)),
+        "",
         "### Idle connections",
         "",
         "Resident memory (VmRSS from /proc/PID/status) of each server, after a warm-up, then",
         "while the load generator holds the connections open and idle; each connection has",
-        "made one verified exchange first, so the server has accepted it.",
+        "made one verified exchange first, so the server has accepted it. The load here is",
+        "always `python -m sockplay.bench --hold`, whatever drives the other runs: it measures",
+        "the servers' memory, not their speed.",
         "",
         "The last column is how long the generator took to open the connections and get",
         "every reply (at most 128 connecting at once).",
@@ -753,12 +954,23 @@ def render(
             f"| {idle['during'] / 1024:.1f} MiB | {idle['perConnection'] / 1024:.1f} KiB "
             f"| {idle['setup']:.1f} s |"
         )
+    if load.name == "c":
+        generator = [
+            "The generator is `benchmarks/loadgen.c`: one thread, one epoll set, edge-triggered",
+            "non-blocking sockets, one write per batch of requests, and each read compared with",
+            "the expected replies in one `memcmp`.",
+        ]
+    else:
+        generator = [
+            "The generator is `python -m sockplay.bench`, a plain non-blocking socket loop",
+            "(epoll, one process) that batches its writes, reads into one reused buffer and",
+            "checks each read with one comparison.",
+        ]
     lines += [
         "",
         "### How far the load generator goes",
         "",
-        "The generator is a plain non-blocking socket loop (epoll, one process) that batches",
-        "its writes, reads into one reused buffer and checks each read with one comparison.",
+        *generator,
         f"Against the fastest servers here (the median of {settings.rounds} "
         f"run{'s' if settings.rounds > 1 else ''}), with the CPU time each side spent per reply:",
         "",
@@ -789,6 +1001,7 @@ def render(
     ]
     for name, value in machine().items():
         lines.append(f"- {name}: {value}")
+    lines.append(f"- Load generator: {load.description}.")
     busy = [run.otherCpu for run in outcome.runs]
     if busy:
         lines.append(
@@ -814,11 +1027,17 @@ def render(
         "",
         "## The servers",
         "",
-        "- **sockplay**: `twistd -n sockplay` (Twisted's default reactor, epoll on Linux).",
+        "- **sockplay**: `twistd -n sockplay`, with its default settings (limits and idle",
+        "  timeout on) and `--quiet`.",
         "- **asyncio**: `benchmarks/asyncio_server.py`, an `asyncio.Protocol` with sockplay's",
-        "  wire behaviour; it uses sockplay's framing module, so the difference measured is",
+        "  wire behaviour, as fast as asyncio allows it: each read is framed and answered in",
+        "  one pass through the batch path of sockplay's framing module (`feedReplies`, as",
+        "  sockplay's server does) and one `transport.write`, so the difference measured is",
         "  the event loop and protocol layer, not the parsing.",
         "- **uvloop**: the same server on uvloop (`--uvloop`).",
+        "- **twisted**: `benchmarks/twisted_server.py`, plain Twisted as its tutorials write",
+        "  it: a `LineReceiver` whose `lineReceived` calls `sendLine(prefix + line)`, built",
+        "  with `Factory.forProtocol`, on the stock reactor; keep-open line framing only.",
         "- **blocking**: `benchmarks/blocking_server.py`, the socket tutorial's server:",
         "  accept, `recv(1024)`, send, close, one connection after the other; one-shot raw",
         "  only. **blocking-threads**: the same with a thread per connection (`--threads`).",
@@ -851,9 +1070,27 @@ def render(
         "python benchmarks/compare.py                # ~10 minutes; into a new temp dir",
         "python benchmarks/compare.py --output docs  # the same, rewriting docs/benchmarks.*",
         "python benchmarks/compare.py --smoke        # seconds; into a new temp dir (CI)",
+        "python benchmarks/compare.py --load python  # the Python load generator, not the C one",
+        "python benchmarks/compare.py --only ping-pong,idle --servers sockplay,uvloop",
+        "python benchmarks/compare.py --sockplay-args '--reactor epoll'  # extra server options",
         "```",
         "",
-        "The load generator on its own:",
+        "`--only` takes the scenarios' keys: " + ", ".join(
+            f"`{scenario.key}`" for scenario in SCENARIOS) + f", `{IDLE}`.",
+        "",
+        "The load generators on their own: the C one (its options are in the comment at",
+        "the top of `benchmarks/loadgen.c`),",
+        "",
+        "<!-- example: not run: needs a checkout's benchmarks/ folder; "
+        "tests/bench/test_loadgen.py runs the C load generator -->",
+        "```sh",
+        "cc -O2 -o /tmp/loadgen benchmarks/loadgen.c",
+        "twistd -n sockplay --framing line --keep-open &",
+        "/tmp/loadgen --port 12345 --keep-open --framing line --connections 50 --pipeline 16"
+        " --duration 1",
+        "```",
+        "",
+        "and the Python one:",
         "",
         "```sh",
         "twistd -n sockplay --framing line --keep-open &",
@@ -889,7 +1126,7 @@ def plot(outcome: Outcome, path: Path) -> bool:
     panels = [s.name for s in SCENARIOS if any(r["scenario"] == s.name for r in rows)]
     figure, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 4.2))
     colours = {"sockplay": "#d62728", "asyncio": "#1f77b4", "uvloop": "#2ca02c",
-               "blocking": "#7f7f7f", "blocking-threads": "#bcbd22"}
+               "twisted": "#9467bd", "blocking": "#7f7f7f", "blocking-threads": "#bcbd22"}
     for axis, name in zip(axes, panels, strict=False):
         mine = [r for r in rows if r["scenario"] == name]
         bars = axis.bar([r["server"] for r in mine], [r["rate"] for r in mine],
@@ -930,6 +1167,16 @@ def outputFolder(named: Path | None) -> Path:
     return named
 
 
+def _names(text: str) -> frozenset[str]:
+    """
+    A comma-separated list of names, for C{--only} and C{--servers}.
+    """
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
@@ -939,7 +1186,26 @@ def main(argv: list[str] | None = None) -> int:
                              "temporary directory; --output docs rewrites the tracked report)")
     parser.add_argument("--duration", type=float, help="seconds per measured run")
     parser.add_argument("--rounds", type=int, help="measured runs per server")
+    parser.add_argument("--load", choices=("c", "python"),
+                        help="the load generator: c (benchmarks/loadgen.c, compiled with cc; "
+                             "the default when cc is found) or python (python -m sockplay.bench)")
+    parser.add_argument("--sockplay-args", default="", metavar="OPTIONS",
+                        help="more options for sockplay's server, such as '--reactor epoll'")
+    parser.add_argument("--only", type=_names, metavar="SCENARIOS",
+                        help="run only these scenarios (comma-separated: "
+                             + ", ".join([*(s.key for s in SCENARIOS), IDLE]) + ")")
+    parser.add_argument("--servers", type=_names, metavar="SERVERS",
+                        help="run only these servers (comma-separated: sockplay, asyncio, "
+                             "uvloop, twisted, blocking, blocking-threads)")
     options = parser.parse_args(argv)
+    keys = {scenario.key for scenario in SCENARIOS} | {IDLE}
+    if options.only is not None and not options.only <= keys:
+        parser.error(f"--only: no scenario {', '.join(sorted(options.only - keys))} "
+                     f"(choose from {', '.join(sorted(keys))})")
+    try:
+        sockplayArgs = tuple(shlex.split(options.sockplay_args))
+    except ValueError as e:
+        parser.error(f"--sockplay-args: {e}")
     settings = SMOKE if options.smoke else FULL
     if options.duration is not None or options.rounds is not None:
         settings = Settings(
@@ -953,15 +1219,26 @@ def main(argv: list[str] | None = None) -> int:
     output = outputFolder(options.output)
     print(f"Writing the report into {output}", file=sys.stderr)
     when = datetime.datetime.now(datetime.timezone.utc)
+    command = shlex.join(["python", "benchmarks/compare.py",
+                          *(sys.argv[1:] if argv is None else argv)])
     try:
-        outcome = compare(settings)
+        with tempfile.TemporaryDirectory(prefix="sockplay-loadgen-") as folder:
+            load, fallback = chooseLoad(options.load, Path(folder))
+            print(f"Load generator: {load.description.replace('`', '')}", file=sys.stderr)
+            if fallback:
+                print("No C compiler (cc): the load comes from python -m sockplay.bench",
+                      file=sys.stderr)
+            choices = Choices(load, sockplayArgs, options.only, options.servers, command)
+            outcome = compare(settings, choices)
+            if fallback:
+                outcome.notes.append(fallback)
     except Failure as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     chart = plot(outcome, output / "benchmarks.png")
     if not chart:
         print(f"matplotlib is not installed: no chart ({BENCH_EXTRA})", file=sys.stderr)
-    (output / "benchmarks.md").write_text(render(outcome, settings, when, chart))
+    (output / "benchmarks.md").write_text(render(outcome, settings, when, chart, choices))
     print(f"Wrote {output / 'benchmarks.md'}", file=sys.stderr)
     return 0
 

@@ -6,9 +6,9 @@ that uses it, C{benchmarks/compare.py}.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.comparison import COMPARE, loadCompare
 from support.servers import DEADLINE, LOOPBACK, SERVER, TWISTD, ServerPool, ServerProcess
 
 from sockplay.certs import CertificateFiles, listenDescription, writeCertificates
 
 BENCH = [sys.executable, "-m", "sockplay.bench"]
-COMPARE = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
 
 
 # Seconds within which a run that a mismatch dooms must fail: the exchange
@@ -273,24 +273,6 @@ def test_benchUsageError(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def loadCompare() -> Any:
-    """
-    C{benchmarks/compare.py}, imported as a module (it is a script, not
-    part of the package).
-    """
-    name = "sockplay_benchmarks_compare"
-    spec = importlib.util.spec_from_file_location(name, COMPARE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up while they are made.
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return module
-
-
 def test_compareWritesToATemporaryFolderByDefault(tmp_path: Path) -> None:
     """
     Without C{--output}, C{benchmarks/compare.py} writes its report into a
@@ -314,9 +296,11 @@ def test_compareWritesToATemporaryFolderByDefault(tmp_path: Path) -> None:
 def test_compareSmoke(tmp_path: Path) -> None:
     """
     C{benchmarks/compare.py --smoke} runs every scenario against every
-    server briefly, exits 0, and writes its report where it is told, and
-    says where.
+    server briefly, with the C load generator (CI has a C compiler), exits
+    0, and writes its report, with the targets, where it is told, and says
+    where.
     """
+    assert shutil.which("cc"), "compare.py's smoke run is to use the C load generator"
     result = subprocess.run(
         [sys.executable, str(COMPARE), "--smoke", "--output", str(tmp_path)],
         cwd=tmp_path,
@@ -330,9 +314,15 @@ def test_compareSmoke(tmp_path: Path) -> None:
     assert f"Writing the report into {tmp_path}\n" in result.stderr
     report = (tmp_path / "benchmarks.md").read_text()
     for row in ("| keep-open line, 50 connections, 1 in flight | sockplay |",
+                "| keep-open line, 50 connections, 16 pipelined | twisted |",
                 "| one-shot raw, 20 concurrent | blocking |",
-                "| sockplay | 200 |"):
+                "| sockplay | 200 |",
+                "### Targets",
+                "| one-shot: sockplay ÷ blocking ≥ 0.9 | ",
+                "load from `benchmarks/loadgen.c`",
+                "- sockplay ran with `--quiet`."):
         assert row in report
+    assert "Load generator: benchmarks/loadgen.c" in result.stderr
 
 
 def withoutTheBenchExtra(tmp_path: Path) -> dict[str, str]:
@@ -353,10 +343,14 @@ def withoutTheBenchExtra(tmp_path: Path) -> dict[str, str]:
 def test_compareWithoutTheBenchExtra(tmp_path: Path) -> None:
     """
     Without the C{bench} extra, C{benchmarks/compare.py} still runs, with
-    one line for each part it leaves out, naming the extra to install.
+    one line for each part it leaves out, naming the extra to install. (It
+    runs on the Python load generator here, C{--load python}, a run of
+    that path too, and of the scenario and server filters.)
     """
     result = subprocess.run(
-        [sys.executable, str(COMPARE), "--smoke", "--output", str(tmp_path / "out")],
+        [sys.executable, str(COMPARE), "--smoke", "--output", str(tmp_path / "out"),
+         "--load", "python", "--only", "ping-pong,one-shot,idle",
+         "--servers", "sockplay,uvloop,blocking"],
         cwd=tmp_path, env=withoutTheBenchExtra(tmp_path), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=180, check=False,
     )
@@ -367,6 +361,12 @@ def test_compareWithoutTheBenchExtra(tmp_path: Path) -> None:
         "uvloop is not installed: no uvloop figures (pip install 'sockplay[bench]')",
         "matplotlib is not installed: no chart (pip install 'sockplay[bench]')",
     ]
+    report = (tmp_path / "out" / "benchmarks.md").read_text()
+    assert "load from `python -m sockplay.bench`" in report
+    assert "| one-shot raw, 20 concurrent | blocking |" in report
+    assert "| one-shot raw, 20 concurrent | asyncio |" not in report
+    assert "| keep-open line, 50 connections, 16 pipelined |" not in report
+    assert "| one-shot: sockplay ÷ uvloop ≥ 1.0 | none | not measured |  |" in report
 
 
 def test_uvloopPeerWithoutTheBenchExtra(tmp_path: Path) -> None:
