@@ -1028,7 +1028,7 @@ def render(
         "## The servers",
         "",
         "- **sockplay**: `twistd -n sockplay`, with its default settings (limits and idle",
-        "  timeout on) and `--quiet`.",
+        "  timeout on, on its default reactor, `sockplay`) and `--quiet`.",
         "- **asyncio**: `benchmarks/asyncio_server.py`, an `asyncio.Protocol` with sockplay's",
         "  wire behaviour, as fast as asyncio allows it: each read is framed and answered in",
         "  one pass through the batch path of sockplay's framing module (`feedReplies`, as",

@@ -224,49 +224,10 @@ class WorkerPoolService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()  # type: ignore[no-untyped-call]
-        # The factory is never used here: this process does not accept.
-        factory = EchoReplyFactory(self.settings, clock=cast(IReactorTime, self._reactor))
-        for description, endpoint in self.listeners:
-            # Binds now, or ends the program with one line if it cannot.
-            if self.reusePort and perWorkerEndpoint(endpoint):
-                group = ReusePortTCP(cast(IReactorTCP, self._reactor))
-                ports = tuple(
-                    self._bind(description, makeEndpoint(cast(Any, group), description), factory)
-                    for _ in range(self.count)
-                )
-            else:
-                ports = (self._bind(description, endpoint, factory),)
-            family = getattr(ports[0], "addressFamily", socket.AF_INET)
-            self.listening.append(
-                _Listener(ports, description, family, description.startswith("haproxy:"), False)
-            )
-        for number, interface in self.datagrams:
-            # Binds now, or ends the program with one line if it cannot.
-            udp = makeUDPService(number, interface, b"", cast(IReactorUDP, self._reactor))
-            udp.privilegedStartService()
-            udpPort = udp.port
-            udpPort.stopReading()
-            self.listening.append(_Listener((udpPort,), "UDP", udpPort.addressFamily, False, True))
-
-    def _bind(
-        self, description: str, endpoint: IStreamServerEndpoint, factory: EchoReplyFactory
-    ) -> Any:
-        """
-        Listen on C{endpoint} now, and leave the accepting to the workers.
-
-        @return: the listening port, not read in this process.
-        @raise ListenFailed: if it cannot listen, or its port cannot be
-            handed to a worker.
-        """
-        listener = ListenerService(description, endpoint, factory, self._reactor)
-        listener.privilegedStartService()
-        port = listener.port
-        assert port is not None
-        stopReading = getattr(port, "stopReading", None)
-        if stopReading is None or not hasattr(port, "fileno"):
-            raise ListenFailed(f"Error: --workers cannot share the listener {description}")
-        stopReading()
-        return port
+        self.listening = _bindAll(
+            self.listeners, self.datagrams, self.count if self.reusePort else 1,
+            self.settings, self._reactor,
+        )
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -438,3 +399,67 @@ class WorkerPoolService(Service):
                 transport.signalProcess("KILL")
             except Exception:
                 pass
+
+
+def _bindAll(
+    listeners: Sequence[tuple[str, Any]],
+    datagrams: Sequence[tuple[int, str]],
+    perWorker: int,
+    settings: ServerSettings,
+    reactor: IReactorCore,
+) -> list[_Listener]:
+    """
+    Bind every listener now, for the workers to accept on; or end the
+    program with one line if one cannot be bound.
+
+    @param perWorker: sockets to make for each TCP listener that can have
+        one per worker (see L{perWorkerEndpoint}): the worker count, or 1
+        for one socket that the workers share.
+    """
+    # The factory is never used here: this process does not accept.
+    factory = EchoReplyFactory(settings, clock=cast(IReactorTime, reactor))
+    listening = []
+    for description, endpoint in listeners:
+        if perWorker > 1 and perWorkerEndpoint(endpoint):
+            group = ReusePortTCP(cast(IReactorTCP, reactor))
+            ports = tuple(
+                _bind(description, makeEndpoint(cast(Any, group), description), factory, reactor)
+                for _ in range(perWorker)
+            )
+        else:
+            ports = (_bind(description, endpoint, factory, reactor),)
+        family = getattr(ports[0], "addressFamily", socket.AF_INET)
+        listening.append(
+            _Listener(ports, description, family, description.startswith("haproxy:"), False)
+        )
+    for number, interface in datagrams:
+        udp = makeUDPService(number, interface, b"", cast(IReactorUDP, reactor))
+        udp.privilegedStartService()
+        udpPort = udp.port
+        udpPort.stopReading()
+        listening.append(_Listener((udpPort,), "UDP", udpPort.addressFamily, False, True))
+    return listening
+
+
+def _bind(
+    description: str,
+    endpoint: IStreamServerEndpoint,
+    factory: EchoReplyFactory,
+    reactor: IReactorCore,
+) -> Any:
+    """
+    Listen on C{endpoint} now, and leave the accepting to the workers.
+
+    @return: the listening port, not read in this process.
+    @raise ListenFailed: if it cannot listen, or its port cannot be
+        handed to a worker.
+    """
+    listener = ListenerService(description, endpoint, factory, reactor)
+    listener.privilegedStartService()
+    port = listener.port
+    assert port is not None
+    stopReading = getattr(port, "stopReading", None)
+    if stopReading is None or not hasattr(port, "fileno"):
+        raise ListenFailed(f"Error: --workers cannot share the listener {description}")
+    stopReading()
+    return port
