@@ -23,6 +23,9 @@ What it gives up, and what it keeps:
     raises, is kept too: the failure is logged and the other ready sockets
     are still served.
 
+Its TCP listeners (L{SockplayPort}) make L{SockplayServer} connections,
+which do less work per connection (see there).
+
 It is the default of C{twistd -n sockplay} and C{python -m sockplay.server}
 (L{chooseReactor}). C{--reactor epoll} (or any other name of
 C{twistd --help-reactors}), or twistd's own C{--reactor} option before

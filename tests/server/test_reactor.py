@@ -219,6 +219,9 @@ def test_serverLooksLikeTwistedsOwn() -> None:
     assert lean.logPrefix() == stock.logPrefix() == "Recorder,7,127.0.0.1"
     assert repr(lean) == repr(stock) == "<Recorder #7 on 4321>"
     assert "logstr" not in vars(lean) and "repstr" not in vars(lean)
+    # Every other attribute Twisted's __init__ sets is set: an upgrade that
+    # sets more fails here, naming them.
+    assert set(vars(stock)) - set(vars(lean)) == {"logstr", "repstr"}
     assert _twisted.isPlainSocket(lean)
     for transport, other in made:
         transport.socket.close()
