@@ -36,6 +36,8 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 
+from sockplay.server.reactor import SockplayServer
+
 __all__ = [
     "PRIVATE_NAMES",
     "StreamTransport",
@@ -109,8 +111,6 @@ def asStream(transport: object) -> StreamTransport:
 
 
 def _plainSocketClasses() -> tuple[type, ...]:
-    from sockplay.server.reactor import SockplayServer
-
     kinds: list[type] = [tcp.Server, SockplayServer]
     try:
         from twisted.internet import unix

@@ -99,8 +99,6 @@ class EchoReplyFactory(ConnectionOwner):
             template is not None and b"{listener}" in template
             for template in (self.settings.prefix, self.settings.banner)
         )
-        # The prefix, where it has no placeholder to fill in per connection.
-        self._fixedPrefix = None if b"{" in self.settings.prefix else self.settings.prefix
         self._drain: Drain | None = None
         self.limits = ConnectionLimits(self.settings)
         self._addresses: dict[IAddress, IAddress] = {}
@@ -128,8 +126,6 @@ class EchoReplyFactory(ConnectionOwner):
         """
         Fill in a template's placeholders for C{protocol}'s connection.
         """
-        if template is self._fixedPrefix:
-            return template
         return renderTemplate(
             template, self.hostname, protocol.hostAddress, protocol.peerAddress,
             tls=protocol.overTLS,

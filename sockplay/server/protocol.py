@@ -446,16 +446,12 @@ class EchoReplyProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         self._unregister()
-        if self._readClosed:
+        # A plain socket (_direct) can half-close, and at once if nothing is
+        # queued: no need to ask its interfaces.
+        if self._readClosed or not (self._direct or canHalfClose(transport)):
             transport.loseConnection()
-        elif self._direct:
-            # A plain socket, which can half-close: at once if it can.
-            if not shutDownWriteNow(transport):
-                asStream(transport).loseWriteConnection()
-        elif canHalfClose(transport):
+        elif not (self._direct and shutDownWriteNow(transport)):
             asStream(transport).loseWriteConnection()
-        else:
-            transport.loseConnection()
 
     def _unregister(self) -> None:
         """
