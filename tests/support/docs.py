@@ -384,13 +384,22 @@ def compareSample(shown: list[str], real: list[str]) -> bool:
     return all(_NUMBER.sub("N", line) in shapes for line in real)
 
 
+# The test process's environment, copied once at import: the examples run
+# in threads, and copying os.environ in one races with pytest, which sets
+# and deletes PYTEST_CURRENT_TEST in the main thread ("dictionary changed
+# size during iteration", or a KeyError).
+_ENVIRONMENT = {
+    name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")
+}
+
+
 def environment() -> dict[str, str]:
     """
     The environment examples run in: this Python's C{bin} folder first on
     C{PATH} (its C{python}, C{twistd}), unbuffered Python output (so that
     stdout and stderr interleave as on a terminal), a fixed width.
     """
-    env = dict(os.environ)
+    env = dict(_ENVIRONMENT)
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     env.update(PYTHONUNBUFFERED="1", COLUMNS="80", TERM="dumb")
     env.pop("PYTHONSTARTUP", None)
