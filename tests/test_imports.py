@@ -4,7 +4,9 @@ import hidden inside a function counts as much as one at the top:
 
   - no cycles between sockplay's modules;
   - C{framing} and C{cli} import nothing of sockplay's own;
-  - C{server}, C{client} and C{bench} never import each other;
+  - C{server}, C{client} and C{bench} never import each other; the
+    C{playground}, which drives the client against its own server, may
+    import both, and only the server's assembly (C{tap}) imports it;
   - inside C{server}, only the command imports C{tap} (it assembles, it is
     not assembled), and the connection's own modules (protocol, factory,
     faults, lifecycle) never import tap, workers or metrics.
@@ -141,8 +143,9 @@ def test_sharedModulesImportNothingOfOurs(shared: str) -> None:
     "package, forbidden",
     [
         ("sockplay.server", ("sockplay.client", "sockplay.bench")),
-        ("sockplay.client", ("sockplay.server", "sockplay.bench")),
-        ("sockplay.bench", ("sockplay.server", "sockplay.client")),
+        ("sockplay.client", ("sockplay.server", "sockplay.bench", "sockplay.playground")),
+        ("sockplay.bench", ("sockplay.server", "sockplay.client", "sockplay.playground")),
+        ("sockplay.playground", ("sockplay.bench",)),
         ("sockplay.certs", ("sockplay.server", "sockplay.client", "sockplay.bench")),
     ],
 )
@@ -160,6 +163,20 @@ def test_packagesDoNotImportEachOther(package: str, forbidden: tuple[str, ...]) 
         if target.startswith(forbidden)
     }
     assert wrong == set()
+
+
+def test_onlyTapImportsThePlayground() -> None:
+    """
+    The playground is assembled into the server by C{tap} alone, so that no
+    part of the server depends on the client through it.
+    """
+    importers = {
+        m
+        for m, targets in importGraph().items()
+        if not m.startswith("sockplay.playground")
+        and any(t.startswith("sockplay.playground") for t in targets)
+    }
+    assert importers == {"sockplay.server.tap"}
 
 
 def test_tapIsNotImported() -> None:
@@ -183,6 +200,8 @@ def test_tapIsNotImported() -> None:
         "sockplay.server.proxy",
         "sockplay.server.proxyheader",
         "sockplay.server.sendqueue",
+        "sockplay.server.trace",
+        "sockplay.server.traced",
     ],
 )
 def test_connectionModulesDoNotImportAssembly(module: str) -> None:
@@ -197,6 +216,7 @@ def test_connectionModulesDoNotImportAssembly(module: str) -> None:
         "sockplay.server.worker",
         "sockplay.server.metrics",
         "sockplay.server.website",
+        "sockplay.playground",
     }
     assert importGraph()[module] & assembly == set()
 

@@ -29,6 +29,8 @@ from sockplay.server.limits import ConnectionLimits
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
 from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
+from sockplay.server.trace import Tracer
+from sockplay.server.traced import TracedEchoReplyProtocol, TracedFaultyEchoReplyProtocol
 
 __all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
 
@@ -92,6 +94,7 @@ class EchoReplyFactory(ConnectionOwner):
         self._protocolClass: type[EchoReplyProtocol] = (
             FaultyEchoReplyProtocol if self.settings.injectsFaults else EchoReplyProtocol
         )
+        self.tracer: Tracer | None = None
         self.sweep = Sweep(self.connections, clock, self.settings)
         # Whether the prefix or banner names {listener}, which needs each
         # connection's local address (asked once per connection).
@@ -102,6 +105,16 @@ class EchoReplyFactory(ConnectionOwner):
         self._drain: Drain | None = None
         self.limits = ConnectionLimits(self.settings)
         self._addresses: dict[IAddress, IAddress] = {}
+
+    def traceWith(self, tracer: Tracer) -> None:
+        """
+        Record every connection's events in C{tracer} from now on (C{--web},
+        C{--trace}): build the traced connection instead of the plain one.
+        """
+        self.tracer = tracer
+        self._protocolClass = TracedEchoReplyProtocol
+        if self.settings.injectsFaults:
+            self._protocolClass = TracedFaultyEchoReplyProtocol
 
     def buildProtocol(self, addr: IAddress | None) -> EchoReplyProtocol:
         protocol = self._protocolClass()

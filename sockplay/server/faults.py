@@ -123,13 +123,14 @@ class FaultyEchoReplyProtocol(EchoReplyProtocol):
         self._pendingTimer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        settings = self.factory.settings
-        self._delay = settings.delay
+        self._delay = self.factory.settings.delay
         super().connectionMade()
-        if self._framer is not None:
-            self._framer = FaultyFramer(
-                self._framer, self.factory.random, settings.dropRate, settings.resetRate
-            )
+
+    def _newFramer(self) -> Framer:
+        settings = self.factory.settings
+        return FaultyFramer(
+            super()._newFramer(), self.factory.random, settings.dropRate, settings.resetRate
+        )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         timer, self._pendingTimer = self._pendingTimer, None
@@ -183,7 +184,8 @@ class FaultyEchoReplyProtocol(EchoReplyProtocol):
         while pending and pending[0][0] <= now:
             ready.append(pending.popleft()[1])
         if ready and self.transport is not None:
-            EchoReplyProtocol._write(self, b"".join(ready))
+            # Past this class's own _write, which would delay them again.
+            super()._write(b"".join(ready))
         if pending:
             self._pendingTimer = clock.callLater(pending[0][0] - now, self._sendDue)
         else:

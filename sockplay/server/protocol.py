@@ -32,6 +32,7 @@ import enum
 import time
 from collections.abc import Callable
 from random import Random
+from typing import TYPE_CHECKING
 
 from twisted.internet import error
 from twisted.internet.interfaces import (
@@ -59,6 +60,9 @@ from sockplay.server._twisted import (
 from sockplay.server.proxy import acceptedAt, localAddress
 from sockplay.server.sendqueue import unsentBytes
 from sockplay.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from sockplay.server.trace import Tracer
 
 __all__ = ["ConnectionOwner", "ConnectionState", "EchoReplyProtocol"]
 
@@ -191,7 +195,7 @@ class EchoReplyProtocol(Protocol):
             # frontend; {listener} and the logs name this server's own socket.
             self.hostAddress = factory.intern(localAddress(transport))
             self.overTLS = ISSLTransport.providedBy(transport)
-        self._framer = factory.makeFramer()
+        self._framer = self._newFramer()
         refusal = factory.admit(self)
         if refusal is not None:
             self.state = ConnectionState.REFUSED
@@ -223,6 +227,13 @@ class EchoReplyProtocol(Protocol):
             self._send(self._framer.encode(factory.render(settings.banner, self), b"\n"))
         if settings.idleTimeout > 0:
             factory.watch()
+
+    def _newFramer(self) -> Framer:
+        """
+        This connection's framer: the factory's; the fault-injecting and
+        traced connections wrap it.
+        """
+        return self.factory.makeFramer()
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -527,11 +538,14 @@ class ConnectionOwner(Factory[EchoReplyProtocol]):
     @ivar unsentBytes: how many bytes written to a transport its client has
         not yet received, or C{None} where that cannot be told: by default
         L{sockplay.server.sendqueue.unsentBytes}; a test puts a fake here.
+    @ivar tracer: where traced connections record their events (C{--web},
+        C{--trace}), or C{None}.
     """
 
     settings: ServerSettings
     clock: IReactorTime
     random: Random
+    tracer: Tracer | None = None
     unsentBytes: Callable[[object], int | None] = staticmethod(unsentBytes)
 
     @property

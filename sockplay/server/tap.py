@@ -92,6 +92,8 @@ class Options(CommandOptions):
     optFlags = [
         ["keep-open", "k", "Answer every message until the client closes (not with eof framing)."],
         ["quiet", "q", "No per-connection log events (startup, shutdown and errors remain)."],
+        ["trace", None, "Log every protocol event of every connection (chunks, messages, "
+         "replies, half-closes), one line each."],
     ]
     optParameters = [
         ["framing", "f", "raw", "What one message is: raw (one read), line (up to LF), "
@@ -114,6 +116,8 @@ class Options(CommandOptions):
          number("--drain-timeout", float, 0.0)],
         ["metrics", None, None, "Serve Prometheus /metrics and /healthz over HTTP on this "
          "endpoint, such as tcp:9100:interface=127.0.0.1."],
+        ["web", None, None, "Serve the playground, a live view of every connection in a "
+         "browser, on this endpoint, such as tcp:8080:interface=127.0.0.1."],
         ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to (an IPv4 "
          "or IPv6 address; '' for every IPv4 address).", _udpInterface],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
@@ -212,6 +216,11 @@ class Options(CommandOptions):
                 "'sockplay') or sockplay's --reactor, not both"
             )
         endpoints = self._endpoints()
+        if self["workers"] > 1 and (self["web"] or self["trace"]):
+            raise usage.UsageError(
+                f"{'--web' if self['web'] else '--trace'} cannot be used with --workers: it "
+                "shows one process's connections; drop --workers"
+            )
         if self["workers"] > 1 and self["metrics"]:
             raise usage.UsageError(
                 "--metrics cannot be used with --workers: each worker counts its own "
@@ -246,7 +255,8 @@ class Options(CommandOptions):
         """
         endpoints = []
         for option, description in [("--listen", d) for d in self["listen"]] + (
-            [("--metrics", self["metrics"])] if self["metrics"] is not None else []
+            [(option, self[option[2:]]) for option in ("--metrics", "--web")
+             if self[option[2:]] is not None]
         ):
             try:
                 # Parsing builds the endpoint without touching the reactor
@@ -284,6 +294,39 @@ class Options(CommandOptions):
             dropRate=self["drop-rate"],
             resetRate=self["reset-rate"],
         )
+
+
+def _trace(
+    config: Options,
+    factory: EchoReplyFactory,
+    drain: DrainService,
+    listeners: list[ListenerService],
+    reactor: IReactorCore,
+) -> None:
+    """
+    Trace every connection of C{factory} (C{--trace} logs each event), and
+    with C{--web}, serve the playground through the drain, as the metrics
+    site is.
+    """
+    # Imported only when asked for, as the metrics are: twisted.web.
+    from sockplay.playground.panel import SendPanel
+    from sockplay.playground.site import PlaygroundService, targetOf
+    from sockplay.server.trace import Tracer, serverDescription
+
+    settings = factory.settings
+    tracer = Tracer(cast(Any, reactor), logEvents=bool(config["trace"]))
+    tracer.server = serverDescription(
+        settings.framing, settings.keepOpen, settings.prefix, factory.hostname,
+        settings.maxMessage, settings.idleTimeout,
+    )
+    factory.traceWith(tracer)
+    if config["web"]:
+        panel = SendPanel(
+            reactor,
+            tracer,
+            lambda: [t for t in (targetOf(listener) for listener in listeners) if t is not None],
+        )
+        drain.lingering.append(PlaygroundService(config["web"], tracer, panel, reactor))
 
 
 def _reactorInstalled() -> bool:
@@ -343,9 +386,14 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         drain.onDrain.append(lambda: setattr(metrics, "draining", True))
         # Serves through the drain (/healthz says 503), stops after it.
         drain.lingering.append(makeMetricsService(config["metrics"], metrics, reactor))
+    echoListeners: list[ListenerService] = []
     for description in config["listen"]:
         endpoint = makeEndpoint(reactor, description)
-        ListenerService(description, endpoint, factory, reactor).setServiceParent(parent)  # type: ignore[no-untyped-call]
+        listener = ListenerService(description, endpoint, factory, reactor)
+        listener.setServiceParent(parent)  # type: ignore[no-untyped-call]
+        echoListeners.append(listener)
+    if config["web"] or config["trace"]:
+        _trace(config, factory, drain, echoListeners, reactor)
     if config["udp"]:
         prefix = renderProcessTemplate(factory.settings.prefix, factory.hostname)
         for port in config["udp"]:

@@ -33,6 +33,7 @@ __all__ = [
     "LimitedFactory",
     "QuietSite",
     "ReadOnlyChannel",
+    "SmallBodyChannel",
     "boundedSite",
 ]
 
@@ -51,10 +52,6 @@ HEADERS_TIMEOUT = 10.0
 # descriptors a server has (1,024 at the least), which the echo listeners
 # need.
 MAX_SITE_CONNECTIONS = 16
-
-# The methods of a read-only site: everything else is refused unread.
-_METHODS = (b"GET", b"HEAD")
-
 
 class ReadOnlyChannel(HTTPChannel):
     """
@@ -91,6 +88,9 @@ class ReadOnlyChannel(HTTPChannel):
 
     refused = False
     _headersDeadline: IDelayedCall | None = None
+    # What the site answers, and the largest request body it reads.
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+    maxBody = 0
 
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[no-untyped-call]
@@ -112,12 +112,13 @@ class ReadOnlyChannel(HTTPChannel):
             # That was a request line (Twisted queued a request for it):
             # its first word is the method.
             method = line.split(b" ", 1)[0]
-            if method not in _METHODS:
+            if method not in self.methods:
+                names = [name.decode("ascii") for name in self.methods]
                 self._refuse(
                     405,
                     b"Method Not Allowed",
-                    "this site only answers GET and HEAD",
-                    [b"Allow: GET, HEAD"],
+                    f"this site only answers {', '.join(names[:-1])} and {names[-1]}",
+                    [b"Allow: " + ", ".join(names).encode("ascii")],
                 )
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -132,14 +133,25 @@ class ReadOnlyChannel(HTTPChannel):
         The headers are in: refuse a request that announces a body before
         Twisted makes a place to store it.
         """
-        self._cancelHeadersDeadline()
-        if self.length != 0:
-            # Content-Length above 0, or a Transfer-Encoding (None).
-            self._refuse(413, b"Content Too Large", "this site takes no request body")
+        if self.length is None or self.length > self.maxBody:
+            # A Transfer-Encoding (length None), or a Content-Length above
+            # the limit.
+            self._refuse(
+                413,
+                b"Content Too Large",
+                f"request bodies are limited to {self.maxBody} bytes, with a Content-Length"
+                if self.maxBody
+                else "this site takes no request body",
+            )
             return
+        if not self.length:
+            self._cancelHeadersDeadline()
+        # Otherwise the deadline holds the body too: a body that trickles
+        # holds the connection no longer than headers that do.
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
     def allContentReceived(self) -> None:
+        self._cancelHeadersDeadline()
         if not self.refused:
             super().allContentReceived()  # type: ignore[no-untyped-call]
 
@@ -218,6 +230,18 @@ def _response(status: int, phrase: bytes, why: str, headers: list[bytes]) -> byt
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+class SmallBodyChannel(ReadOnlyChannel):
+    """
+    A L{ReadOnlyChannel} that also takes C{POST} requests with a small body
+    (at most L{maxBody} bytes, with a C{Content-Length}): the playground's
+    send panel. A larger body is answered 413 before it is read, and the
+    whole request, body included, is due within L{headersTimeout}.
+    """
+
+    methods = (b"GET", b"HEAD", b"POST")
+    maxBody = 16384
+
+
 class _Busy(Protocol):
     """
     What a connection over the site's limit gets: a 503 that says why, and
@@ -254,6 +278,8 @@ class LimitedFactory(WrappingFactory):
     @ivar name: what the site is, for the 503 (C{"the metrics site"}).
     """
 
+    noisy = False
+
     def __init__(
         self, wrappedFactory: Any, limit: int = MAX_SITE_CONNECTIONS, name: str = "this site"
     ) -> None:
@@ -276,13 +302,18 @@ class QuietSite(Site):
     """
 
     protocol = ReadOnlyChannel  # type: ignore[assignment]
+    noisy = False
 
     def log(self, request: Request) -> None:
         pass
 
 
 def boundedSite(
-    resource: IResource, reactor: IReactorCore, name: str, limit: int = MAX_SITE_CONNECTIONS
+    resource: IResource,
+    reactor: IReactorCore,
+    name: str,
+    limit: int = MAX_SITE_CONNECTIONS,
+    channel: type[ReadOnlyChannel] = ReadOnlyChannel,
 ) -> LimitedFactory:
     """
     The factory of a read-only web site that serves C{resource}, bounded
@@ -292,7 +323,10 @@ def boundedSite(
     @param reactor: the reactor whose clock times the connections out.
     @param name: what the site is, for the 503 of a connection over the
         limit: C{"the metrics site"}.
+    @param channel: the HTTP channel: L{ReadOnlyChannel}, or
+        L{SmallBodyChannel} for a site that takes small C{POST}s.
     """
     site = QuietSite(resource, reactor=cast(Any, reactor))  # type: ignore[no-untyped-call]
+    site.protocol = channel
     site.displayTracebacks = False
     return LimitedFactory(site, limit, name)
