@@ -17,8 +17,11 @@ then builds the traced connection instead of the plain one.
 Bounds, whatever the load:
   - L{CLOSED_KEPT} closed connections are kept, the oldest forgotten;
   - L{EVENTS_PER_CONNECTION} events per connection, the oldest forgotten
-    (and counted);
+    (and counted); L{FEW_EVENTS} for each connection opened while
+    L{FULLY_TRACED} others are open;
   - L{PREVIEW} bytes of each chunk, message or write are kept;
+  - at most L{LIVE_EVENTS} chunks, messages and writes a second are
+    kept (and logged); the rest are counted;
   - an update carries at most L{EVENTS_PER_UPDATE} events and
     L{CONNECTIONS_PER_UPDATE} connections, the newest, and says how many
     events it left out; updates go out at most every L{UPDATE_INTERVAL}
@@ -46,8 +49,12 @@ __all__ = [
     "CONNECTIONS_PER_UPDATE",
     "EVENTS_PER_CONNECTION",
     "EVENTS_PER_UPDATE",
+    "FEW_EVENTS",
+    "FULLY_TRACED",
     "IDLE_UPDATE_INTERVAL",
+    "LIVE_EVENTS",
     "PREVIEW",
+    "PRINTED",
     "RATE_SECONDS",
     "SIZE_LABELS",
     "UPDATE_INTERVAL",
@@ -64,16 +71,30 @@ __all__ = [
 # Closed connections kept for the page, newest last.
 CLOSED_KEPT = 200
 # Events kept per connection, newest last: a keep-open connection that
-# carries a million messages keeps its last ones.
-EVENTS_PER_CONNECTION = 200
-# Bytes of a chunk, message or write kept for its preview.
+# carries a million messages keeps its last ones. Past FULLY_TRACED open
+# connections, a new one keeps only its last FEW_EVENTS: 10,000 open
+# connections (the default --max-connections) then hold at most about
+# 50 MB of events, not 250.
+EVENTS_PER_CONNECTION = 100
+FULLY_TRACED = 1000
+FEW_EVENTS = 10
+# Bytes of a chunk, message or write kept for its preview; and of the line
+# the send panel's client printed, which the page shows whole.
 PREVIEW = 64
+PRINTED = 1024
 # What one update may carry at most; and how often updates go out while
 # events happen, and while none do (the counters and the rate still move).
 EVENTS_PER_UPDATE = 200
 CONNECTIONS_PER_UPDATE = 100
 UPDATE_INTERVAL = 0.2
 IDLE_UPDATE_INTERVAL = 1.0
+# Chunks, messages, partial messages and writes kept per second: past
+# this, the rest of that second's are counted but not kept, nor logged
+# (connections, states and closes always are). A benchmark's 100,000
+# events a second then cost the server a counter each, and a person
+# watching still sees a sample of every second.
+LIVE_EVENTS = 2000
+_BULK = frozenset({"chunk", "message", "partial", "reply"})
 # Seconds of message-rate history (one figure per second).
 RATE_SECONDS = 60
 
@@ -367,6 +388,11 @@ class Tracer:
         self._skipped = 0
         self._update: IDelayedCall | None = None
         self._idle = False
+        # Events in the current second, which ends at _windowEnds, and how
+        # many of them were only counted.
+        self._window = 0
+        self._windowEnds = 0.0
+        self._unrecorded = 0
 
     # Recording
 
@@ -382,6 +408,8 @@ class Tracer:
         """
         now = self.clock.seconds()
         trace = ConnectionTrace(next(self._ids), peer, listener, framing, now, source)
+        if len(self.open) >= FULLY_TRACED:
+            trace.events = deque(maxlen=FEW_EVENTS)
         self.open[trace.id] = trace
         self.total += 1
         if trace.key is not None:
@@ -426,11 +454,21 @@ class Tracer:
         @param data: the bytes it concerns, of which L{PREVIEW} are kept.
         @param at: when it happened, if not now.
         """
-        if data is not None and len(data) > PREVIEW:
-            data = data[:PREVIEW]
-        event = TraceEvent(
-            trace.count, self.clock.seconds() if at is None else at, side, kind, size, data, detail
-        )
+        now = self.clock.seconds() if at is None else at
+        if now >= self._windowEnds:
+            self._newWindow(now)
+        self._window += 1
+        if self._window > LIVE_EVENTS and kind in _BULK:
+            # Under load: counted, not kept (see LIVE_EVENTS).
+            trace.count += 1
+            self._skipped += 1
+            self._unrecorded += 1
+            return
+        if data is not None:
+            keep = PRINTED if kind == "response" else PREVIEW
+            if len(data) > keep:
+                data = data[:keep]
+        event = TraceEvent(trace.count, now, side, kind, size, data, detail)
         trace.count += 1
         trace.events.append(event)
         self._changed[trace.id] = trace
@@ -442,6 +480,22 @@ class Tracer:
             self._log(trace, event)
         if self.subscribers and (self._update is None or self._idle):
             self._schedule(UPDATE_INTERVAL)
+
+    def _newWindow(self, now: float) -> None:
+        """
+        A second of events begins (see L{LIVE_EVENTS}); with C{--trace},
+        say how many of the last one were not traced.
+        """
+        if self._unrecorded and self.logEvents:
+            self.log.info(
+                "{unrecorded} events not traced in the last second (the trace keeps the "
+                "first {limit} chunks, messages and writes of each second)",
+                unrecorded=self._unrecorded,
+                limit=LIVE_EVENTS,
+            )
+        self._windowEnds = now + 1.0
+        self._window = 0
+        self._unrecorded = 0
 
     def state(self, trace: ConnectionTrace, name: str) -> None:
         """
