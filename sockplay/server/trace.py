@@ -481,6 +481,32 @@ class Tracer:
         if self.subscribers and (self._update is None or self._idle):
             self._schedule(UPDATE_INTERVAL)
 
+    def busy(self) -> bool:
+        """
+        Whether this second's chunks, messages and writes are past
+        L{LIVE_EVENTS}: they are then only counted.
+        """
+        now = self.clock.seconds()
+        if now >= self._windowEnds:
+            self._newWindow(now)
+        return self._window >= LIVE_EVENTS
+
+    def countMessages(self, trace: ConnectionTrace, count: int) -> None:
+        """
+        C{count} messages completed on C{trace}'s connection while L{busy}:
+        counted for the totals and the rate, not kept (nor in the size
+        histogram, which is of the messages kept).
+        """
+        self.messages += count
+        second = int(self.clock.seconds())
+        if second != self._second:
+            self._tick(second)
+        self._rate[-1] += count
+        trace.count += count
+        self._window += count
+        self._skipped += count
+        self._unrecorded += count
+
     def _newWindow(self, now: float) -> None:
         """
         A second of events begins (see L{LIVE_EVENTS}); with C{--trace},

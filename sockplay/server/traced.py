@@ -20,7 +20,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from sockplay.framing import Framer, Message, MessageTooLong
+from sockplay.framing import Framer, Message, MessageError, MessageTooLong
 from sockplay.server._twisted import canHalfClose
 from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
@@ -61,6 +61,20 @@ class TracingFramer(Framer):
         messages, error = self._framer.feedUntilError(data)
         self._completed(messages)
         return messages, error
+
+    def feedReplies(
+        self, data: bytes, prefix: bytes, limit: int = 0
+    ) -> tuple[bytes, int, MessageError | None]:
+        """
+        As the wrapped framer does; past the tracer's live budget, through
+        its own fast path, with the messages only counted.
+        """
+        if self._tracer.busy():
+            out, count, failure = self._framer.feedReplies(data, prefix, limit)
+            if count:
+                self._tracer.countMessages(self._trace, count)
+            return out, count, failure
+        return super().feedReplies(data, prefix, limit)
 
     def finish(self) -> Message | None:
         last = self._framer.finish()
