@@ -250,7 +250,8 @@ class SendPanel:
             raise BadSend("eof framing ends a message by half-closing: use one-shot")
         index = body.get("listener", 0)
         targets = self.targets
-        if not isinstance(index, int) or not 0 <= index < len(targets):
+        # bool is an int in Python, and JSON's true is not an index.
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(targets):
             raise BadSend("listener must be the index of one of the server's listeners")
         target = targets[index]
         if target.why is not None:
