@@ -527,7 +527,9 @@ class Tracer:
             side=event.side,
             kind=event.kind,
             size=event.size,
-            text=text,
+            # Not "text": the JSON log's own "text" (the formatted line)
+            # would hide it.
+            preview=text,
             hex=hexText,
             detail=event.detail,
             elapsed=event.at - trace.openedAt,

@@ -9,6 +9,7 @@ Everything runs on a fake clock and in-memory transports: no sleeps.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from sockplay.framing import makeFramer
+from sockplay.logs import eventAsJSONLine
 from sockplay.server import EchoReplyFactory, EchoReplyProtocol, ServerSettings
 from sockplay.server import trace as traceModule
 from sockplay.server.faults import FaultyEchoReplyProtocol
@@ -538,10 +540,16 @@ def test_traceLogsEveryEvent(traceEvents: list[LogEvent], logged: list[str]) -> 
     assert len(traceEvents) == trace.count == 11
     assert [e["kind"] for e in traceEvents] == [e.kind for e in trace.events]
     chunk = traceEvents[2]
-    assert {k: chunk[k] for k in ("connection", "side", "kind", "size", "text", "hex")} == {
+    assert {k: chunk[k] for k in ("connection", "side", "kind", "size", "preview", "hex")} == {
         "connection": trace.id, "side": "server", "kind": "chunk", "size": 14,
-        "text": "Hello Server !", "hex": b"Hello Server !".hex(" "),
+        "preview": "Hello Server !", "hex": b"Hello Server !".hex(" "),
     }
+    # The JSON logger keeps every field: the preview is not hidden behind
+    # its own "text", the line a person reads.
+    record = json.loads(eventAsJSONLine(chunk))
+    assert record["event"] == "trace"
+    assert (record["kind"], record["size"], record["preview"]) == ("chunk", 14, "Hello Server !")
+    assert record["text"].endswith("dataReceived: 14 bytes 'Hello Server !'")
     lines = [line for line in logged if line.startswith(f"#{trace.id} ")]
     assert len(lines) == 11
     assert lines[2].endswith("dataReceived: 14 bytes 'Hello Server !'")
