@@ -307,7 +307,10 @@ class SendPanel:
         printed = formatReply(reply)
         side.record("response", len(reply), printed.encode("utf-8"))
         note = None
-        if kept is not None and not kept.isOpen:
+        # The client may read the reply before the server's FIN: the
+        # server's side of the connection (this process) knows already.
+        serverDone = side.trace is not None and side.trace.state in ("closing", "closed")
+        if kept is not None and (not kept.isOpen or serverDone):
             note = "the server closed the connection after its reply: it keeps none open"
         return {
             "ok": True,
