@@ -250,7 +250,8 @@ class SendPanel:
             raise BadSend("eof framing ends a message by half-closing: use one-shot")
         index = body.get("listener", 0)
         targets = self.targets
-        if not isinstance(index, int) or not 0 <= index < len(targets):
+        # bool is an int in Python, and JSON's true is not an index.
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(targets):
             raise BadSend("listener must be the index of one of the server's listeners")
         target = targets[index]
         if target.why is not None:
@@ -306,7 +307,10 @@ class SendPanel:
         printed = formatReply(reply)
         side.record("response", len(reply), printed.encode("utf-8"))
         note = None
-        if kept is not None and not kept.isOpen:
+        # The client may read the reply before the server's FIN: the
+        # server's side of the connection (this process) knows already.
+        serverDone = side.trace is not None and side.trace.state in ("closing", "closed")
+        if kept is not None and (not kept.isOpen or serverDone):
             note = "the server closed the connection after its reply: it keeps none open"
         return {
             "ok": True,

@@ -562,7 +562,11 @@ class Tracer:
         while len(self.closed) > CLOSED_KEPT:
             gone = self.closed.popleft()
             self._changed.pop(gone.id, None)
-            self._removed.append(gone.id)
+            # Only for a stream that will get the update: with none, the
+            # ids would pile up without bound (a new stream starts from a
+            # snapshot anyway).
+            if self.subscribers:
+                self._removed.append(gone.id)
 
     def find(self, id: int) -> ConnectionTrace | None:
         """
@@ -603,7 +607,9 @@ class Tracer:
             side=event.side,
             kind=event.kind,
             size=event.size,
-            text=text,
+            # Not "text": the JSON log's own "text" (the formatted line)
+            # would hide it.
+            preview=text,
             hex=hexText,
             detail=event.detail,
             elapsed=event.at - trace.openedAt,

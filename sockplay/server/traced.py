@@ -54,7 +54,10 @@ class TracingFramer(Framer):
     def _completed(self, messages: list[Message], detail: str | None = None) -> None:
         for payload, delimiter in messages:
             self._tracer.message(
-                self._trace, payload, detail or (f"ends with {delimiter!r}" if delimiter else None)
+                self._trace,
+                payload,
+                # "ends with \\n": the delimiter escaped, not a bytes literal.
+                detail or (f"ends with {repr(delimiter)[2:-1]}" if delimiter else None),
             )
 
     def feedUntilError(self, data: bytes) -> tuple[list[Message], MessageTooLong | None]:
