@@ -305,7 +305,8 @@ class SendPanel:
             side.record("error", detail=error)
             return {"ok": False, "error": error, "connection": _id(side)}
         printed = formatReply(reply)
-        side.record("response", len(reply), printed.encode("utf-8"))
+        line = printed.encode("utf-8")
+        side.record("response", len(line), line)
         note = None
         # The client may read the reply before the server's FIN: the
         # server's side of the connection (this process) knows already.

@@ -88,11 +88,12 @@ EVENTS_PER_UPDATE = 200
 CONNECTIONS_PER_UPDATE = 100
 UPDATE_INTERVAL = 0.2
 IDLE_UPDATE_INTERVAL = 1.0
-# Chunks, messages, partial messages and writes kept per second: past
-# this, the rest of that second's are counted but not kept, nor logged
-# (connections, states and closes always are). A benchmark's 100,000
-# events a second then cost the server a counter each, and a person
-# watching still sees a sample of every second.
+# Events kept per second: past this, the rest of that second's chunks,
+# messages, partial messages and writes are counted but not kept, nor
+# logged, and a connection made then keeps none of its events (it is
+# listed, with its counters and outcome). A benchmark's 100,000 events a
+# second then cost the server a counter each, and a person watching still
+# sees a sample of every second.
 LIVE_EVENTS = 2000
 _BULK = frozenset({"chunk", "message", "partial", "reply"})
 # Seconds of message-rate history (one figure per second).
@@ -245,6 +246,8 @@ class ConnectionTrace:
     @ivar events: its last events.
     @ivar count: events ever recorded (those not kept included).
     @ivar source: the connection, while open, whose counters are read.
+    @ivar light: made while the tracer was busy: its events are counted,
+        not kept.
     """
 
     def __init__(
@@ -270,6 +273,7 @@ class ConnectionTrace:
         self.events: deque[TraceEvent] = deque(maxlen=EVENTS_PER_CONNECTION)
         self.count = 0
         self.source: Counted | None = source
+        self.light = False
         self._final = (0, 0, 0)
 
     def counters(self) -> tuple[int, int, int]:
@@ -311,6 +315,7 @@ class ConnectionTrace:
             "outcome": self.outcome,
             "reason": self.reason,
             "panel": self.panel,
+            "sampled": self.light,
             "events": self.count,
         }
 
@@ -378,7 +383,7 @@ class Tracer:
         self.bytesOut = 0
         self.sizes = [0] * _SIZE_BUCKETS
         # Messages per whole second, the current one last.
-        self._rate: deque[int] = deque([0] * RATE_SECONDS, maxlen=RATE_SECONDS)
+        self._rate: deque[int] = deque([0] * (RATE_SECONDS + 1), maxlen=RATE_SECONDS + 1)
         self._second = int(clock.seconds())
         # Since the last update: the connections that changed, the pruned
         # ones, the newest events, and how many events did not fit.
@@ -410,6 +415,9 @@ class Tracer:
         trace = ConnectionTrace(next(self._ids), peer, listener, framing, now, source)
         if len(self.open) >= FULLY_TRACED:
             trace.events = deque(maxlen=FEW_EVENTS)
+        # A connection made while this second's budget is spent is listed
+        # and counted, its events not kept (a connection flood's).
+        trace.light = self.busy()
         self.open[trace.id] = trace
         self.total += 1
         if trace.key is not None:
@@ -417,6 +425,7 @@ class Tracer:
             claimant = self.expecting.pop(trace.key, None)
             if claimant is not None:
                 trace.panel = True
+                trace.light = False
                 claimant(trace)
         self.record(trace, "connected", detail=f"from {trace.peer} on {listener}")
         return trace
@@ -458,7 +467,7 @@ class Tracer:
         if now >= self._windowEnds:
             self._newWindow(now)
         self._window += 1
-        if self._window > LIVE_EVENTS and kind in _BULK:
+        if trace.light or (self._window > LIVE_EVENTS and kind in _BULK):
             # Under load: counted, not kept (see LIVE_EVENTS).
             trace.count += 1
             self._skipped += 1

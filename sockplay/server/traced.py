@@ -72,7 +72,7 @@ class TracingFramer(Framer):
         As the wrapped framer does; past the tracer's live budget, through
         its own fast path, with the messages only counted.
         """
-        if self._tracer.busy():
+        if self._trace.light or self._tracer.busy():
             out, count, failure = self._framer.feedReplies(data, prefix, limit)
             if count:
                 self._tracer.countMessages(self._trace, count)
@@ -121,15 +121,12 @@ class TracedEchoReplyProtocol(EchoReplyProtocol):
         if self.trace is not None:
             self._tracer.state(self.trace, state.value)
 
-    @property
-    def _tracer(self) -> Tracer:
-        tracer = self.factory.tracer
-        assert tracer is not None
-        return tracer
-
     def connectionMade(self) -> None:
         transport = self.transport
         assert transport is not None
+        tracer = self.factory.tracer
+        assert tracer is not None
+        self._tracer: Tracer = tracer
         listener = describeAddress(localAddress(transport), ISSLTransport.providedBy(transport))
         self.trace = self._tracer.opened(
             transport.getPeer(), listener, self.factory.settings.framing, self
