@@ -32,6 +32,7 @@ from sockplay.server.trace import (
     EVENTS_PER_CONNECTION,
     EVENTS_PER_UPDATE,
     IDLE_UPDATE_INTERVAL,
+    LIVE_EVENTS,
     PREVIEW,
     RATE_SECONDS,
     SIZE_LABELS,
@@ -484,7 +485,7 @@ def test_rateHistory() -> None:
     assert tracer.stats()["rate"][-1] == 3
     clock.advance(3.5)
     rate = tracer.stats()["rate"]
-    assert len(rate) == RATE_SECONDS - 1
+    assert len(rate) == RATE_SECONDS
     assert rate[-4:] == [3, 2, 0, 0]
     clock.advance(RATE_SECONDS * 2)
     assert set(tracer.stats()["rate"]) == {0}
@@ -717,3 +718,90 @@ def test_previewBoundIsTheModulesConstant(monkeypatch: pytest.MonkeyPatch) -> No
     trace = opened(tracer)
     tracer.record(trace, "chunk", 10, b"0123456789")
     assert trace.events[-1].data == b"0123"
+
+
+# Under load: the live budget of each second
+
+
+def spendBudget(tracer: Tracer) -> ConnectionTrace:
+    """
+    Spend this second's budget of kept events (L{LIVE_EVENTS}) on one
+    connection's chunks, and return that connection.
+    """
+    trace = opened(tracer, 49999)
+    for _ in range(LIVE_EVENTS):
+        tracer.record(trace, "chunk", 1, b"x")
+    assert tracer.busy()
+    return trace
+
+
+def test_pastTheBudgetBulkEventsAreCountedNotKept() -> None:
+    """
+    Past L{LIVE_EVENTS} in one second, chunks, messages and writes are
+    counted (the connection's count, the update's C{skipped}) but not kept;
+    state changes and closes still are; the next second keeps events again.
+    """
+    server = Traced("line", keepOpen=True)
+    protocol, transport, trace = server.connect()
+    spendBudget(server.tracer)
+    kept = len(trace.events)
+    counted = trace.count
+    protocol.dataReceived(b"a\nb\n")
+    assert transport.value() == b"Message received: a\nMessage received: b\n"
+    assert len(trace.events) == kept
+    # The chunk, two messages and the write.
+    assert trace.count == counted + 4
+    assert server.tracer.messages == 2
+    protocol.readConnectionLost()
+    assert kinds(trace)[kept:] == ["eof", "state:replying", "state:closing", "close"]
+    server.clock.advance(1.0)
+    assert not server.tracer.busy()
+    before = len(trace.events)
+    protocol.dataReceived(b"ignored")
+    assert len(trace.events) == before + 1
+
+
+def test_busyFramerWritesTheSameBytes() -> None:
+    """
+    Past the budget the traced framer answers through the framing's own
+    fast path: the same bytes as before it, pipelined lines included, and a
+    line split across the switch is still one message.
+    """
+    server = Traced("line", keepOpen=True)
+    protocol, transport, _ = server.connect()
+    protocol.dataReceived(b"one\ntw")
+    spendBudget(server.tracer)
+    protocol.dataReceived(b"o\nthree\r\nfour")
+    protocol.dataReceived(b"\n")
+    assert transport.value() == (
+        b"Message received: one\nMessage received: two\n"
+        b"Message received: three\r\nMessage received: four\n"
+    )
+    assert protocol.messages == 4
+    assert server.tracer.messages == 4
+
+
+def test_connectionMadeWhileBusyIsLight() -> None:
+    """
+    A connection made while the budget is spent is listed (state, counters,
+    outcome) with C{sampled} set, and keeps none of its events; one made
+    in the next second is traced in full.
+    """
+    server = Traced()
+    spendBudget(server.tracer)
+    protocol, transport, trace = server.connect()
+    protocol.dataReceived(b"hi")
+    protocol.readConnectionLost()
+    protocol.connectionLost(DONE)
+    assert transport.value() == b"Message received: hi"
+    assert trace.light
+    assert list(trace.events) == []
+    summary = trace.summary()
+    assert (summary["state"], summary["outcome"], summary["messages"], summary["sampled"]) == (
+        "closed", "ok", 1, True,
+    )
+    assert trace.details()["earlier"] == trace.count > 0
+    server.clock.advance(1.0)
+    _, _, full = server.connect()
+    assert not full.light
+    assert kinds(full)[:2] == ["connected", "state:reading"]
