@@ -30,7 +30,7 @@ from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
 from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
 from sockplay.server.trace import Tracer
-from sockplay.server.traced import TracedEchoReplyProtocol, TracedFaultyEchoReplyProtocol
+from sockplay.server.traced import tracedProtocols
 
 __all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
 
@@ -91,7 +91,7 @@ class EchoReplyFactory(ConnectionOwner):
         self.observers: list[Callable[[ConnectionRecord], object]] = []
         self.openedObservers: list[Callable[[], object]] = []
         self.random = random.Random()
-        self._protocolClass: type[EchoReplyProtocol] = (
+        self._newProtocol: Callable[[], EchoReplyProtocol] = (
             FaultyEchoReplyProtocol if self.settings.injectsFaults else EchoReplyProtocol
         )
         self.tracer: Tracer | None = None
@@ -112,12 +112,10 @@ class EchoReplyFactory(ConnectionOwner):
         C{--trace}): build the traced connection instead of the plain one.
         """
         self.tracer = tracer
-        self._protocolClass = TracedEchoReplyProtocol
-        if self.settings.injectsFaults:
-            self._protocolClass = TracedFaultyEchoReplyProtocol
+        self._newProtocol = tracedProtocols(tracer, self.settings.injectsFaults)
 
     def buildProtocol(self, addr: IAddress | None) -> EchoReplyProtocol:
-        protocol = self._protocolClass()
+        protocol = self._newProtocol()
         protocol.factory = self
         return protocol
 

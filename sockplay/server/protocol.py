@@ -174,6 +174,13 @@ class EchoReplyProtocol(Protocol):
         self._seconds: Callable[[], float] = time.time
 
     @property
+    def stateName(self) -> str:
+        """
+        The name of its L{ConnectionState}, for the playground's list.
+        """
+        return self.state.value
+
+    @property
     def admitted(self) -> bool:
         """
         Whether the connection got past the limits and is still counted.

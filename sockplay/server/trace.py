@@ -20,8 +20,10 @@ Bounds, whatever the load:
     (and counted); L{FEW_EVENTS} for each connection opened while
     L{FULLY_TRACED} others are open;
   - L{PREVIEW} bytes of each chunk, message or write are kept;
-  - at most L{LIVE_EVENTS} chunks, messages and writes a second are
-    kept (and logged); the rest are counted;
+  - at most L{LIVE_EVENTS} events a second are kept (and logged): past
+    them, chunks, messages and writes are only counted, and a connection
+    made then is a light one (L{sockplay.server.traced.LightEchoReplyProtocol}),
+    listed with its counters and outcome, recording nothing;
   - an update carries at most L{EVENTS_PER_UPDATE} events and
     L{CONNECTIONS_PER_UPDATE} connections, the newest, and says how many
     events it left out; updates go out at most every L{UPDATE_INTERVAL}
@@ -156,6 +158,12 @@ class Counted(typing.Protocol):
         Bytes written.
         """
 
+    @property
+    def stateName(self) -> str:
+        """
+        The name of its state.
+        """
+
 
 class Subscriber(typing.Protocol):
     """
@@ -246,8 +254,8 @@ class ConnectionTrace:
     @ivar events: its last events.
     @ivar count: events ever recorded (those not kept included).
     @ivar source: the connection, while open, whose counters are read.
-    @ivar light: made while the tracer was busy: its events are counted,
-        not kept.
+    @ivar light: made while the tracer was busy: it is listed, with its
+        counters, state and outcome, and records no events.
     """
 
     def __init__(
@@ -275,6 +283,12 @@ class ConnectionTrace:
         self.source: Counted | None = source
         self.light = False
         self._final = (0, 0, 0)
+
+    def currentState(self) -> str:
+        """
+        Its state's name, now (or at the close).
+        """
+        return self.state if self.source is None else self.source.stateName
 
     def counters(self) -> tuple[int, int, int]:
         """
@@ -306,7 +320,7 @@ class ConnectionTrace:
             "peer": self.peer,
             "listener": self.listener,
             "framing": self.framing,
-            "state": self.state,
+            "state": self.currentState(),
             "messages": messages,
             "bytesIn": bytesIn,
             "bytesOut": bytesOut,
@@ -402,22 +416,30 @@ class Tracer:
     # Recording
 
     def opened(
-        self, peer: IAddress | None, listener: str, framing: str, source: Counted
+        self,
+        peer: IAddress | None,
+        listener: str,
+        framing: str,
+        source: Counted,
+        light: bool = False,
     ) -> ConnectionTrace:
         """
         A connection was made: start its trace, with its C{connected} event.
 
         @param peer: the client's address.
         @param listener: the listener, as the logs name it.
-        @param source: the connection, whose counters the page shows.
+        @param source: the connection, whose counters and state the page
+            shows.
+        @param light: the connection records no events (it was made while
+            L{busy}): it is listed, with its counters and outcome.
         """
         now = self.clock.seconds()
         trace = ConnectionTrace(next(self._ids), peer, listener, framing, now, source)
-        if len(self.open) >= FULLY_TRACED:
+        if light:
+            trace.light = True
+            trace.events = deque(maxlen=0)
+        elif len(self.open) >= FULLY_TRACED:
             trace.events = deque(maxlen=FEW_EVENTS)
-        # A connection made while this second's budget is spent is listed
-        # and counted, its events not kept (a connection flood's).
-        trace.light = self.busy()
         self.open[trace.id] = trace
         self.total += 1
         if trace.key is not None:
@@ -425,9 +447,9 @@ class Tracer:
             claimant = self.expecting.pop(trace.key, None)
             if claimant is not None:
                 trace.panel = True
-                trace.light = False
                 claimant(trace)
-        self.record(trace, "connected", detail=f"from {trace.peer} on {listener}")
+        if not light:
+            self.record(trace, "connected", detail=f"from {trace.peer} on {listener}")
         return trace
 
     def claim(
@@ -467,7 +489,7 @@ class Tracer:
         if now >= self._windowEnds:
             self._newWindow(now)
         self._window += 1
-        if trace.light or (self._window > LIVE_EVENTS and kind in _BULK):
+        if self._window > LIVE_EVENTS and kind in _BULK:
             # Under load: counted, not kept (see LIVE_EVENTS).
             trace.count += 1
             self._skipped += 1
@@ -507,10 +529,7 @@ class Tracer:
         histogram, which is of the messages kept).
         """
         self.messages += count
-        second = int(self.clock.seconds())
-        if second != self._second:
-            self._tick(second)
-        self._rate[-1] += count
+        self._countRate(count)
         trace.count += count
         self._window += count
         self._skipped += count
@@ -547,10 +566,7 @@ class Tracer:
         size = len(payload)
         self.messages += 1
         self.sizes[min(size.bit_length(), _SIZE_BUCKETS - 1)] += 1
-        second = int(self.clock.seconds())
-        if second != self._second:
-            self._tick(second)
-        self._rate[-1] += 1
+        self._countRate(1)
         self.record(trace, "message", size, payload, detail)
 
     def lost(self, trace: ConnectionTrace, outcome: str | None, reason: str) -> None:
@@ -559,11 +575,17 @@ class Tracer:
         closed ones, and forget the oldest beyond L{CLOSED_KEPT}.
         """
         now = self.clock.seconds()
-        _, bytesIn, bytesOut = trace.counters()
+        messages, bytesIn, bytesOut = trace.counters()
+        if trace.light:
+            # Its messages were not counted as they came.
+            self.messages += messages
+            self._countRate(messages)
+            self._window += 1
         self.bytesIn += bytesIn
         self.bytesOut += bytesOut
         trace.close(now, outcome, reason)
-        self.record(trace, "closed", detail=reason)
+        if not trace.light:
+            self.record(trace, "closed", detail=reason)
         self.open.pop(trace.id, None)
         if trace.key is not None and self._byPeer.get(trace.key) is trace:
             del self._byPeer[trace.key]
@@ -588,6 +610,15 @@ class Tracer:
             if trace.id == id:
                 return trace
         return None
+
+    def _countRate(self, count: int) -> None:
+        """
+        C{count} messages now, for the rate history.
+        """
+        second = int(self.clock.seconds())
+        if second != self._second:
+            self._tick(second)
+        self._rate[-1] += count
 
     def _tick(self, second: int) -> None:
         """

@@ -16,6 +16,8 @@ of input; the loss of the connection, with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -28,7 +30,14 @@ from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import localAddress
 from sockplay.server.trace import ConnectionTrace, Tracer
 
-__all__ = ["TracedEchoReplyProtocol", "TracedFaultyEchoReplyProtocol", "TracingFramer"]
+__all__ = [
+    "LightEchoReplyProtocol",
+    "LightFaultyEchoReplyProtocol",
+    "TracedEchoReplyProtocol",
+    "TracedFaultyEchoReplyProtocol",
+    "TracingFramer",
+    "tracedProtocols",
+]
 
 # What a partial message waits for, by framing.
 _WAITING = {
@@ -72,7 +81,7 @@ class TracingFramer(Framer):
         As the wrapped framer does; past the tracer's live budget, through
         its own fast path, with the messages only counted.
         """
-        if self._trace.light or self._tracer.busy():
+        if self._tracer.busy():
             out, count, failure = self._framer.feedReplies(data, prefix, limit)
             if count:
                 self._tracer.countMessages(self._trace, count)
@@ -127,10 +136,7 @@ class TracedEchoReplyProtocol(EchoReplyProtocol):
         tracer = self.factory.tracer
         assert tracer is not None
         self._tracer: Tracer = tracer
-        listener = describeAddress(localAddress(transport), ISSLTransport.providedBy(transport))
-        self.trace = self._tracer.opened(
-            transport.getPeer(), listener, self.factory.settings.framing, self
-        )
+        self.trace = _open(self, tracer)
         super().connectionMade()
 
     def _newFramer(self) -> Framer:
@@ -189,6 +195,71 @@ class TracedEchoReplyProtocol(EchoReplyProtocol):
         super().connectionLost(reason)
         if self.trace is not None:
             self._tracer.lost(self.trace, self.outcome, reason.getErrorMessage())
+
+
+class LightEchoReplyProtocol(EchoReplyProtocol):
+    """
+    A connection made while the tracer's budget for the second is spent (a
+    connection flood): the plain connection, listed in the tracer with its
+    counters, state and outcome, recording no event.
+
+    @ivar trace: its L{ConnectionTrace}, once made.
+    """
+
+    trace: ConnectionTrace | None = None
+
+    def connectionMade(self) -> None:
+        tracer = self.factory.tracer
+        assert tracer is not None
+        self.trace = _open(self, tracer, light=True)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        tracer = self.factory.tracer
+        if self.trace is not None and tracer is not None:
+            tracer.lost(self.trace, self.outcome, reason.getErrorMessage())
+
+
+class LightFaultyEchoReplyProtocol(FaultyEchoReplyProtocol, LightEchoReplyProtocol):
+    """
+    A light connection (L{LightEchoReplyProtocol}) with faults.
+    """
+
+
+def _open(
+    protocol: EchoReplyProtocol, tracer: Tracer, light: bool = False
+) -> ConnectionTrace:
+    """
+    Start the trace of C{protocol}'s connection, just made.
+    """
+    transport = protocol.transport
+    assert transport is not None
+    listener = describeAddress(localAddress(transport), ISSLTransport.providedBy(transport))
+    return tracer.opened(
+        transport.getPeer(), listener, protocol.factory.settings.framing, protocol, light
+    )
+
+
+def tracedProtocols(tracer: Tracer, faults: bool) -> Callable[[], EchoReplyProtocol]:
+    """
+    What builds a server's connections while C{tracer} traces them: a
+    traced connection, or a light one while the tracer is L{busy
+    <Tracer.busy>}.
+
+    @param faults: the connections inject faults.
+    """
+    full: type[EchoReplyProtocol] = (
+        TracedFaultyEchoReplyProtocol if faults else TracedEchoReplyProtocol
+    )
+    light: type[EchoReplyProtocol] = (
+        LightFaultyEchoReplyProtocol if faults else LightEchoReplyProtocol
+    )
+
+    def build() -> EchoReplyProtocol:
+        return light() if tracer.busy() else full()
+
+    return build
 
 
 class TracedFaultyEchoReplyProtocol(FaultyEchoReplyProtocol, TracedEchoReplyProtocol):

@@ -348,6 +348,7 @@ class _Counters:
     messages = 0
     bytesIn = 0
     bytesOut = 0
+    stateName = "reading"
 
 
 # EventStream

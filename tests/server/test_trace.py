@@ -44,7 +44,12 @@ from sockplay.server.trace import (
     peerKey,
     preview,
 )
-from sockplay.server.traced import TracedEchoReplyProtocol, TracedFaultyEchoReplyProtocol
+from sockplay.server.traced import (
+    LightEchoReplyProtocol,
+    LightFaultyEchoReplyProtocol,
+    TracedEchoReplyProtocol,
+    TracedFaultyEchoReplyProtocol,
+)
 
 # The fake clock starts here (Unix seconds), on a whole second.
 START = 1_000_000.0
@@ -110,6 +115,7 @@ class Source:
     messages = 0
     bytesIn = 0
     bytesOut = 0
+    stateName = "reading"
 
 
 def opened(tracer: Tracer, port: int = 40000) -> ConnectionTrace:
@@ -783,25 +789,48 @@ def test_busyFramerWritesTheSameBytes() -> None:
 
 def test_connectionMadeWhileBusyIsLight() -> None:
     """
-    A connection made while the budget is spent is listed (state, counters,
-    outcome) with C{sampled} set, and keeps none of its events; one made
-    in the next second is traced in full.
+    A connection made while the budget is spent is the plain connection,
+    listed (state, counters, outcome) with C{sampled} set, keeping none of
+    its events; the totals still count its message. One made in the next
+    second is traced in full.
     """
     server = Traced()
     spendBudget(server.tracer)
-    protocol, transport, trace = server.connect()
+    protocol = server.factory.buildProtocol(LOOPBACK_PEER)
+    assert type(protocol) is LightEchoReplyProtocol
+    transport = HalfCloseableTransport()
+    protocol.makeConnection(transport)
+    trace = protocol.trace
+    assert trace is not None
     protocol.dataReceived(b"hi")
+    assert trace.summary()["state"] == "closing"
     protocol.readConnectionLost()
     protocol.connectionLost(DONE)
     assert transport.value() == b"Message received: hi"
-    assert trace.light
     assert list(trace.events) == []
     summary = trace.summary()
     assert (summary["state"], summary["outcome"], summary["messages"], summary["sampled"]) == (
         "closed", "ok", 1, True,
     )
-    assert trace.details()["earlier"] == trace.count > 0
+    assert server.tracer.messages == 1
+    assert trace in server.tracer.closed
     server.clock.advance(1.0)
     _, _, full = server.connect()
     assert not full.light
     assert kinds(full)[:2] == ["connected", "state:reading"]
+
+
+def test_lightConnectionWithFaults() -> None:
+    """
+    With faults, a connection made while the budget is spent is the plain
+    fault-injecting connection, listed light: its drop is its outcome.
+    """
+    server = Traced(dropRate=1.0)
+    spendBudget(server.tracer)
+    protocol = server.factory.buildProtocol(LOOPBACK_PEER)
+    assert type(protocol) is LightFaultyEchoReplyProtocol
+    protocol.makeConnection(HalfCloseableTransport())
+    protocol.dataReceived(b"hi")
+    protocol.connectionLost(DONE)
+    assert protocol.trace is not None
+    assert protocol.trace.summary()["outcome"] == "dropped"

@@ -645,7 +645,9 @@
       ? `Timeline of connection #${id}: ${summary.peer} \u2192 ${summary.listener} (${summary.framing}, ${summary.state})`
       : `Timeline of connection #${id}`;
     const earlier = held ? held.earlier : 0;
-    $("timeline-earlier").textContent = earlier > 0 ? `${plural(earlier, "earlier event", "earlier events")} not kept` : "";
+    $("timeline-earlier").textContent = summary && summary.sampled
+      ? "Made under load, past the 2,000 events a second the server keeps: it is listed with its counters and outcome, its events were not kept."
+      : earlier > 0 ? `${plural(earlier, "earlier event", "earlier events")} not kept` : "";
     const list = held ? held.list : [];
     const { sources, numbers } = chunkSources(list);
     const fragment = document.createDocumentFragment();
