@@ -201,6 +201,8 @@ def test_tapIsNotImported() -> None:
         "sockplay.server.proxyheader",
         "sockplay.server.sendqueue",
         "sockplay.server.trace",
+        "sockplay.server.tracer",
+        "sockplay.server.tracefeed",
         "sockplay.server.traced",
     ],
 )

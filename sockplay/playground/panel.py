@@ -32,7 +32,8 @@ from twisted.python.failure import Failure
 from sockplay.client.output import formatReply
 from sockplay.client.protocol import KeepOpenClientProtocol, ReplyClientProtocol
 from sockplay.framing import FRAMINGS, LF, makeFramer
-from sockplay.server.trace import ConnectionTrace, Tracer, peerKey
+from sockplay.server.trace import ConnectionTrace, peerKey
+from sockplay.server.tracer import Tracer
 
 __all__ = [
     "MAX_IN_FLIGHT",

@@ -39,7 +39,7 @@ from sockplay.playground.panel import MAX_IN_FLIGHT, BadSend, SendPanel, Target
 from sockplay.playground.stream import EventStream
 from sockplay.server.listening import ListenerService, describeListener, isTLS
 from sockplay.server.proxy import ProxiedEndpoint
-from sockplay.server.trace import Tracer
+from sockplay.server.tracer import Tracer
 from sockplay.server.website import LimitedFactory, SmallBodyChannel, boundedSite
 
 __all__ = [

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from sockplay.server.trace import Tracer
+from sockplay.server.tracer import Tracer
 
 __all__ = ["RETRY_MILLISECONDS", "STALL_LIMIT", "EventStream"]
 
@@ -71,8 +71,8 @@ class EventStream:
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._finished)
         request.write(b"retry: %d\n\n" % (RETRY_MILLISECONDS,))
-        self._send("snapshot", self._tracer.snapshot())
-        self._tracer.subscribe(self)
+        self._send("snapshot", self._tracer.feed.snapshot())
+        self._tracer.feed.subscribe(self)
 
     def deliver(self, update: str) -> None:
         """
@@ -89,7 +89,7 @@ class EventStream:
         if self.skipped:
             # What was skipped is lost: start again from the whole state.
             self.skipped = 0
-            self._send("snapshot", self._tracer.snapshot())
+            self._send("snapshot", self._tracer.feed.snapshot())
         else:
             self.request.write(_message("update", update))
 
@@ -125,4 +125,4 @@ class EventStream:
     def _end(self) -> None:
         if not self.done:
             self.done = True
-            self._tracer.unsubscribe(self)
+            self._tracer.feed.unsubscribe(self)

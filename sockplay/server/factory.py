@@ -29,8 +29,8 @@ from sockplay.server.limits import ConnectionLimits
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
 from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTemplate
-from sockplay.server.trace import Tracer
 from sockplay.server.traced import tracedProtocols
+from sockplay.server.tracer import Tracer
 
 __all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
 
@@ -53,7 +53,9 @@ class EchoReplyFactory(ConnectionOwner):
     connection accounting, the sweep, and the observers of connections.
 
     It builds the plain L{EchoReplyProtocol}, or the fault-injecting
-    L{FaultyEchoReplyProtocol} when the settings ask for a fault.
+    L{FaultyEchoReplyProtocol} when the settings ask for a fault; once
+    L{traceWith} is called, their traced (or light) kin from
+    L{sockplay.server.traced}.
 
     @ivar settings: the L{ServerSettings}.
     @ivar clock: the time source for timers.
@@ -94,7 +96,6 @@ class EchoReplyFactory(ConnectionOwner):
         self._newProtocol: Callable[[], EchoReplyProtocol] = (
             FaultyEchoReplyProtocol if self.settings.injectsFaults else EchoReplyProtocol
         )
-        self.tracer: Tracer | None = None
         self.sweep = Sweep(self.connections, clock, self.settings)
         # Whether the prefix or banner names {listener}, which needs each
         # connection's local address (asked once per connection).

@@ -62,7 +62,7 @@ from sockplay.server.sendqueue import unsentBytes
 from sockplay.server.settings import ServerSettings
 
 if TYPE_CHECKING:
-    from sockplay.server.trace import Tracer
+    from sockplay.server.tracer import Tracer
 
 __all__ = ["ConnectionOwner", "ConnectionState", "EchoReplyProtocol"]
 

@@ -311,7 +311,8 @@ def _trace(
     # Imported only when asked for, as the metrics are: twisted.web.
     from sockplay.playground.panel import SendPanel
     from sockplay.playground.site import PlaygroundService, targetOf
-    from sockplay.server.trace import Tracer, serverDescription
+    from sockplay.server.trace import serverDescription
+    from sockplay.server.tracer import Tracer
 
     settings = factory.settings
     tracer = Tracer(cast(Any, reactor), logEvents=bool(config["trace"]))

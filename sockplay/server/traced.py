@@ -28,7 +28,8 @@ from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
 from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import localAddress
-from sockplay.server.trace import ConnectionTrace, Tracer
+from sockplay.server.trace import ConnectionTrace
+from sockplay.server.tracer import Tracer
 
 __all__ = [
     "LightEchoReplyProtocol",

@@ -1,6 +1,6 @@
 """
-A small web site that may face a hostile peer: the metrics site now, and
-any other page the server serves over HTTP.
+A small web site that may face a hostile peer: the metrics site, the
+playground, and any other page the server serves over HTTP.
 
 Twisted's L{Site} reads a request's whole body, into a temporary file if it
 is large, before any resource sees the request, and waits for headers for
@@ -8,7 +8,9 @@ as long as a client cares to trickle them. A read-only site has no use for
 a body, so L{ReadOnlyChannel} refuses what it cannot use before reading
 it: a method other than C{GET} or C{HEAD}, or any request body, is answered
 at once (405, 413) and the connection closed, its body never read nor
-stored; headers are bounded in size, count and time. L{LimitedFactory}
+stored; headers are bounded in size, count and time. L{SmallBodyChannel}
+is the same for a site that takes small C{POST}s (the playground's send
+panel): a body over its limit is refused unread. L{LimitedFactory}
 holds at most L{MAX_SITE_CONNECTIONS} connections, so that the site cannot
 take the file descriptors the echo listeners need. L{boundedSite} puts the
 two together.
@@ -52,6 +54,7 @@ HEADERS_TIMEOUT = 10.0
 # descriptors a server has (1,024 at the least), which the echo listeners
 # need.
 MAX_SITE_CONNECTIONS = 16
+
 
 class ReadOnlyChannel(HTTPChannel):
     """

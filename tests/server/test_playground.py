@@ -25,7 +25,8 @@ from sockplay.playground import site as siteModule
 from sockplay.playground.panel import MAX_MESSAGE, BadSend, SendPanel, Target
 from sockplay.playground.site import MAX_STREAMS, Playground, allowedOrigin, makePlaygroundSite
 from sockplay.playground.stream import STALL_LIMIT, EventStream
-from sockplay.server.trace import IDLE_UPDATE_INTERVAL, UPDATE_INTERVAL, Tracer
+from sockplay.server.trace import IDLE_UPDATE_INTERVAL, UPDATE_INTERVAL
+from sockplay.server.tracer import Tracer
 from sockplay.server.website import HEADERS_TIMEOUT, SmallBodyChannel
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -304,7 +305,7 @@ def test_foreignHostIs403(site: Site) -> None:
     assert response.status == 403
     assert "not this playground's address" in response.json()["error"]
     assertPolicy(response)
-    assert site.tracer.subscribers == []
+    assert site.tracer.feed.subscribers == []
 
 
 def test_foreignOriginIs403(site: Site) -> None:
@@ -440,7 +441,7 @@ def test_stalledStreamIsDropped(site: Site) -> None:
     assert not transport.aborted
     site.clock.advance(IDLE_UPDATE_INTERVAL + UPDATE_INTERVAL)
     assert transport.aborted and stream.done
-    assert site.tracer.subscribers == []
+    assert site.tracer.feed.subscribers == []
     protocol.connectionLost(Failure(error.ConnectionAborted()))
     assert site.playground.streams == set()
     assert site.clock.getDelayedCalls() == []
@@ -452,10 +453,10 @@ def test_finishedStreamUnsubscribes(site: Site) -> None:
     the tracer's timer stops.
     """
     protocol, _, stream = openStream(site)
-    assert site.tracer.subscribers == [stream]
+    assert site.tracer.feed.subscribers == [stream]
     protocol.connectionLost(Failure(error.ConnectionDone()))
     assert stream.done
-    assert site.tracer.subscribers == []
+    assert site.tracer.feed.subscribers == []
     assert site.playground.streams == set()
     assert site.clock.getDelayedCalls() == []
 
@@ -470,7 +471,7 @@ def test_tooManyStreamsIs503(site: Site) -> None:
     assert response.status == 503
     assert response.headers[b"retry-after"] == b"5"
     assert "too many live streams" in response.json()["error"]
-    assert len(site.tracer.subscribers) == MAX_STREAMS
+    assert len(site.tracer.feed.subscribers) == MAX_STREAMS
     opened[0][0].connectionLost(Failure(error.ConnectionDone()))
     openStream(site)
 

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from sockplay.framing import makeFramer
 from sockplay.logs import eventAsJSONLine
 from sockplay.server import EchoReplyFactory, EchoReplyProtocol, ServerSettings
-from sockplay.server import trace as traceModule
+from sockplay.server import tracer as tracerModule
 from sockplay.server.faults import FaultyEchoReplyProtocol
 from sockplay.server.trace import (
     CLOSED_KEPT,
@@ -39,7 +39,6 @@ from sockplay.server.trace import (
     UPDATE_INTERVAL,
     ConnectionTrace,
     TraceEvent,
-    Tracer,
     describeEvent,
     peerKey,
     preview,
@@ -50,6 +49,7 @@ from sockplay.server.traced import (
     TracedEchoReplyProtocol,
     TracedFaultyEchoReplyProtocol,
 )
+from sockplay.server.tracer import Tracer
 
 # The fake clock starts here (Unix seconds), on a whole second.
 START = 1_000_000.0
@@ -321,17 +321,17 @@ def test_closedConnectionsAreCapped() -> None:
     """
     tracer = Tracer(Clock())
     collector = Collector()
-    tracer.subscribe(collector)
+    tracer.feed.subscribe(collector)
     traces = [opened(tracer, 10000 + n) for n in range(CLOSED_KEPT + 3)]
     for trace in traces:
         tracer.lost(trace, "ok", "done")
     assert len(tracer.closed) == CLOSED_KEPT
     assert tracer.closed[0] is traces[3]
-    update = tracer.takeUpdate()
+    update = tracer.feed.takeUpdate()
     assert update["removed"] == [1, 2, 3]
     assert {c["id"] for c in update["connections"]}.isdisjoint({1, 2, 3})
     assert tracer.find(3) is None and tracer.find(4) is traces[3]
-    assert tracer.snapshot()["connections"][0]["id"] == 4
+    assert tracer.feed.snapshot()["connections"][0]["id"] == 4
 
 
 def test_prunedIdsDoNotPileUpWithoutSubscribers() -> None:
@@ -343,11 +343,11 @@ def test_prunedIdsDoNotPileUpWithoutSubscribers() -> None:
     tracer = Tracer(Clock())
     for n in range(CLOSED_KEPT + 500):
         tracer.lost(opened(tracer, 10000 + n % 20000), "ok", "done")
-    assert len(tracer._removed) <= CLOSED_KEPT
+    assert len(tracer.feed._removed) <= CLOSED_KEPT
     collector = Collector()
-    tracer.subscribe(collector)
+    tracer.feed.subscribe(collector)
     tracer.lost(opened(tracer, 9999), "ok", "done")
-    assert len(tracer.takeUpdate()["removed"]) <= CLOSED_KEPT + 1
+    assert len(tracer.feed.takeUpdate()["removed"]) <= CLOSED_KEPT + 1
 
 
 def test_previewIsCut() -> None:
@@ -371,17 +371,17 @@ def test_updateCarriesTheNewestEventsAndCountsTheRest() -> None:
     says how many it left out.
     """
     tracer = Tracer(Clock())
-    tracer.subscribe(Collector())
+    tracer.feed.subscribe(Collector())
     trace = opened(tracer)
     for _ in range(EVENTS_PER_UPDATE + 49):
         tracer.record(trace, "chunk", 1, b"x")
-    update = tracer.takeUpdate()
+    update = tracer.feed.takeUpdate()
     # connected, then the chunks: 250 events in all.
     assert len(update["events"]) == EVENTS_PER_UPDATE
     assert update["skipped"] == 50
     assert update["events"][-1]["seq"] == EVENTS_PER_UPDATE + 49
     assert update["events"][0]["seq"] == 50
-    following = tracer.takeUpdate()
+    following = tracer.feed.takeUpdate()
     assert (following["events"], following["skipped"]) == ([], 0)
 
 
@@ -395,7 +395,7 @@ def test_noTimerWithoutSubscribers() -> None:
     server = Traced("line", keepOpen=True, idleTimeout=0)
     protocol, _, _ = server.connect()
     protocol.dataReceived(b"a\n")
-    assert server.tracer.messages == 1
+    assert server.tracer.counters.messages == 1
     assert server.clock.getDelayedCalls() == []
 
 
@@ -408,7 +408,7 @@ def test_updateWithinTheInterval() -> None:
     clock = Clock()
     tracer = Tracer(clock)
     collector = Collector()
-    tracer.subscribe(collector)
+    tracer.feed.subscribe(collector)
     clock.advance(UPDATE_INTERVAL)
     assert len(collector.updates) == 1
     trace = opened(tracer)
@@ -442,11 +442,11 @@ def test_unsubscribingTheLastStopsTheTimer() -> None:
     clock = Clock()
     tracer = Tracer(clock)
     first, second = Collector(), Collector()
-    tracer.subscribe(first)
-    tracer.subscribe(second)
-    tracer.unsubscribe(first)
+    tracer.feed.subscribe(first)
+    tracer.feed.subscribe(second)
+    tracer.feed.unsubscribe(first)
     assert len(clock.getDelayedCalls()) == 1
-    tracer.unsubscribe(second)
+    tracer.feed.unsubscribe(second)
     assert clock.getDelayedCalls() == []
     opened(tracer)
     assert clock.getDelayedCalls() == []
@@ -715,12 +715,12 @@ def test_previewBoundIsTheModulesConstant(monkeypatch: pytest.MonkeyPatch) -> No
     and the events agree.
     """
     tracer = Tracer(Clock())
-    assert tracer.snapshot()["bounds"] == {
+    assert tracer.feed.snapshot()["bounds"] == {
         "closedKept": CLOSED_KEPT, "eventsPerConnection": EVENTS_PER_CONNECTION,
         "preview": PREVIEW, "eventsPerUpdate": EVENTS_PER_UPDATE,
         "updateInterval": UPDATE_INTERVAL,
     }
-    monkeypatch.setattr(traceModule, "PREVIEW", 4)
+    monkeypatch.setattr(tracerModule, "PREVIEW", 4)
     trace = opened(tracer)
     tracer.record(trace, "chunk", 10, b"0123456789")
     assert trace.events[-1].data == b"0123"
@@ -757,7 +757,7 @@ def test_pastTheBudgetBulkEventsAreCountedNotKept() -> None:
     assert len(trace.events) == kept
     # The chunk, two messages and the write.
     assert trace.count == counted + 4
-    assert server.tracer.messages == 2
+    assert server.tracer.counters.messages == 2
     protocol.readConnectionLost()
     assert kinds(trace)[kept:] == ["eof", "state:replying", "state:closing", "close"]
     server.clock.advance(1.0)
@@ -784,7 +784,7 @@ def test_busyFramerWritesTheSameBytes() -> None:
         b"Message received: three\r\nMessage received: four\n"
     )
     assert protocol.messages == 4
-    assert server.tracer.messages == 4
+    assert server.tracer.counters.messages == 4
 
 
 def test_connectionMadeWhileBusyIsLight() -> None:
@@ -812,7 +812,7 @@ def test_connectionMadeWhileBusyIsLight() -> None:
     assert (summary["state"], summary["outcome"], summary["messages"], summary["sampled"]) == (
         "closed", "ok", 1, True,
     )
-    assert server.tracer.messages == 1
+    assert server.tracer.counters.messages == 1
     assert trace in server.tracer.closed
     server.clock.advance(1.0)
     _, _, full = server.connect()
