@@ -218,6 +218,9 @@ def describeEvent(event: TraceEvent) -> str:
     return parts[0] + text
 
 
+_NO_EVENTS: deque[TraceEvent] = deque(maxlen=0)
+
+
 class ConnectionTrace:
     """
     One connection as the playground shows it: who, where, its counters and
@@ -240,6 +243,26 @@ class ConnectionTrace:
         counters, state and outcome, and records no events.
     """
 
+    # A server under load keeps hundreds of these: no per-instance dict.
+    __slots__ = (
+        "_final",
+        "closedAt",
+        "count",
+        "events",
+        "framing",
+        "id",
+        "key",
+        "light",
+        "listener",
+        "openedAt",
+        "outcome",
+        "panel",
+        "peer",
+        "reason",
+        "source",
+        "state",
+    )
+
     def __init__(
         self,
         id: int,
@@ -248,6 +271,7 @@ class ConnectionTrace:
         framing: str,
         openedAt: float,
         source: Counted,
+        light: bool = False,
     ) -> None:
         self.id = id
         self.peer = describeAddress(peer)
@@ -260,10 +284,13 @@ class ConnectionTrace:
         self.outcome: str | None = None
         self.reason: str | None = None
         self.panel = False
-        self.events: deque[TraceEvent] = deque(maxlen=EVENTS_PER_CONNECTION)
+        # A light one shares one empty deque: it keeps nothing.
+        self.events: deque[TraceEvent] = (
+            _NO_EVENTS if light else deque(maxlen=EVENTS_PER_CONNECTION)
+        )
         self.count = 0
         self.source: Counted | None = source
-        self.light = False
+        self.light = light
         self._final = (0, 0, 0)
 
     def currentState(self) -> str:

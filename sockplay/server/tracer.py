@@ -91,11 +91,8 @@ class Tracer:
             L{busy}): it is listed, with its counters and outcome.
         """
         now = self.clock.seconds()
-        trace = ConnectionTrace(next(self._ids), peer, listener, framing, now, source)
-        if light:
-            trace.light = True
-            trace.events = deque(maxlen=0)
-        elif len(self.open) >= FULLY_TRACED:
+        trace = ConnectionTrace(next(self._ids), peer, listener, framing, now, source, light)
+        if not light and len(self.open) >= FULLY_TRACED:
             trace.events = deque(maxlen=FEW_EVENTS)
         self.open[trace.id] = trace
         self.counters.total += 1
