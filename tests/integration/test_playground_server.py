@@ -23,6 +23,7 @@ from support.servers import (
     HELLO,
     JSON_TWISTD,
     LOOPBACK,
+    SERVER,
     SOCKET_TIMEOUT,
     TWISTD,
     ServerPool,
@@ -41,14 +42,17 @@ _SERVING = re.compile(r"Serving the playground on tcp:127\.0\.0\.1:(\d+) ")
 MISMATCH_WITHIN = 6.5
 
 
-def playground(servers: ServerPool, *args: str) -> tuple[ServerProcess, int]:
+def playground(
+    servers: ServerPool, *args: str, runner: list[str] = TWISTD
+) -> tuple[ServerProcess, int]:
     """
     A server with the playground on an ephemeral loopback port.
 
+    @param runner: how the server runs: C{twistd -n sockplay} by default.
     @return: the server (its echo port in C{port}), and the playground's
         port.
     """
-    server = servers.start(TWISTD, "--web", WEB, *args)
+    server = servers.start(runner, "--web", WEB, *args)
     for line in server.output:
         match = _SERVING.search(line)
         if match:
@@ -112,12 +116,14 @@ def kinds(details: dict[str, Any], side: str = "server") -> list[str]:
     ]
 
 
-def test_tutorialConversationIsTraced(servers: ServerPool) -> None:
+@pytest.mark.parametrize("runner", [TWISTD, SERVER], ids=["twistd", "python -m"])
+def test_tutorialConversationIsTraced(servers: ServerPool, runner: list[str]) -> None:
     """
     The tutorial client's conversation is connection 1, with its events in
-    order, its bytes and its outcome.
+    order, its bytes and its outcome, under C{twistd -n sockplay} and
+    C{python -m sockplay.server} alike.
     """
-    server, web = playground(servers)
+    server, web = playground(servers, runner=runner)
     reply, after = tutorialClient(server.port)
     assert (reply, after) == (b"Message received: Hello Server !", b"")
     details = closedConnection(web, 1)
