@@ -29,6 +29,7 @@ __all__ = [
     "MessageError",
     "MessageTooLong",
     "TruncatedMessage",
+    "WrappingFramer",
     "checkKeepOpen",
     "framingOption",
     "makeFramer",
@@ -169,6 +170,37 @@ class Framer:
         if not messages:
             return b"", 0, error
         return self.encodeReplies(prefix, messages), len(messages), error
+
+
+class WrappingFramer(Framer):
+    """
+    A framer that adds to another (fault injection, tracing): everything is
+    the wrapped framer's but what a subclass overrides. L{feedReplies} is
+    the general one, through this framer's own L{feedUntilError}, so that
+    what a subclass adds there is not bypassed.
+    """
+
+    def __init__(self, framer: Framer) -> None:
+        super().__init__(framer.maxLength)
+        self.name = framer.name
+        self.needsEndOfInput = framer.needsEndOfInput
+        self._framer = framer
+
+    def feedUntilError(self, data: bytes) -> tuple[list[Message], MessageTooLong | None]:
+        return self._framer.feedUntilError(data)
+
+    def finish(self) -> Message | None:
+        return self._framer.finish()
+
+    @property
+    def buffered(self) -> int:
+        return self._framer.buffered
+
+    def encode(self, payload: bytes, delimiter: bytes = b"") -> bytes:
+        return self._framer.encode(payload, delimiter)
+
+    def encodeReplies(self, prefix: bytes, messages: list[Message]) -> bytes:
+        return self._framer.encodeReplies(prefix, messages)
 
 
 class RawFramer(Framer):

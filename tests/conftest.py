@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from support.servers import ServerPool
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.web import http as twistedHTTP
 
 
 @pytest.fixture
@@ -39,3 +40,19 @@ def servers(tmp_path: Path) -> Iterator[ServerPool]:
         yield pool
     finally:
         pool.close()
+
+
+@pytest.fixture
+def noTempFiles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """
+    Make Twisted's request body storage fail the test if it ever creates a
+    temporary file; the list records each attempt.
+    """
+    made: list[object] = []
+
+    def temporaryFile(*args: object, **kwargs: object) -> None:
+        made.append(args)
+        raise AssertionError("a temporary file was created for a request body")
+
+    monkeypatch.setattr(twistedHTTP.tempfile, "TemporaryFile", temporaryFile)
+    return made

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from sockplay.framing import Framer, Message, MessageError, MessageTooLong
+from sockplay.framing import Framer, Message, MessageError, WrappingFramer
 from sockplay.server._twisted import asStream
 from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
 
@@ -42,17 +42,14 @@ class InjectedFault(MessageError):
         self.reset = reset
 
 
-class FaultyFramer(Framer):
+class FaultyFramer(WrappingFramer):
     """
     A connection's framer as fault injection sees it: each message that the
     wrapped framer completes may draw a fault instead of a reply.
     """
 
     def __init__(self, framer: Framer, random: Random, dropRate: float, resetRate: float) -> None:
-        super().__init__(framer.maxLength)
-        self.name = framer.name
-        self.needsEndOfInput = framer.needsEndOfInput
-        self._framer = framer
+        super().__init__(framer)
         self._random = random
         self._dropRate = dropRate
         self._resetRate = resetRate
@@ -69,9 +66,6 @@ class FaultyFramer(Framer):
         if draw < self._dropRate + self._resetRate:
             return InjectedFault("reset-injected", reset=True)
         return None
-
-    def feedUntilError(self, data: bytes) -> tuple[list[Message], MessageTooLong | None]:
-        return self._framer.feedUntilError(data)
 
     def feedReplies(
         self, data: bytes, prefix: bytes, limit: int = 0
@@ -96,16 +90,6 @@ class FaultyFramer(Framer):
             if fault is not None:
                 raise fault
         return last
-
-    @property
-    def buffered(self) -> int:
-        return self._framer.buffered
-
-    def encode(self, payload: bytes, delimiter: bytes = b"") -> bytes:
-        return self._framer.encode(payload, delimiter)
-
-    def encodeReplies(self, prefix: bytes, messages: list[Message]) -> bytes:
-        return self._framer.encodeReplies(prefix, messages)
 
 
 class FaultyEchoReplyProtocol(EchoReplyProtocol):

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from sockplay.framing import Framer, Message, MessageError, MessageTooLong
+from sockplay.framing import Framer, Message, MessageError, MessageTooLong, WrappingFramer
 from sockplay.server._twisted import canHalfClose
 from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
@@ -48,16 +48,13 @@ _WAITING = {
 }
 
 
-class TracingFramer(Framer):
+class TracingFramer(WrappingFramer):
     """
     A connection's framer that records each message it completes.
     """
 
     def __init__(self, framer: Framer, tracer: Tracer, trace: ConnectionTrace) -> None:
-        super().__init__(framer.maxLength)
-        self.name = framer.name
-        self.needsEndOfInput = framer.needsEndOfInput
-        self._framer = framer
+        super().__init__(framer)
         self._tracer = tracer
         self._trace = trace
 
@@ -94,16 +91,6 @@ class TracingFramer(Framer):
         if last is not None:
             self._completed([last], "ended by the client's end of input")
         return last
-
-    @property
-    def buffered(self) -> int:
-        return self._framer.buffered
-
-    def encode(self, payload: bytes, delimiter: bytes = b"") -> bytes:
-        return self._framer.encode(payload, delimiter)
-
-    def encodeReplies(self, prefix: bytes, messages: list[Message]) -> bytes:
-        return self._framer.encodeReplies(prefix, messages)
 
 
 class TracedEchoReplyProtocol(EchoReplyProtocol):

@@ -21,7 +21,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor, StringTransport
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web import http as twistedHTTP
 from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
@@ -395,22 +394,6 @@ def site() -> SiteConnections:
     The metrics site's factory, on a fake clock.
     """
     return SiteConnections()
-
-
-@pytest.fixture
-def noTempFiles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """
-    Make Twisted's request body storage fail the test if it ever creates a
-    temporary file; the list records each attempt.
-    """
-    made: list[object] = []
-
-    def temporaryFile(*args: object, **kwargs: object) -> None:
-        made.append(args)
-        raise AssertionError("a temporary file was created for a request body")
-
-    monkeypatch.setattr(twistedHTTP.tempfile, "TemporaryFile", temporaryFile)
-    return made
 
 
 def channelOf(protocol: ProtocolWrapper) -> ReadOnlyChannel:

@@ -19,7 +19,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web import http as twistedHTTP
 
 from sockplay.playground import site as siteModule
 from sockplay.playground.panel import MAX_MESSAGE, BadSend, SendPanel, Target
@@ -540,21 +539,6 @@ def test_parseLongMultibyteMessage() -> None:
 
 
 # The send panel's POSTs on the real channel
-
-
-@pytest.fixture
-def noTempFiles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """
-    Fail the test if Twisted ever stores a request body in a temporary file.
-    """
-    made: list[object] = []
-
-    def temporaryFile(*args: object, **kwargs: object) -> None:
-        made.append(args)
-        raise AssertionError("a temporary file was created for a request body")
-
-    monkeypatch.setattr(twistedHTTP.tempfile, "TemporaryFile", temporaryFile)
-    return made
 
 
 def post(body: bytes, *headers: bytes) -> bytes:
