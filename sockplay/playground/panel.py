@@ -192,12 +192,12 @@ class _Once(Factory):
 
     noisy = False
 
-    def __init__(self, protocol: Protocol) -> None:
-        self.protocol_ = protocol
+    def __init__(self, made: Protocol) -> None:
+        self.made = made
 
     def buildProtocol(self, addr: object) -> Protocol:
-        self.protocol_.factory = self
-        return self.protocol_
+        self.made.factory = self
+        return self.made
 
 
 class SendPanel:
@@ -311,7 +311,7 @@ class SendPanel:
         note = None
         # The client may read the reply before the server's FIN: the
         # server's side of the connection (this process) knows already.
-        serverDone = side.trace is not None and side.trace.state in ("closing", "closed")
+        serverDone = side.trace is not None and side.trace.currentState() in ("closing", "closed")
         if kept is not None and (not kept.isOpen or serverDone):
             note = "the server closed the connection after its reply: it keeps none open"
         return {

@@ -220,19 +220,19 @@ class Playground(Resource):
         except (ValueError, UnicodeDecodeError) as e:
             reason = str(e) if isinstance(e, BadSend) else "the body is not valid JSON"
             return _error(request, 400, reason)
-        d = self.panel.send(*parsed)
+        # The page may go away before the reply: then nothing is written.
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
 
-        def answer(result: dict[str, Any]) -> None:
-            if not request.finished and not getattr(request, "_disconnected", False):
-                request.write(_json(request, 200, result))
+        def answer(status: int, result: dict[str, Any]) -> None:
+            if not gone:
+                request.write(_json(request, status, result))
                 request.finish()
 
-        def failed(failure: Failure) -> None:
-            if not request.finished and not getattr(request, "_disconnected", False):
-                request.write(_json(request, 500, {"error": failure.getErrorMessage()}))
-                request.finish()
-
-        d.addCallbacks(answer, failed)
+        self.panel.send(*parsed).addCallbacks(
+            lambda result: answer(200, result),
+            lambda failure: answer(500, {"error": failure.getErrorMessage()}),
+        )
         return NOT_DONE_YET
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -631,3 +632,37 @@ def test_tricklingBodyIs408(site: Site) -> None:
     protocol.dataReceived(body[-5:])
     assert site.panel.inFlight == 0
     assert Response(transport.value()).status == 408
+
+
+def test_sendAnswersWhenTheReplyComes(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A good send is answered once the panel's conversation ends: 200, with
+    the panel's answer as JSON.
+    """
+    pending: Deferred[dict[str, Any]] = Deferred()
+    monkeypatch.setattr(site.panel, "send", lambda *parsed: pending)
+    protocol, transport = site.connect()
+    protocol.dataReceived(post(json.dumps(GOOD).encode(), b"Content-Type: application/json"))
+    assert transport.value() == b""
+    pending.callback({"ok": True, "printed": "Response from the server: Message received: hi"})
+    response = Response(transport.value())
+    assert response.status == 200
+    assert response.json()["printed"] == "Response from the server: Message received: hi"
+
+
+def test_sendToAPageThatLeftWritesNothing(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    If the page goes away before the panel's reply comes, the reply is
+    dropped: nothing is written to the closed connection, and nothing is
+    raised.
+    """
+    pending: Deferred[dict[str, Any]] = Deferred()
+    monkeypatch.setattr(site.panel, "send", lambda *parsed: pending)
+    protocol, transport = site.connect()
+    protocol.dataReceived(post(json.dumps(GOOD).encode(), b"Content-Type: application/json"))
+    protocol.connectionLost(Failure(error.ConnectionLost()))
+    pending.callback({"ok": True})
+    assert transport.value() == b""
+    # Twisted raises if a request is finished after its connection is lost:
+    # the answer did not try (the result is not a Failure).
+    assert pending.result is None
