@@ -123,12 +123,14 @@ class _Recorded(Protocol):
     """
 
     side: _ClientSide
+    # The client's address, once connected, which its server side has.
+    key: tuple[str, int] | None = None
 
     def connectionMade(self) -> None:
         transport = self.transport
         assert transport is not None
         host = transport.getHost()
-        key = peerKey(host)
+        key = self.key = peerKey(host)
         self.side.tracer.claim(key, self.side.found)
         where = f"{key[0]}:{key[1]}" if key is not None else str(host)
         self.side.record("connect", detail=f"connected from {where}")
@@ -150,6 +152,9 @@ class _Recorded(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.side.record("closed", detail=reason.getErrorMessage())
+        if self.side.trace is None and self.key is not None:
+            # Its server side was never found: stop waiting for it.
+            self.side.tracer.expecting.pop(self.key, None)
         super().connectionLost(reason)
 
 

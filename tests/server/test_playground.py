@@ -22,7 +22,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from sockplay.playground import site as siteModule
-from sockplay.playground.panel import MAX_MESSAGE, BadSend, SendPanel, Target
+from sockplay.playground.panel import MAX_MESSAGE, BadSend, SendPanel, Target, _ClientSide, _OneShot
 from sockplay.playground.site import MAX_STREAMS, Playground, allowedOrigin, makePlaygroundSite
 from sockplay.playground.stream import STALL_LIMIT, EventStream
 from sockplay.server.trace import IDLE_UPDATE_INTERVAL, UPDATE_INTERVAL
@@ -666,3 +666,27 @@ def test_sendToAPageThatLeftWritesNothing(site: Site, monkeypatch: pytest.Monkey
     # Twisted raises if a request is finished after its connection is lost:
     # the answer did not try (the result is not a Failure).
     assert pending.result is None
+
+
+def test_panelClientFindsItsServerSide() -> None:
+    """
+    The panel's client records its events in the trace of the server's
+    side of its connection, whichever side the reactor makes first; one
+    whose server side never appears stops waiting for it when it closes.
+    """
+    clock = Clock()
+    tracer = Tracer(clock)
+    clientAddress = IPv4Address("TCP", "127.0.0.1", 50000)
+    server = tracer.opened(clientAddress, "tcp:127.0.0.1:12345", "raw", _Counters())
+    side = _ClientSide(tracer)
+    client = _OneShot(side, b"hi", "raw")
+    client.makeConnection(StringTransport(hostAddress=clientAddress))
+    assert side.trace is server and server.panel
+    assert [e.kind for e in server.events if e.side == "client"] == ["connect", "send"]
+
+    lonely = _ClientSide(tracer)
+    other = _OneShot(lonely, b"hi", "raw")
+    other.makeConnection(StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 50001)))
+    assert ("127.0.0.1", 50001) in tracer.expecting
+    other.connectionLost(Failure(error.ConnectionLost()))
+    assert tracer.expecting == {}
