@@ -21,6 +21,7 @@ shows only as text, could not run even if they were taken for markup.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from importlib import resources
 from typing import Any, cast
@@ -86,7 +87,18 @@ def _staticFiles() -> dict[str, tuple[bytes, bytes]]:
 
 
 def _isLoopback(host: str) -> bool:
-    return host.startswith("127.") or host == "::1"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _reachable(host: str) -> str:
+    """
+    The loopback address to reach a listener on every address (C{0.0.0.0},
+    C{::}) by; any other address as it is.
+    """
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
 def allowedOrigin(request: Request) -> str | None:
@@ -283,9 +295,7 @@ class PlaygroundService(ListenerService):
         super().startService()
         if self.port is not None:
             address = self.port.getHost()
-            host = getattr(address, "host", "")
-            if host in ("0.0.0.0", "::"):
-                host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+            host = _reachable(getattr(address, "host", ""))
             scheme = "https" if isTLS(self.endpoint) else "http"
             self.log.info(
                 "Playground: open {url} in a browser",
@@ -313,5 +323,4 @@ def targetOf(service: ListenerService) -> Target | None:
         return Target(name, None, 0, "it speaks TLS; the panel speaks plain TCP")
     if not isinstance(address, (IPv4Address, IPv6Address)) or address.type != "TCP":
         return Target(name, None, 0, "the panel connects over TCP only")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address.host, address.host)
-    return Target(name, host, address.port)
+    return Target(name, _reachable(address.host), address.port)
