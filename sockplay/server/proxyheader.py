@@ -1,6 +1,6 @@
 """
 The PROXY protocol header (HAProxy's, versions 1 and 2), read strictly: no
-I/O, bytes in, addresses out.
+I/O, bytes in, addresses (and TLVs) out.
 
 A load balancer puts the header in front of a connection's bytes to say
 whom it relays. Everything in it comes from the network, so everything is
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from twisted.internet.address import IPv4Address, IPv6Address
 
 __all__ = [
+    "TLV",
     "V1_MAX_LENGTH",
     "V1_SIGNATURE",
     "V2_MAX_LENGTH",
@@ -41,6 +42,7 @@ __all__ = [
     "HeaderParser",
     "InvalidProxyHeader",
     "ProxyHeader",
+    "parseTLVs",
 ]
 
 V1_SIGNATURE = b"PROXY "
@@ -77,6 +79,18 @@ _V2_ADDRESS_LENGTHS = {
     0x31: 216,
     0x32: 216,
 }
+# Their names, as C{--info} reports them.
+_V2_PROTOCOLS = {
+    _V2_UNSPEC: "UNSPEC",
+    _V2_TCP4: "TCP4",
+    0x12: "UDP4",
+    _V2_TCP6: "TCP6",
+    0x22: "UDP6",
+    0x31: "UNIX_STREAM",
+    0x32: "UNIX_DGRAM",
+}
+# A TLV's type byte and 16-bit length.
+_TLV_HEAD = 3
 
 # Version 1 fields, checked byte by byte before any is decoded.
 _V1_IPV4 = re.compile(rb"[0-9.]{7,15}")
@@ -94,6 +108,22 @@ class InvalidProxyHeader(ValueError):
 
 
 @dataclass(frozen=True)
+class TLV:
+    """
+    One type-length-value record of a version 2 header: what a load
+    balancer adds about the connection (the ALPN protocol, the TLS server
+    name, a unique ID, TLS details...). Its meaning is for
+    L{sockplay.server.info} to decode; here it is only framed.
+
+    @ivar type: the type byte (C{PP2_TYPE_*} in the specification).
+    @ivar value: the value's bytes, as they came.
+    """
+
+    type: int
+    value: bytes
+
+
+@dataclass(frozen=True)
 class ProxyHeader:
     """
     What a PROXY header says.
@@ -104,10 +134,22 @@ class ProxyHeader:
         own addresses then stand.
     @ivar destination: the address the client connected to, or C{None}
         as for C{source}.
+    @ivar version: 1 or 2.
+    @ivar command: C{"PROXY"}, or C{"LOCAL"} (version 2: the load
+        balancer's own connection, such as a health check).
+    @ivar protocol: the transport protocol and address family the header
+        names: C{"TCP4"}, C{"TCP6"} or C{"UNKNOWN"} (version 1); C{"TCP4"},
+        C{"UDP4"}, C{"TCP6"}, C{"UDP6"}, C{"UNIX_STREAM"},
+        C{"UNIX_DGRAM"} or C{"UNSPEC"} (version 2).
+    @ivar tlvs: the version 2 TLVs that follow the addresses, in order.
     """
 
     source: IPv4Address | IPv6Address | None = None
     destination: IPv4Address | IPv6Address | None = None
+    version: int = 1
+    command: str = "PROXY"
+    protocol: str = "UNKNOWN"
+    tlvs: tuple[TLV, ...] = ()
 
 
 class HeaderParser:
@@ -185,7 +227,7 @@ def parseV1(line: bytes) -> ProxyHeader:
     if line == _V1_UNKNOWN or line.startswith(_V1_UNKNOWN + b" "):
         # The specification: the receiver ignores the rest of the line and
         # uses the connection's own addresses.
-        return ProxyHeader()
+        return ProxyHeader(version=1)
     fields = line.split(b" ")
     protocol = fields[0]
     if protocol == b"TCP4":
@@ -206,6 +248,8 @@ def parseV1(line: bytes) -> ProxyHeader:
             _v1Address(destination, kind, "destination"),
             _v1Port(destinationPort, "destination"),
         ),
+        version=1,
+        protocol=protocol.decode("ascii"),
     )
 
 
@@ -268,29 +312,64 @@ def _checkV2Fixed(buffer: bytes) -> tuple[int, int, int]:
 
 def _v2Addresses(command: int, family: int, block: bytes) -> ProxyHeader:
     """
-    The addresses of a complete, checked version 2 header.
+    What a complete, checked version 2 header says: its addresses and TLVs.
 
     TCP over IPv4 or IPv6 carries the client's address. C{LOCAL} (a load
     balancer's own connection, such as its health check) and C{UNSPEC} mean
     the connection's own addresses; so do UDP and UNIX addresses, which the
-    specification lets a receiver treat as C{UNSPEC}. Any TLVs after the
-    addresses are skipped.
+    specification lets a receiver treat as C{UNSPEC}. A C{LOCAL} header's
+    block is discarded, as the specification says, TLVs included.
+
+    @raise InvalidProxyHeader: if the TLVs after the addresses do not
+        exactly fill the rest of the block.
     """
     if command == _V2_LOCAL:
-        return ProxyHeader()
+        protocol = _V2_PROTOCOLS.get(family, "UNSPEC")
+        return ProxyHeader(version=2, command="LOCAL", protocol=protocol)
+    protocol = _V2_PROTOCOLS[family]
+    tlvs = parseTLVs(block[_V2_ADDRESS_LENGTHS[family] :])
     if family == _V2_TCP4:
         source, destination, sourcePort, destinationPort = struct.unpack_from("!4s4sHH", block)
         return ProxyHeader(
             IPv4Address("TCP", str(ipaddress.IPv4Address(source)), sourcePort),
             IPv4Address("TCP", str(ipaddress.IPv4Address(destination)), destinationPort),
+            version=2,
+            protocol=protocol,
+            tlvs=tlvs,
         )
     if family == _V2_TCP6:
         source, destination, sourcePort, destinationPort = struct.unpack_from("!16s16sHH", block)
         return ProxyHeader(
             IPv6Address("TCP", canonicalIPv6(source), sourcePort),
             IPv6Address("TCP", canonicalIPv6(destination), destinationPort),
+            version=2,
+            protocol=protocol,
+            tlvs=tlvs,
         )
-    return ProxyHeader()
+    return ProxyHeader(version=2, protocol=protocol, tlvs=tlvs)
+
+
+def parseTLVs(data: bytes, what: str = "v2 TLV") -> tuple[TLV, ...]:
+    """
+    Frame a run of type-length-value records (a version 2 header's, or the
+    sub-records of its C{SSL} TLV).
+
+    @param what: what the records are, for the error.
+    @raise InvalidProxyHeader: if a record's length runs past the end, or a
+        record is cut short in its type and length.
+    """
+    tlvs = []
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < _TLV_HEAD:
+            raise InvalidProxyHeader(f"{what} cut short in its type and length")
+        kind, length = struct.unpack_from("!BH", data, offset)
+        start = offset + _TLV_HEAD
+        if start + length > len(data):
+            raise InvalidProxyHeader(f"{what} longer than the header's remaining bytes")
+        tlvs.append(TLV(kind, data[start : start + length]))
+        offset = start + length
+    return tuple(tlvs)
 
 
 def canonicalIPv6(packed: bytes) -> str:

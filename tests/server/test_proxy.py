@@ -11,6 +11,7 @@ from the moment of accept (issue 10, defects 2, 4, 5 and 6).
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from twisted.python.failure import Failure
 from sockplay.server import EchoReplyFactory
 from sockplay.server.factory import CONNECTION_LOG_LEVELS
 from sockplay.server.proxy import HeaderState, ProxyHeaderWrapper, ProxyWrappingFactory
+from sockplay.server.proxyheader import TLV as ProxyTLV
 from sockplay.server.proxyheader import (
     V1_MAX_LENGTH,
     V2_MAX_LENGTH,
@@ -81,10 +83,13 @@ V2_TCP6 = v2TCP6(SOURCE6, DESTINATION6, (40000, 12345))
 V2_LOCAL = v2(0x0, 0x00, b"")
 
 SOURCE4 = IPv4Address("TCP", "192.0.2.7", 40000)
-HEADER4 = ProxyHeader(SOURCE4, IPv4Address("TCP", "198.51.100.1", 12345))
+HEADER4 = ProxyHeader(SOURCE4, IPv4Address("TCP", "198.51.100.1", 12345), protocol="TCP4")
 HEADER6 = ProxyHeader(
-    IPv6Address("TCP", "2001:db8::7", 40000), IPv6Address("TCP", "2001:db8::1", 12345)
+    IPv6Address("TCP", "2001:db8::7", 40000),
+    IPv6Address("TCP", "2001:db8::1", 12345),
+    protocol="TCP6",
 )
+HEADER4_V2 = replace(HEADER4, version=2)
 
 # Every valid header, with what it says.
 VALID = [
@@ -92,10 +97,16 @@ VALID = [
     pytest.param(V1_TCP6, HEADER6, id="v1-tcp6"),
     pytest.param(V1_UNKNOWN, ProxyHeader(), id="v1-unknown"),
     pytest.param(V1_LONGEST, ProxyHeader(), id="v1-longest"),
-    pytest.param(V2_TCP4, HEADER4, id="v2-tcp4"),
-    pytest.param(V2_TCP4_TLV, HEADER4, id="v2-tcp4-tlv"),
-    pytest.param(V2_TCP6, HEADER6, id="v2-tcp6"),
-    pytest.param(V2_LOCAL, ProxyHeader(), id="v2-local"),
+    pytest.param(V2_TCP4, HEADER4_V2, id="v2-tcp4"),
+    pytest.param(
+        V2_TCP4_TLV,
+        replace(HEADER4_V2, tlvs=(ProxyTLV(0x02, b"example.com"),)),
+        id="v2-tcp4-tlv",
+    ),
+    pytest.param(V2_TCP6, replace(HEADER6, version=2), id="v2-tcp6"),
+    pytest.param(
+        V2_LOCAL, ProxyHeader(version=2, command="LOCAL", protocol="UNSPEC"), id="v2-local"
+    ),
 ]
 
 
@@ -152,7 +163,7 @@ def test_v2PrefixShorterThanSixteenBytesWaits() -> None:
     """
     parser = HeaderParser()
     assert parser.feed(V2_TCP4[:12]) is None
-    assert parser.feed(V2_TCP4[12:]) == HEADER4
+    assert parser.feed(V2_TCP4[12:]) == HEADER4_V2
 
 
 # The parser: validation (defect 4).
@@ -257,29 +268,76 @@ def test_v1UnknownWithAnythingAccepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "family, block",
+    "family, block, protocol",
     [
-        pytest.param(0x00, b"", id="unspec"),
-        pytest.param(0x12, V2_TCP4[16:], id="udp4"),
-        pytest.param(0x22, V2_TCP6[16:], id="udp6"),
-        pytest.param(0x31, b"/run/client.sock".ljust(216, b"\x00"), id="unix"),
+        pytest.param(0x00, b"", "UNSPEC", id="unspec"),
+        pytest.param(0x12, V2_TCP4[16:], "UDP4", id="udp4"),
+        pytest.param(0x22, V2_TCP6[16:], "UDP6", id="udp6"),
+        pytest.param(0x31, b"/run/client.sock".ljust(216, b"\x00"), "UNIX_STREAM", id="unix"),
+        pytest.param(0x32, b"/run/client.sock".ljust(216, b"\x00"), "UNIX_DGRAM", id="unix-dgram"),
     ],
 )
-def test_v2WithoutTCPAddressesNamesNone(family: int, block: bytes) -> None:
+def test_v2WithoutTCPAddressesNamesNone(family: int, block: bytes, protocol: str) -> None:
     """
     A v2 PROXY header for UNSPEC, or for UDP or UNIX addresses (which the
     specification lets a receiver treat as UNSPEC), names no address: the
-    connection's own stand.
+    connection's own stand. It names its protocol, and its TLVs are read.
     """
-    assert feedAll([v2(0x1, family, block) + MESSAGE]) == (ProxyHeader(), MESSAGE)
+    assert feedAll([v2(0x1, family, block + TLV) + MESSAGE]) == (
+        ProxyHeader(version=2, protocol=protocol, tlvs=(ProxyTLV(0x02, b"example.com"),)),
+        MESSAGE,
+    )
 
 
 def test_v2LocalIgnoresItsBlock() -> None:
     """
     The v2 C{LOCAL} command (a load balancer's own connection) names no
-    address, whatever its block holds.
+    address, whatever its block holds, TLVs included (the specification:
+    the receiver discards it).
     """
-    assert feedAll([v2(0x0, 0x11, V2_TCP4[16:]) + MESSAGE]) == (ProxyHeader(), MESSAGE)
+    assert feedAll([v2(0x0, 0x11, V2_TCP4[16:] + b"\xff\xff") + MESSAGE]) == (
+        ProxyHeader(version=2, command="LOCAL", protocol="TCP4"),
+        MESSAGE,
+    )
+
+
+def test_v2TLVsInOrder() -> None:
+    """
+    Every TLV after the addresses comes out, in order, with its exact
+    bytes; an empty value is a TLV too.
+    """
+    tlvs = (
+        TLV
+        + b"\x05" + struct.pack("!H", 4) + b"\x00\x01\xfe\xff"
+        + b"\x04" + struct.pack("!H", 0)
+    )
+    header, rest = feedAll([v2TCP4("192.0.2.7", "198.51.100.1", (40000, 12345), tlvs) + MESSAGE])
+    assert header is not None
+    assert header.tlvs == (
+        ProxyTLV(0x02, b"example.com"),
+        ProxyTLV(0x05, b"\x00\x01\xfe\xff"),
+        ProxyTLV(0x04, b""),
+    )
+    assert rest == MESSAGE
+
+
+@pytest.mark.parametrize(
+    "tlvs",
+    [
+        pytest.param(b"\x02", id="type-only"),
+        pytest.param(b"\x02\x00", id="half-a-length"),
+        pytest.param(b"\x02" + struct.pack("!H", 12) + b"example.com", id="length-past-end"),
+        pytest.param(TLV + b"\x05" + struct.pack("!H", 0xFFFF), id="second-past-end"),
+    ],
+)
+def test_v2BrokenTLVsRefused(tlvs: bytes) -> None:
+    """
+    TLVs that do not exactly fill the rest of the address block (a record
+    cut short, a length past the end) make the header invalid, with a
+    reason that names the rule.
+    """
+    with pytest.raises(InvalidProxyHeader, match="TLV"):
+        HeaderParser().feed(v2TCP4("192.0.2.7", "198.51.100.1", (40000, 12345), tlvs))
 
 
 # The parser: one canonical form for IPv6 (defect 6).
