@@ -221,7 +221,7 @@ class EchoReplyFactory(ConnectionOwner):
             self.sweep.stopIfUnused()
             self.limits.countOut(protocol.peerAddress)
         if not (self.settings.quiet and not self.observers):
-            self._record(protocol)
+            self._record(protocol, protocol.detail)
         if self._drain is not None:
             self._drain.connectionClosed()
 

@@ -10,10 +10,11 @@ exit status 1 (L{ListenFailed}), never a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
+from cryptography import x509
 from twisted.application import internet
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -35,6 +36,7 @@ from twisted.python.failure import Failure
 from sockplay.server.address import describeAddress
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.settings import DEFAULT_PREFIX
+from sockplay.server.tls import secure
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -95,16 +97,24 @@ class ListenFailed(SystemExit):
     """
 
 
-def makeEndpoint(reactor: IReactorCore, description: str) -> IStreamServerEndpoint:
+def makeEndpoint(
+    reactor: IReactorCore, description: str, clientCAs: Sequence[x509.Certificate] = ()
+) -> IStreamServerEndpoint:
     """
     The server endpoint for C{description}, with a raised backlog (see
     L{withBacklog}). C{haproxy:} endpoints use sockplay's PROXY wrapper,
     which lets the protocol see the original client from its first moment.
+    C{ssl:} endpoints get sockplay's TLS context (L{secure}).
+
+    @param clientCAs: the CAs whose client certificates C{ssl:} endpoints
+        require (C{--tls-client-ca}); none to require none.
     """
     description = withBacklog(description)
-    if description.startswith("haproxy:"):
-        return ProxiedEndpoint(serverFromString(reactor, description[len("haproxy:"):]))
-    return cast(IStreamServerEndpoint, serverFromString(reactor, description))
+    proxied = description.startswith("haproxy:")
+    if proxied:
+        description = description[len("haproxy:"):]
+    endpoint = secure(serverFromString(reactor, description), clientCAs)
+    return ProxiedEndpoint(endpoint) if proxied else endpoint
 
 
 def isTLS(endpoint: IStreamServerEndpoint) -> bool:

@@ -60,6 +60,7 @@ from sockplay.server._twisted import (
 from sockplay.server.proxy import acceptedAt, localAddress
 from sockplay.server.sendqueue import unsentBytes
 from sockplay.server.settings import ServerSettings
+from sockplay.server.tls import describeHandshakeFailure, isHandshakeFailure
 
 if TYPE_CHECKING:
     from sockplay.server.tracer import Tracer
@@ -122,6 +123,8 @@ class EchoReplyProtocol(Protocol):
     @ivar bytesIn: bytes received.
     @ivar bytesOut: bytes written.
     @ivar outcome: why the conversation ended, or C{None} while it goes on.
+    @ivar detail: what the outcome alone does not say, for the log (why a
+        TLS handshake failed), or C{""}.
     @ivar lastMessageAt: when a message last completed (or the connection
         began): the idle timeout counts from here.
     @ivar overTLS: whether the connection is over TLS (known only where the
@@ -146,6 +149,8 @@ class EchoReplyProtocol(Protocol):
         self.bytesIn = 0
         self.bytesOut = 0
         self.outcome: str | None = None
+        # What the outcome alone does not say (why a TLS handshake failed).
+        self.detail = ""
         self.startedAt = 0.0
         # Kept from the start: a closed TCP transport cannot tell them.
         self.peerAddress: IAddress | None = None
@@ -302,7 +307,11 @@ class EchoReplyProtocol(Protocol):
         self.lingerDeadline = 0.0
         self.delivering = False
         if self.outcome is None:
-            if not self.bytesIn:
+            if self._handshaking and isHandshakeFailure(reason):
+                # TLS ate the client's bytes: say why it refused them.
+                self.outcome = "tls-failed"
+                self.detail = describeHandshakeFailure(reason)
+            elif not self.bytesIn:
                 # Connected and gone without a byte: a health check (such
                 # as HAProxy's, which resets) or a port scan.
                 self.outcome = "probe"

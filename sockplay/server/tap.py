@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
+from cryptography import x509
 from twisted.application.service import IService, MultiService
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
@@ -30,6 +31,7 @@ from sockplay.server.settings import (
     ServerSettings,
     renderProcessTemplate,
 )
+from sockplay.server.tls import ClientCAError, loadClientCAs
 from sockplay.server.workers import MAX_WORKERS, WorkerPoolService
 
 __all__ = ["DEFAULT_DRAIN_TIMEOUT", "DEFAULT_LISTEN", "LOOPBACK", "Options", "makeService"]
@@ -118,6 +120,8 @@ class Options(CommandOptions):
          "endpoint, such as tcp:9100:interface=127.0.0.1."],
         ["web", None, None, "Serve the playground, a live view of every connection in a "
          "browser, on this endpoint, such as tcp:8080:interface=127.0.0.1."],
+        ["tls-client-ca", None, None, "Make every ssl: listener (--listen and --info) "
+         "require a client certificate signed by a CA in this PEM file (mutual TLS)."],
         ["udp-interface", None, "127.0.0.1", "Address the --udp listeners bind to (an IPv4 "
          "or IPv6 address; '' for every IPv4 address).", _udpInterface],
         ["workers", "w", 1, "Worker processes sharing the listeners (one per core is "
@@ -140,7 +144,10 @@ class Options(CommandOptions):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
+        self["info"] = []
         self["udp"] = []
+        # The --tls-client-ca certificates, once read.
+        self.clientCAs: list[x509.Certificate] = []
 
     @_helpText
     def opt_udp(self, port: str) -> None:
@@ -161,6 +168,16 @@ class Options(CommandOptions):
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    @_helpText
+    def opt_info(self, description: str) -> None:
+        """
+        Also listen on this endpoint (tcp:, ssl:, haproxy:...) for connection
+        info: each client gets one line of JSON saying what the server sees
+        of its connection (addresses, PROXY header, TLS), then the server
+        closes. Repeatable.
+        """
+        self["info"].append(description)
 
     @_helpText
     def opt_port(self, port: str) -> None:
@@ -215,7 +232,23 @@ class Options(CommandOptions):
                 "the reactor is chosen twice: give either twistd's --reactor (before "
                 "'sockplay') or sockplay's --reactor, not both"
             )
+        if self["tls-client-ca"] is not None:
+            try:
+                self.clientCAs = loadClientCAs(self["tls-client-ca"])
+            except ClientCAError as e:
+                raise usage.UsageError(f"bad --tls-client-ca: {e}") from None
         endpoints = self._endpoints()
+        if self["workers"] > 1 and self["info"]:
+            raise usage.UsageError(
+                "--info cannot be used with --workers: run a server without --workers for "
+                "connection info (its pid field shows which process answered)"
+            )
+        if self["tls-client-ca"] is not None and not any(
+            isTLS(endpoint) for _, endpoint in endpoints
+        ):
+            raise usage.UsageError(
+                "--tls-client-ca needs an ssl: listener (--listen ssl:... or --info ssl:...)"
+            )
         if self["workers"] > 1 and (self["web"] or self["trace"]):
             raise usage.UsageError(
                 f"{'--web' if self['web'] else '--trace'} cannot be used with --workers: it "
@@ -227,7 +260,7 @@ class Options(CommandOptions):
                 "connections; run one server per core with its own --metrics instead"
             )
         for description, endpoint in endpoints:
-            if not isTLS(endpoint):
+            if not isTLS(endpoint) or description not in self["listen"]:
                 continue
             if self["workers"] > 1:
                 raise usage.UsageError(
@@ -248,13 +281,15 @@ class Options(CommandOptions):
 
     def _endpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
         """
-        Check that every C{--listen} and the C{--metrics} are endpoint
-        strings.
+        Check that every C{--listen}, C{--info}, C{--metrics} and C{--web}
+        is an endpoint string.
 
-        @return: each C{--listen} with its endpoint.
+        @return: each C{--listen} and C{--info} with its endpoint.
         """
         endpoints = []
-        for option, description in [("--listen", d) for d in self["listen"]] + (
+        for option, description in [("--listen", d) for d in self["listen"]] + [
+            ("--info", d) for d in self["info"]
+        ] + (
             [(option, self[option[2:]]) for option in ("--metrics", "--web")
              if self[option[2:]] is not None]
         ):
@@ -272,7 +307,7 @@ class Options(CommandOptions):
                         "systemd-socket-activate, pass --fdname)"
                     )
                 raise usage.UsageError(f"bad {option} {description!r}: {reason}") from None
-            if option == "--listen":
+            if option in ("--listen", "--info"):
                 endpoints.append((description, endpoint))
         return endpoints
 
@@ -389,10 +424,18 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         drain.lingering.append(makeMetricsService(config["metrics"], metrics, reactor))
     echoListeners: list[ListenerService] = []
     for description in config["listen"]:
-        endpoint = makeEndpoint(reactor, description)
+        endpoint = makeEndpoint(reactor, description, config.clientCAs)
         listener = ListenerService(description, endpoint, factory, reactor)
         listener.setServiceParent(parent)  # type: ignore[no-untyped-call]
         echoListeners.append(listener)
+    if config["info"]:
+        from sockplay.server.info import InfoFactory
+
+        info = InfoFactory(factory)
+        for description in config["info"]:
+            endpoint = makeEndpoint(reactor, description, config.clientCAs)
+            service = ListenerService(description, endpoint, info, reactor, "connection info")
+            service.setServiceParent(parent)  # type: ignore[no-untyped-call]
     if config["web"] or config["trace"]:
         _trace(config, factory, drain, echoListeners, reactor)
     if config["udp"]:
