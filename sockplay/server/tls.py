@@ -115,12 +115,8 @@ class ServerTLS:
             if self.clientCAs:
                 store = context.get_cert_store()
                 assert store is not None
-                authorities = [crypto.X509.from_cryptography(ca) for ca in self.clientCAs]
-                for authority in authorities:
-                    store.add_cert(authority)
-                # Named in the handshake, so that a client with several
-                # certificates can pick the right one.
-                context.set_client_ca_list([authority.get_subject() for authority in authorities])
+                for authority in self.clientCAs:
+                    store.add_cert(crypto.X509.from_cryptography(authority))
                 context.set_verify(
                     SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verified
                 )
