@@ -149,6 +149,33 @@ def test_findsConsoleAndShBlocksWithMarkup(tmp_path: Path) -> None:
     ]
 
 
+def test_outputKeepsItsIndentation(tmp_path: Path) -> None:
+    """
+    An unindented block's lines keep their own indentation (pretty-printed
+    JSON, aligned tables), so that it is compared too; an indented block
+    loses only the block's.
+    """
+    examples = _doc(tmp_path, """\
+        ```console
+        $ python -m json.tool x.json
+        {
+            "a": 1
+        }
+        ```
+
+        - item:
+
+          ```console
+          $ cat x
+            two spaces
+          ```
+        """)
+    assert [e.body for e in examples] == [
+        ["$ python -m json.tool x.json", "{", '    "a": 1', "}"],
+        ["$ cat x", "  two spaces"],
+    ]
+
+
 def test_notRunNeedsAReason(tmp_path: Path) -> None:
     """
     C{not run:} gives the reason; without one, the markup is an error.
@@ -253,6 +280,13 @@ def test_normalise() -> None:
         "<date> [sockplay#info] pid <pid>"
     )
     assert normalise("Error: idle timeout (1 s), 5 sent") == "Error: idle timeout (1 s), 5 sent"
+    # In --info's JSON: the peer's port, the pid and the host name; not a
+    # fixed port.
+    assert normalise('"port": 45678, "port": 12350, "hostname": "vm-7", "pid": 31337,') == (
+        '"port": <port>, "port": 12350, "hostname": "<hostname>", "pid": <pid>,'
+    )
+    assert normalise('"hostname":"vm-7","pid":31337}') == '"hostname":"<hostname>","pid":<pid>}'
+
 
 
 def test_compareSample() -> None:

@@ -170,8 +170,9 @@ def findExamples(path: Path, root: Path = REPOSITORY) -> list[Example]:
                 path=str(path.relative_to(root)),
                 line=index + 1,
                 kind=opening.group("info"),
-                body=[line[indent:] if line[:indent].isspace() else line.lstrip()
-                      for line in lines[index + 1:end]],
+                # (An unindented block keeps its lines' own indentation.)
+                body=[line[indent:] if not indent or line[:indent].isspace()
+                      else line.lstrip() for line in lines[index + 1:end]],
                 markup=before.group("body") if before else None,
             ))
         index = end + 1
@@ -292,19 +293,22 @@ def stepsOf(example: Example) -> tuple[list[dict[str, Any]], list[Expected]]:
 
 # What must vary from run to run, and what it becomes on both sides.
 _TIMES = re.compile(r"\b\d+\.\d+(?=(?:/\d+\.\d+)*\s?m?s\b)")
-_EPHEMERAL_PORT = re.compile(r"(?<=:)(?:3[2-9]\d{3}|[45]\d{4}|60\d{3})\b")
+_EPHEMERAL_PORT = re.compile(r"(?:(?<=:)|(?<=\"port\": ))(?:3[2-9]\d{3}|[45]\d{4}|60\d{3})\b")
 _DATE = re.compile(r"\b\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[+-]\d{4}|Z)?)?")
-_PID = re.compile(r"(?<=\bpid )\d+|(?<=\bpid=)\d+|(?<=\[)\d+(?=\])")
+_PID = re.compile(r"(?<=\bpid )\d+|(?<=\bpid=)\d+|(?<=\[)\d+(?=\])|(?:(?<=\"pid\": )|(?<=\"pid\":))\d+")
+# The host name in --info's JSON: the machine's.
+_HOSTNAME = re.compile(r'(?:(?<="hostname": ")|(?<="hostname":"))[^"]*')
 
 
 def normalise(text: str) -> str:
     """
     A line of output with what must vary between runs replaced by a
     placeholder (times with a decimal point, in s or ms; ephemeral ports;
-    dates; pids), and without trailing blanks, which a terminal does not
-    show.
+    dates; pids; the host name in JSON), and without trailing blanks, which
+    a terminal does not show.
     """
-    text = _TIMES.sub("<time>", text.rstrip())
+    text = _HOSTNAME.sub("<hostname>", text.rstrip())
+    text = _TIMES.sub("<time>", text)
     text = _EPHEMERAL_PORT.sub("<port>", text)
     text = _DATE.sub("<date>", text)
     return _PID.sub("<pid>", text)
