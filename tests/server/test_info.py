@@ -222,6 +222,26 @@ def test_behindProxyHeader() -> None:
     }
 
 
+def test_terminalBytesEscaped() -> None:
+    """
+    Bytes from the network that a terminal would act on (an escape
+    sequence, invalid UTF-8, in a TLV) reach the client as JSON escapes,
+    never raw: the whole line is ASCII.
+    """
+    _, factory, _ = info()
+    wrapper = ProxyWrappingFactory(factory).buildProtocol(LOOPBACK_PEER)  # type: ignore[no-untyped-call]
+    transport = HalfCloseableTransport()
+    wrapper.makeConnection(transport)
+    block = bytes([192, 0, 2, 7, 198, 51, 100, 1]) + struct.pack("!HH", 1, 2)
+    block += tlv(0x02, b"\x1b[31mred\xff")
+    wrapper.dataReceived(
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11" + struct.pack("!H", len(block)) + block
+    )
+    line = transport.value()
+    assert b"\x1b" not in line and line.isascii()
+    assert json.loads(line)["proxy"]["tlvs"][0]["value"] == "\x1b[31mred\\xff"
+
+
 # The info connection's life.
 
 
