@@ -238,11 +238,6 @@ class Options(CommandOptions):
             except ClientCAError as e:
                 raise usage.UsageError(f"bad --tls-client-ca: {e}") from None
         endpoints = self._endpoints()
-        if self["workers"] > 1 and self["info"]:
-            raise usage.UsageError(
-                "--info cannot be used with --workers: run a server without --workers for "
-                "connection info (its pid field shows which process answered)"
-            )
         if self["tls-client-ca"] is not None and not any(
             isTLS(endpoint) for _, endpoint in endpoints
         ):
@@ -260,14 +255,15 @@ class Options(CommandOptions):
                 "connections; run one server per core with its own --metrics instead"
             )
         for description, endpoint in endpoints:
-            if not isTLS(endpoint) or description not in self["listen"]:
+            if not isTLS(endpoint):
                 continue
             if self["workers"] > 1:
                 raise usage.UsageError(
                     f"--workers cannot share the TLS listener {description!r}; "
                     "run one server per core behind a TCP load balancer instead"
                 )
-            if self["framing"] == "eof":
+            if self["framing"] == "eof" and description in self["listen"]:
+                # (An info listener reads no message.)
                 # The client refuses --tls --framing eof for the same reason.
                 raise usage.UsageError(
                     f"--framing eof cannot be used with the TLS listener {description!r}: "
@@ -402,6 +398,9 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
             reactor,
             datagrams=[(port, config["udp-interface"]) for port in config["udp"]],
             signals=signals,
+            info=[
+                (description, makeEndpoint(reactor, description)) for description in config["info"]
+            ],
         )
         pool.setServiceParent(parent)  # type: ignore[no-untyped-call]
         announcer = ReadyAnnouncer(reactor, pool.ready)

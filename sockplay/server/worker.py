@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.info import InfoFactory
 from sockplay.server.lifecycle import DrainService, SecondSignal
 from sockplay.server.listening import (
     MAX_DATAGRAM,
@@ -126,7 +127,12 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
         )
         if entry["haproxy"]:
             endpoint = ProxiedEndpoint(endpoint)
-        listener = ListenerService(f"fd:{entry['fd']}", endpoint, factory, reactor)
+        if entry["info"]:
+            listener = ListenerService(
+                f"fd:{entry['fd']}", endpoint, InfoFactory(factory), reactor, "connection info"
+            )
+        else:
+            listener = ListenerService(f"fd:{entry['fd']}", endpoint, factory, reactor)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     service.privilegedStartService()
     service.startService()

@@ -155,6 +155,7 @@ class _Listener(NamedTuple):
     @ivar family: its address family.
     @ivar haproxy: whether its connections start with a PROXY header.
     @ivar datagram: whether it is a UDP port.
+    @ivar info: whether it is a C{--info} listener.
     """
 
     ports: tuple[Any, ...]
@@ -162,6 +163,7 @@ class _Listener(NamedTuple):
     family: int
     haproxy: bool
     datagram: bool
+    info: bool = False
 
     def forWorker(self, index: int) -> Any:
         """
@@ -196,10 +198,12 @@ class WorkerPoolService(Service):
         datagrams: Sequence[tuple[int, str]] = (),
         signals: Stoppable | None = None,
         reusePort: bool | None = None,
+        info: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """
         @param listeners: each stream listener's description and endpoint.
         @param datagrams: each UDP listener's port and interface.
+        @param info: each C{--info} listener's description and endpoint.
         @param signals: catches a second stop signal, to pass it on.
         @param reusePort: whether to give each worker a socket of its own on
             a TCP listener; by default, where the platform spreads
@@ -209,6 +213,7 @@ class WorkerPoolService(Service):
         self.count = count
         self.listeners = listeners
         self.datagrams = list(datagrams)
+        self.info = list(info)
         self.settings = settings
         self.drainTimeout = drainTimeout
         self._reactor = reactor
@@ -226,14 +231,16 @@ class WorkerPoolService(Service):
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         self.listening = _bindAll(
             self.listeners, self.datagrams, self.count if self.reusePort else 1,
-            self.settings, self._reactor,
+            self.settings, self._reactor, self.info,
         )
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         for listener in self.listening:
             self.log.info(
-                "Listening on {address} ({description}) with {count} workers",
+                "Serving connection info on {address} ({description}) with {count} workers"
+                if listener.info
+                else "Listening on {address} ({description}) with {count} workers",
                 address=describeAddress(listener.ports[0].getHost()),
                 description=listener.description,
                 count=self.count,
@@ -268,6 +275,7 @@ class WorkerPoolService(Service):
                         "family": int(listener.family),
                         "haproxy": listener.haproxy,
                         "datagram": listener.datagram,
+                        "info": listener.info,
                     }
                     for n, listener in enumerate(self.listening)
                 ],
@@ -407,6 +415,7 @@ def _bindAll(
     perWorker: int,
     settings: ServerSettings,
     reactor: IReactorCore,
+    info: Sequence[tuple[str, Any]] = (),
 ) -> list[_Listener]:
     """
     Bind every listener now, for the workers to accept on; or end the
@@ -415,11 +424,13 @@ def _bindAll(
     @param perWorker: sockets to make for each TCP listener that can have
         one per worker (see L{perWorkerEndpoint}): the worker count, or 1
         for one socket that the workers share.
+    @param info: the C{--info} listeners, bound as the others are.
     """
     # The factory is never used here: this process does not accept.
     factory = EchoReplyFactory(settings, clock=cast(IReactorTime, reactor))
     listening = []
-    for description, endpoint in listeners:
+    kinds = [(d, e, False) for d, e in listeners] + [(d, e, True) for d, e in info]
+    for description, endpoint, isInfo in kinds:
         if perWorker > 1 and perWorkerEndpoint(endpoint):
             group = ReusePortTCP(cast(IReactorTCP, reactor))
             ports = tuple(
@@ -430,7 +441,9 @@ def _bindAll(
             ports = (_bind(description, endpoint, factory, reactor),)
         family = getattr(ports[0], "addressFamily", socket.AF_INET)
         listening.append(
-            _Listener(ports, description, family, description.startswith("haproxy:"), False)
+            _Listener(
+                ports, description, family, description.startswith("haproxy:"), False, isInfo
+            )
         )
     for number, interface in datagrams:
         udp = makeUDPService(number, interface, b"", cast(IReactorUDP, reactor))

@@ -410,6 +410,33 @@ def test_infoUnderTheServersLimits(servers: ServerPool) -> None:
     server.waitForLine(lambda line: f"on tcp:127.0.0.1:{port}, busy" in line, "the refusal")
 
 
+def test_workersEachAnswerInfo(servers: ServerPool) -> None:
+    """
+    With C{--workers}, the workers serve the info listener too: every
+    answer comes from a worker (not the parent), named by its C{pid},
+    and the connections spread over both.
+    """
+    server = servers.start(TWISTD, "--listen", EPHEMERAL, "--info", EPHEMERAL, "--workers", "2")
+    workers = {
+        int(match.group(1))
+        for line in server.output
+        if (match := re.search(r"Worker \d started \(pid (\d+)\)", line))
+    }
+    assert len(workers) == 2 and server.process.pid not in workers
+    port = next(
+        int(match.group(1))
+        for line in server.output
+        if (match := re.search(r"connection info on tcp:127\.0\.0\.1:(\d+) .* with 2", line))
+    )
+    answered = set()
+    for _ in range(100):
+        with connect(port) as sock:
+            answered.add(readInfo(sock)[0]["pid"])
+        if answered == workers:
+            break
+    assert answered == workers
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -428,9 +455,9 @@ def test_infoUnderTheServersLimits(servers: ServerPool) -> None:
         ),
         pytest.param(["--info", "nonsense:1"], "bad --info 'nonsense:1'", id="bad-info-endpoint"),
         pytest.param(
-            ["--info", EPHEMERAL, "--workers", "2"],
-            "--info cannot be used with --workers",
-            id="info-with-workers",
+            ["--info", "SSL", "--workers", "2"],
+            "--workers cannot share the TLS listener",
+            id="ssl-info-with-workers",
         ),
     ],
 )
@@ -439,10 +466,8 @@ def test_usageErrors(tmp_path: Path, pki: PKI, args: list[str], message: str) ->
     What cannot work is refused at once, in one line, with exit status 2.
     """
     (tmp_path / "not.pem").write_text("not a certificate\n")
-    args = [
-        str(pki.ca) if arg == "CA" else str(tmp_path / "not.pem") if arg == "NOTPEM" else arg
-        for arg in args
-    ]
+    files = {"CA": str(pki.ca), "NOTPEM": str(tmp_path / "not.pem"), "SSL": sslListen(pki)}
+    args = [files.get(arg, arg) for arg in args]
     result = run([*TWISTD, "--listen", EPHEMERAL, *args], tmp_path)
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     error, hint = result.stderr.splitlines()

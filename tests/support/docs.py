@@ -295,7 +295,9 @@ def stepsOf(example: Example) -> tuple[list[dict[str, Any]], list[Expected]]:
 _TIMES = re.compile(r"\b\d+\.\d+(?=(?:/\d+\.\d+)*\s?m?s\b)")
 _EPHEMERAL_PORT = re.compile(r"(?:(?<=:)|(?<=\"port\": ))(?:3[2-9]\d{3}|[45]\d{4}|60\d{3})\b")
 _DATE = re.compile(r"\b\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[+-]\d{4}|Z)?)?")
-_PID = re.compile(r"(?<=\bpid )\d+|(?<=\bpid=)\d+|(?<=\[)\d+(?=\])|(?:(?<=\"pid\": )|(?<=\"pid\":))\d+")
+_PID = re.compile(
+    r"(?<=\bpid )\d+|(?<=\bpid=)\d+|(?<=\[)\d+(?=\])|(?:(?<=\"pid\": )|(?<=\"pid\":))\d+"
+)
 # The host name in --info's JSON: the machine's.
 _HOSTNAME = re.compile(r'(?:(?<="hostname": ")|(?<="hostname":"))[^"]*')
 
