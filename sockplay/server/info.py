@@ -177,21 +177,22 @@ def describeConnection(
     @param pid: this process's ID.
     @param now: the time, in seconds since the epoch.
     """
-    header: ProxyHeader | None = None
+    wrapper: ProxyHeaderWrapper | None = None
     tls: TLSMemoryBIOProtocol | None = None
     socket: Any = transport
     # Down through the layers to the socket: the PROXY wrapper and the TLS
     # protocol each hold the one beneath as their transport.
     while isinstance(socket, (ProxyHeaderWrapper, TLSMemoryBIOProtocol)):
         if isinstance(socket, ProxyHeaderWrapper):
-            header = socket.header
+            wrapper = socket
         else:
             tls = socket
         socket = socket.transport
     local = socket.getHost()
     listener = describeAddress(local, tls is not None)
-    if isinstance(transport, ProxyHeaderWrapper):
+    if wrapper is not None:
         listener = f"haproxy:{listener}"
+    header = None if wrapper is None else wrapper.header
     return {
         "peer": _address(socket.getPeer()),
         "local": _address(local),

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from sockplay.server.address import describeAddress
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.settings import DEFAULT_PREFIX
-from sockplay.server.tls import secure
+from sockplay.server.tls import ServerTLS, beneathTLS, secure
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -113,8 +113,13 @@ def makeEndpoint(
     proxied = description.startswith("haproxy:")
     if proxied:
         description = description[len("haproxy:"):]
-    endpoint = secure(serverFromString(reactor, description), clientCAs)
-    return ProxiedEndpoint(endpoint) if proxied else endpoint
+    endpoint = serverFromString(reactor, description)
+    if not proxied:
+        return secure(endpoint, clientCAs)
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        # The header comes before TLS: TLS is the PROXY wrapper's to add.
+        return ProxiedEndpoint(beneathTLS(endpoint), ServerTLS.of(endpoint, clientCAs))
+    return ProxiedEndpoint(endpoint)
 
 
 def isTLS(endpoint: IStreamServerEndpoint) -> bool:
@@ -124,6 +129,8 @@ def isTLS(endpoint: IStreamServerEndpoint) -> bool:
     directions at once.
     """
     while isinstance(endpoint, ProxiedEndpoint):
+        if endpoint.tls is not None:
+            return True
         endpoint = endpoint.wrapped
     return isinstance(endpoint, SSL4ServerEndpoint)
 

@@ -7,6 +7,11 @@ C{connectionMade} sees the original client; it passes half-closes through.
 Twisted's own wrapper (L{twisted.protocols.haproxy}) connects the protocol
 before the header, drops half-closes, and trusts the header's contents.
 
+Over TLS (C{haproxy:ssl:}), the header comes first, in the clear, and TLS
+after it, as a load balancer sends them (HAProxy's C{ssl send-proxy-v2}):
+the wrapper reads the header, then hands the bytes to Twisted's TLS
+protocol, which wraps the server's.
+
 A connection is under the server's limits from the moment it is accepted,
 not only once its header is in: while the header is awaited it counts
 against C{--max-connections} and C{--max-per-peer} (under the socket's own
@@ -27,6 +32,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IListeningPort,
+    IOpenSSLContextFactory,
     IProtocolFactory,
     ISSLTransport,
     IStreamServerEndpoint,
@@ -34,6 +40,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, directlyProvides, implementer, providedBy
 
@@ -46,6 +53,7 @@ __all__ = [
     "ProxyHeaderWrapper",
     "ProxyWrappingFactory",
     "acceptedAt",
+    "headerOf",
     "localAddress",
 ]
 
@@ -149,9 +157,11 @@ class ProxyHeaderWrapper(ProtocolWrapper):
         self._detail = ""
         self._parser = HeaderParser()
         self._timer: IDelayedCall | None = None
-        self._admission: IHeaderAdmission | None = IHeaderAdmission(
-            factory.wrappedFactory, None
-        )
+        wrapped = factory.wrappedFactory
+        if isinstance(wrapped, TLSMemoryBIOFactory):
+            # (haproxy:ssl:) The server's factory is beneath TLS.
+            wrapped = wrapped.wrappedFactory
+        self._admission: IHeaderAdmission | None = IHeaderAdmission(wrapped, None)
 
     def makeConnection(self, transport: ITransport) -> None:
         # As ProtocolWrapper does, but the wrapped protocol is connected
@@ -166,7 +176,7 @@ class ProxyHeaderWrapper(ProtocolWrapper):
         self.startedAt = admission.clock.seconds()
         if admission.needsLocalAddress:
             self.hostAddress = admission.intern(transport.getHost())
-            self.overTLS = ISSLTransport.providedBy(transport)
+            self.overTLS = ISSLTransport.providedBy(transport) or self.factory.overTLS
         if not admission.admitAwaiting(self):
             # Over a limit already: the wrapped protocol refuses it, with
             # its error reply and log line, under the socket's peer.
@@ -294,11 +304,14 @@ class ProxyHeaderWrapper(ProtocolWrapper):
 class ProxyWrappingFactory(WrappingFactory[ProxyHeaderWrapper]):
     """
     Wraps each connection's protocol in a L{ProxyHeaderWrapper}.
+
+    @ivar overTLS: whether TLS follows the header (C{haproxy:ssl:}).
     """
 
     protocol = ProxyHeaderWrapper
     # The listener logs its own line; "Starting factory <...>" would be noise.
     noisy = False
+    overTLS = False
 
 
 @implementer(IStreamServerEndpoint)
@@ -307,15 +320,34 @@ class ProxiedEndpoint:
     A server endpoint whose connections start with a PROXY header.
     """
 
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, tls: IOpenSSLContextFactory | None = None
+    ) -> None:
         """
         @param endpoint: the endpoint whose connections carry the header.
+        @param tls: the TLS context of the connections, where TLS follows
+            the header (C{haproxy:ssl:}); C{None} for none.
         """
         self.wrapped = endpoint
+        self.tls = tls
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        if self.tls is not None:
+            tlsFactory = TLSMemoryBIOFactory(self.tls, False, protocolFactory)
+            tlsFactory.noisy = False
+            protocolFactory = tlsFactory
         factory: Any = ProxyWrappingFactory(protocolFactory)  # type: ignore[no-untyped-call]
+        factory.overTLS = self.tls is not None
         return self.wrapped.listen(factory)
+
+
+def headerOf(transport: ITransport) -> ProxyHeaderWrapper | None:
+    """
+    The PROXY wrapper under a protocol's C{transport}, if any: the transport
+    itself, or the one beneath TLS (C{haproxy:ssl:}).
+    """
+    beneath = transport.transport if isinstance(transport, TLSMemoryBIOProtocol) else transport
+    return beneath if isinstance(beneath, ProxyHeaderWrapper) else None
 
 
 def acceptedAt(transport: ITransport, now: float) -> float:
@@ -325,8 +357,9 @@ def acceptedAt(transport: ITransport, now: float) -> float:
     and the first message together (and the logged duration counts both);
     otherwise C{now}.
     """
-    if isinstance(transport, ProxyHeaderWrapper) and transport.startedAt:
-        return transport.startedAt
+    wrapper = headerOf(transport)
+    if wrapper is not None and wrapper.startedAt:
+        return wrapper.startedAt
     return now
 
 
@@ -335,9 +368,10 @@ def localAddress(transport: ITransport) -> IAddress:
     The local address of the socket under C{transport}: through a PROXY
     wrapper, the real socket's rather than the one the header names.
     """
-    if isinstance(transport, ProxyHeaderWrapper):
-        if transport.hostAddress is not None:
-            return transport.hostAddress
-        if transport.transport is not None:
-            return transport.transport.getHost()
+    wrapper = headerOf(transport)
+    if wrapper is not None:
+        if wrapper.hostAddress is not None:
+            return wrapper.hostAddress
+        if wrapper.transport is not None:
+            return wrapper.transport.getHost()
     return transport.getHost()

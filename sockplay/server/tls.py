@@ -24,7 +24,7 @@ from weakref import WeakKeyDictionary
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
-from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IOpenSSLContextFactory, IStreamServerEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -32,6 +32,7 @@ from zope.interface import implementer
 __all__ = [
     "ClientCAError",
     "ServerTLS",
+    "beneathTLS",
     "describeHandshakeFailure",
     "describeTLS",
     "isHandshakeFailure",
@@ -105,6 +106,18 @@ class ServerTLS:
         self.clientCAs = list(clientCAs)
         self._context: SSL.Context | None = None
 
+    @classmethod
+    def of(
+        cls, endpoint: SSL4ServerEndpoint, clientCAs: Sequence[x509.Certificate] = ()
+    ) -> ServerTLS:
+        """
+        The context for an C{ssl:} endpoint, from the certificate options
+        Twisted's endpoint string parser built for it.
+        """
+        # The endpoint keeps them in this attribute (Twisted has no public
+        # way to reach them); tests/server/test_info.py pins it.
+        return cls(endpoint._sslContextFactory, clientCAs)
+
     def getContext(self) -> SSL.Context:
         """
         The context, configured once and shared by every connection.
@@ -132,10 +145,20 @@ def secure(
     is returned as it is.
     """
     if isinstance(endpoint, SSL4ServerEndpoint):
-        # The endpoint keeps its context factory in this attribute (Twisted
-        # has no public way to reach the one its string parser built).
-        endpoint._sslContextFactory = ServerTLS(endpoint._sslContextFactory, clientCAs)
+        endpoint._sslContextFactory = ServerTLS.of(endpoint, clientCAs)
     return endpoint
+
+
+def beneathTLS(endpoint: SSL4ServerEndpoint) -> TCP4ServerEndpoint:
+    """
+    The plain TCP endpoint an C{ssl:} endpoint listens on (same port,
+    interface and backlog), for a PROXY header that comes before TLS.
+    """
+    # Twisted's endpoint keeps its arguments in these attributes, with no
+    # public way to read them (tests/server/test_info.py pins them).
+    return TCP4ServerEndpoint(
+        endpoint._reactor, endpoint._port, endpoint._backlog, endpoint._interface
+    )
 
 
 def isHandshakeFailure(failure: Failure) -> bool:

@@ -270,6 +270,34 @@ def test_sslInfoWithMutualTLS(servers: ServerPool, pki: PKI) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", certificate["not_after"])
 
 
+def test_proxyHeaderThenTLS(servers: ServerPool, pki: PKI) -> None:
+    """
+    On C{haproxy:ssl:} the PROXY header comes first, in the clear, then
+    TLS, as HAProxy sends them (C{ssl send-proxy-v2}): the info listener
+    reports both, and a client that follows its header with plain text is
+    logged as a failed handshake under the header's client.
+    """
+    server = servers.start(
+        TWISTD, "--listen", EPHEMERAL, "--info", f"haproxy:{sslListen(pki)}"
+    )
+    port = infoPorts(server)["haproxy:ssl"]
+    context = tlsContext(pki, alpn=["h2"])
+    with connect(port) as raw:
+        raw.sendall(b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 443\r\n")
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            info = json.loads(readWithin(sock, SOCKET_TIMEOUT)[0])
+    assert info["listener"] == f"haproxy:ssl:127.0.0.1:{port}"
+    assert info["proxy"]["source"] == {"family": "ipv4", "address": "203.0.113.9", "port": 51000}
+    assert info["tls"]["server_name"] == "localhost" and info["tls"]["alpn"] == "h2"
+    with connect(port) as sock:
+        sock.sendall(b"PROXY TCP4 203.0.113.8 198.51.100.1 51000 443\r\nhello\r\n")
+        assert b"{" not in readWithin(sock, SOCKET_TIMEOUT)[0]
+    server.waitForLine(
+        lambda line: "tcp:203.0.113.8:51000 on ssl:" in line and "tls-failed" in line,
+        "the failed handshake",
+    )
+
+
 def test_sslInfoWithoutClientCA(servers: ServerPool, pki: PKI) -> None:
     """
     Without C{--tls-client-ca} no client certificate is asked for:

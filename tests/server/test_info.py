@@ -37,6 +37,7 @@ from sockplay.server.settings import ConnectionRecord, ServerSettings
 from sockplay.server.tls import (
     ClientCAError,
     ServerTLS,
+    beneathTLS,
     describeHandshakeFailure,
     loadClientCAs,
     secure,
@@ -478,6 +479,23 @@ def test_secureOnlyTouchesSSL(tmp_path: Path, certificates: dict[str, Any]) -> N
     assert isinstance(endpoint._sslContextFactory, ServerTLS)  # type: ignore[attr-defined]
     plain = TCP4ServerEndpoint(MemoryReactorClock(), 0)
     assert secure(plain) is plain
+
+
+def test_beneathTLS(tmp_path: Path, certificates: dict[str, Any]) -> None:
+    """
+    The TCP endpoint beneath an C{ssl:} endpoint (for C{haproxy:ssl:})
+    listens where the C{ssl:} one would: this pins the attributes of
+    Twisted's endpoint that L{beneathTLS} reads.
+    """
+    certificates["server"].private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "s.pem"))
+    reactor = MemoryReactorClock()
+    endpoint = serverFromString(
+        reactor, f"ssl:4433:interface=127.0.0.2:backlog=77:privateKey={tmp_path / 's.pem'}"
+    )
+    beneath = beneathTLS(endpoint)
+    beneath.listen(Factory.forProtocol(Protocol))
+    port, _, backlog, interface = reactor.tcpServers[0]
+    assert (port, backlog, interface) == (4433, 77, "127.0.0.2")
 
 
 def test_loadClientCAs(tmp_path: Path, certificates: dict[str, Any]) -> None:
