@@ -13,11 +13,13 @@ on a developer's machine and fail in CI (where C{CI} is set).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from sockplay.server.tap import DEFAULT_DRAIN_TIMEOUT
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 HAPROXY_CONFIG = DEPLOY / "haproxy" / "haproxy.cfg"
+HAPROXY_TLS_CONFIG = DEPLOY / "haproxy" / "tls.cfg"
 
 # Clients of the HAProxy test connect from here: HAProxy reaches the servers
 # from 127.0.0.1, so a server that shows this address got it from the PROXY
@@ -92,51 +95,104 @@ def processes(tmp_path: Path) -> Iterator[Start]:
             started.pop().stop()
 
 
-def haproxyTestConfig(frontPort: int, serverPorts: list[int], statsSocket: Path) -> str:
+def haproxyTestConfig(
+    ports: dict[str, int], serverPorts: list[int], infoPorts: list[int], statsSocket: Path
+) -> str:
     """
     C{deploy/haproxy/haproxy.cfg} with test ports, a test stats socket and
     fast health checks. Each change must apply exactly once, so that the
     test keeps running the shipped file rather than a copy that drifts.
+
+    @param ports: the frontends' ports, by name: C{echo}, C{info}.
     """
-    text = HAPROXY_CONFIG.read_text()
     first, second = serverPorts
-    for old, new in [
-        ("bind 127.0.0.1:12345", f"bind {LOOPBACK}:{frontPort}"),
+    infoFirst, infoSecond = infoPorts
+    return _replaced(HAPROXY_CONFIG, [
+        ("bind 127.0.0.1:12345", f"bind {LOOPBACK}:{ports['echo']}"),
+        ("bind 127.0.0.1:12350", f"bind {LOOPBACK}:{ports['info']}"),
         ("server sockplay1 127.0.0.1:12346", f"server sockplay1 {LOOPBACK}:{first}"),
         ("server sockplay2 127.0.0.1:12347", f"server sockplay2 {LOOPBACK}:{second}"),
-        ("check inter 2s fall 3 rise 2", "check inter 100ms fall 1 rise 1"),
+        ("server info1 127.0.0.1:12351", f"server info1 {LOOPBACK}:{infoFirst}"),
+        ("server info2 127.0.0.1:12352", f"server info2 {LOOPBACK}:{infoSecond}"),
+        ("check inter 2s fall 3 rise 2\n    server sockplay1",
+         "check inter 100ms fall 1 rise 1\n    server sockplay1"),
         ("stats socket /run/haproxy/sockplay.sock", f"stats socket {statsSocket}"),
-    ]:
-        assert text.count(old) == 1, f"{old!r} is not in {HAPROXY_CONFIG} exactly once"
+    ])
+
+
+def _replaced(path: Path, changes: list[tuple[str, str]]) -> str:
+    """
+    The text of C{path} with each change made, each found exactly once.
+    """
+    text = path.read_text()
+    for old, new in changes:
+        assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
         text = text.replace(old, new)
     return text
 
 
+def startBackends(start: Start, *args: str) -> tuple[list[ServerProcess], list[int], list[int]]:
+    """
+    The two sockplay instances of the recipe: each with an echo and an
+    info listener behind the PROXY protocol, on ephemeral ports.
+
+    @return: the servers, their echo ports and their info ports.
+    """
+    servers, infoPorts = [], []
+    for _ in range(2):
+        server = start(
+            [*TWISTD, "--listen", f"haproxy:tcp:0:interface={LOOPBACK}",
+             "--info", f"haproxy:tcp:0:interface={LOOPBACK}", *args]
+        )
+        server.waitUntilReady()
+        servers.append(server)
+        infoPorts.append(next(
+            int(match.group(1))
+            for line in server.output
+            if (match := re.search(r"connection info on haproxy:tcp:127\.0\.0\.1:(\d+) ", line))
+        ))
+    return servers, [server.port for server in servers], infoPorts
+
+
 def startHAProxy(
-    start: Start, haproxy: str, serverPorts: list[int], directory: Path
-) -> tuple[ServerProcess, int, Path]:
+    start: Start,
+    haproxy: str,
+    serverPorts: list[int],
+    infoPorts: list[int],
+    directory: Path,
+    tls: bool = False,
+) -> tuple[ServerProcess, dict[str, int], Path]:
     """
     Start HAProxy in the foreground (C{-db}, and C{-W} so that it says when
-    its listeners are up) on a free frontend port in front of
-    C{serverPorts}.
+    its listeners are up) on free frontend ports in front of
+    C{serverPorts} and C{infoPorts}; with C{tls}, with C{deploy/haproxy/tls.cfg}
+    too (its certificates in C{directory/certs}).
 
-    @return: HAProxy, its frontend port and its stats socket.
+    @return: HAProxy, its frontends' ports by name (C{echo}, C{info},
+        C{tls}) and its stats socket.
     """
     statsSocket = directory / "haproxy.sock"
     config = directory / "haproxy.cfg"
+    tlsConfig = directory / "tls.cfg"
     for _ in range(PORT_TRIES):
-        frontPort = freePort()
-        config.write_text(haproxyTestConfig(frontPort, serverPorts, statsSocket))
-        proxy = start([haproxy, "-W", "-db", "-f", str(config)])
+        ports = {"echo": freePort(), "info": freePort(), "tls": freePort()}
+        config.write_text(haproxyTestConfig(ports, serverPorts, infoPorts, statsSocket))
+        command = [haproxy, "-W", "-db", "-f", str(config)]
+        if tls:
+            tlsConfig.write_text(_replaced(HAPROXY_TLS_CONFIG, [
+                ("bind 127.0.0.1:12353", f"bind {LOOPBACK}:{ports['tls']}"),
+            ]))
+            command += ["-f", str(tlsConfig)]
+        proxy = start(command)
         line = proxy.waitForLine(
             lambda line: "Loading success." in line or "cannot bind socket" in line,
             "that it has started",
         )
         if "Loading success." in line:
-            return proxy, frontPort, statsSocket
-        # The port was taken in the meantime: HAProxy exits; try another.
+            return proxy, ports, statsSocket
+        # A port was taken in the meantime: HAProxy exits; try others.
         proxy.waitForExit()
-    pytest.fail(f"HAProxy found no free port in {PORT_TRIES} tries")
+    pytest.fail(f"HAProxy found no free ports in {PORT_TRIES} tries")
 
 
 def serverStates(statsSocket: Path) -> dict[str, int]:
@@ -208,16 +264,11 @@ def test_haproxyBalancesAndFailsOver(processes: Start, tmp_path: Path) -> None:
     down, 100 more requests are all answered by the other.
     """
     haproxy = requireTool("haproxy", "haproxy")
-    servers = []
-    for _ in range(2):
-        server = processes(
-            [*TWISTD, "--listen", f"haproxy:tcp:0:interface={LOOPBACK}", "--framing", "line",
-             "--keep-open", "--prefix", "{hostname}|{listener}|{peer}: "]
-        )
-        server.waitUntilReady()
-        servers.append(server)
-    ports = [server.port for server in servers]
-    proxy, frontPort, statsSocket = startHAProxy(processes, haproxy, ports, tmp_path)
+    servers, ports, infoPorts = startBackends(
+        processes, "--framing", "line", "--keep-open", "--prefix", "{hostname}|{listener}|{peer}: "
+    )
+    proxy, frontPorts, statsSocket = startHAProxy(processes, haproxy, ports, infoPorts, tmp_path)
+    frontPort = frontPorts["echo"]
     assert serverStates(statsSocket) == {"sockplay1": 2, "sockplay2": 2}
 
     listeners = listenersOf(frontPort, 500, start=0)
@@ -242,6 +293,76 @@ def test_haproxyBalancesAndFailsOver(processes: Start, tmp_path: Path) -> None:
     closed = [line for line in survivor.output if "Connection closed: " in line]
     assert closed, survivor.transcript()
     assert [line for line in closed if ", reset, " in line or ", probe, " in line] == []
+
+
+def infoThrough(port: int) -> dict[str, Any]:
+    """
+    Connect to C{port} from L{CLIENT_ADDRESS} and read the info object.
+    """
+    with socket.socket() as sock:
+        sock.settimeout(SOCKET_TIMEOUT)
+        sock.bind((CLIENT_ADDRESS, 0))
+        sock.connect((LOOPBACK, port))
+        with sock.makefile("rb") as lines:
+            info: dict[str, Any] = json.loads(lines.readline())
+    return info
+
+
+def tlvsOf(info: dict[str, Any]) -> dict[str, Any]:
+    return {tlv["name"]: tlv["value"] for tlv in info["proxy"]["tlvs"]}
+
+
+def test_haproxyRecipe(processes: Start, tmp_path: Path) -> None:
+    """
+    The recipe of C{deploy/haproxy/}, run as shipped (test ports): through
+    HAProxy, each instance's info listener reports the original client's
+    address, PROXY version 2 and HAProxy's TLVs (its unique ID and
+    checksum; from the TLS frontend of C{tls.cfg}, the ALPN protocol, the
+    server name and the client's TLS details with its certificate's CN);
+    both instances answer.
+    """
+    haproxy = requireTool("haproxy", "haproxy")
+    certs = subprocess.run(
+        [sys.executable, "-m", "sockplay.certs", "certs"], cwd=tmp_path, capture_output=True,
+        timeout=DEADLINE, check=True,
+    )
+    assert certs.returncode == 0
+    (tmp_path / "certs" / "haproxy.pem").write_bytes(
+        (tmp_path / "certs" / "server.pem").read_bytes()
+        + (tmp_path / "certs" / "server-key.pem").read_bytes()
+    )
+    servers, ports, infoPorts = startBackends(processes, "--prefix", "{hostname}:{pid} ")
+    proxy, frontPorts, _ = startHAProxy(processes, haproxy, ports, infoPorts, tmp_path, tls=True)
+
+    pids = set()
+    for _ in range(4):
+        info = infoThrough(frontPorts["info"])
+        assert info["proxy"]["version"] == 2
+        assert info["proxy"]["source"]["address"] == CLIENT_ADDRESS
+        tlvs = tlvsOf(info)
+        assert re.fullmatch(r"0x[0-9a-f]{8}", tlvs["crc32c"])
+        assert tlvs["unique_id"]
+        assert info["tls"] is None
+        pids.add(info["pid"])
+    assert pids == {server.process.pid for server in servers}
+
+    context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.pem"))
+    context.load_cert_chain(
+        str(tmp_path / "certs" / "client.pem"), str(tmp_path / "certs" / "client-key.pem")
+    )
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((LOOPBACK, frontPorts["tls"]), timeout=SOCKET_TIMEOUT) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            with sock.makefile("rb") as lines:
+                info = json.loads(lines.readline())
+    tlvs = tlvsOf(info)
+    assert tlvs["alpn"] == "h2" and tlvs["authority"] == "localhost"
+    assert tlvs["ssl"]["client"] == {"ssl": True, "cert_conn": True, "cert_sess": True}
+    assert tlvs["ssl"]["verify"] == 0
+    sslTLVs = {sub["name"]: sub["value"] for sub in tlvs["ssl"]["tlvs"]}
+    assert sslTLVs["version"].startswith("TLSv1.")
+    assert sslTLVs["cn"] and sslTLVs["cipher"]
+    assert proxy.process.poll() is None
 
 
 def test_systemdSocketActivation(processes: Start, tmp_path: Path) -> None:
@@ -419,14 +540,28 @@ def test_k8sServiceAndBudgetSelectThePods() -> None:
     assert 0 < budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
 
 
-def test_haproxyConfigValid() -> None:
+def test_haproxyConfigValid(tmp_path: Path) -> None:
     """
-    HAProxy accepts the shipped configuration (C{haproxy -c}).
+    HAProxy accepts the shipped configuration (C{haproxy -c}), alone and
+    with C{tls.cfg} (given the certificates its comments say to make).
     """
     haproxy = requireTool("haproxy", "haproxy")
     result = subprocess.run(
         [haproxy, "-c", "-f", str(HAPROXY_CONFIG)],
         capture_output=True, text=True, timeout=DEADLINE, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    subprocess.run(
+        [sys.executable, "-m", "sockplay.certs", "certs"], cwd=tmp_path, capture_output=True,
+        timeout=DEADLINE, check=True,
+    )
+    certs = tmp_path / "certs"
+    (certs / "haproxy.pem").write_bytes(
+        (certs / "server.pem").read_bytes() + (certs / "server-key.pem").read_bytes()
+    )
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(HAPROXY_CONFIG), "-f", str(HAPROXY_TLS_CONFIG)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
