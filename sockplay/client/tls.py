@@ -99,6 +99,11 @@ def _askedForPassphrase(*args: object) -> bytes:
 
 
 def _read(option: str, path: str) -> bytes:
+    """
+    The bytes of the file C{path}, given as C{option}.
+
+    @raise ClientCertificateError: if it cannot be read.
+    """
     try:
         return Path(path).read_bytes()
     except OSError as e:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from support.realreactor import DEADLINE, globalReactor, resultOf, spinUntil
 from support.servers import CLIENT, HELLO_LINE, LOOPBACK, assertOneErrorLine
@@ -32,6 +34,13 @@ from zope.interface import implementer
 from sockplay.certs import CLIENT_NAME, CertificateFiles, writeCertificates
 
 PREFIX = b"Message received: "
+
+
+def commonName(certificate: x509.Certificate) -> str:
+    """
+    The common name of C{certificate}'s subject.
+    """
+    return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +90,13 @@ class RecordingEcho(Protocol):
     def handshakeCompleted(self) -> None:
         assert self.transport is not None
         connection: SSL.Connection = self.transport.getHandle()  # type: ignore[attr-defined]
-        peer = connection.get_peer_certificate()
+        peer = connection.get_peer_certificate(as_cryptography=True)
         self.seen.append(
             Seen(
                 connection.get_servername(),
                 self.offers[-1] if self.offers else [],
                 connection.get_alpn_proto_negotiated() or None,
-                None if peer is None else peer.get_subject().commonName,
+                None if peer is None else commonName(peer),
             )
         )
 
