@@ -1,6 +1,7 @@
 """
-C{python -m sockplay.certs DIR}: a throwaway local CA and a server
-certificate for trying sockplay over TLS on this machine, made with
+C{python -m sockplay.certs DIR}: a throwaway local CA, a server
+certificate and a client certificate for trying sockplay over TLS (and
+mutual TLS) on this machine, made with
 U{trustme<https://trustme.readthedocs.io/>}.
 
 It writes, in C{DIR}:
@@ -8,21 +9,26 @@ It writes, in C{DIR}:
   - C{ca.pem}, C{ca-key.pem}: a CA that exists only in this directory;
   - C{server.pem}, C{server-key.pem}: a certificate signed by that CA, valid
     for C{localhost}, C{127.0.0.1} and C{::1}, and its key;
+  - C{client.pem}, C{client-key.pem}: a client certificate signed by the
+    same CA (subject C{CN=sockplay client}), for mutual TLS, and its key;
 
 and, if it makes C{DIR}, a C{.gitignore} that keeps the keys out of git;
 then prints the C{twistd -n sockplay --listen ssl:...} and
-C{python -m sockplay.client --tls --ca ...} commands that use them. The keys
-are readable by their owner only. Nothing is ever trusted system-wide.
+C{python -m sockplay.client --tls --ca ...} commands that use them, and the
+pair that adds mutual TLS (the server's C{--tls-client-ca}, the client's
+C{--cert} and C{--key}). The keys are readable by their owner only. Nothing
+is ever trusted system-wide.
 
-The server certificate is valid for a short time (L{DEFAULT_DAYS}, or
-C{--days}). The CA certificate is not: trustme dates every CA from 2000 to
+The server and client certificates are valid for a short time
+(L{DEFAULT_DAYS}, or C{--days}). The CA certificate is not: trustme dates every CA from 2000 to
 3000 and offers no way to change that. The CA is trusted only by a client
 given its C{ca.pem}, but for as long as one is, whoever holds
 C{ca-key.pem} can sign certificates that client accepts; delete the
 directory when done with it.
 
-trustme also marks the server certificate's subjectAltName and
-extendedKeyUsage critical. OpenSSL (so sockplay's client, Python's C{ssl},
+trustme also marks the subjectAltName and extendedKeyUsage of the
+certificates it issues critical (their extendedKeyUsage allows both server
+and client authentication). OpenSSL (so sockplay's client, Python's C{ssl},
 C{openssl s_client}) accepts that; a verifier that enforces the web PKI's
 rules to the letter, such as C{cryptography.x509.verification} by default,
 does not.
@@ -58,6 +64,7 @@ else:
     _TRUSTME_MISSING = False
 
 __all__ = [
+    "CLIENT_NAME",
     "DEFAULT_DAYS",
     "MAX_DAYS",
     "SERVER_NAMES",
@@ -67,6 +74,7 @@ __all__ = [
     "clientCommand",
     "listenDescription",
     "main",
+    "serverCommand",
     "writeCertificates",
 ]
 
@@ -82,6 +90,13 @@ MAX_DAYS = 36500
 # What the server certificate is valid for: this machine, by name and by
 # loopback address.
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
+
+# The client certificate's subject common name: what a server shows as the
+# client (sockplay's --info, a proxy's log). Its subjectAltName (which
+# trustme requires, and RFC 5280 requires non-empty) is a DNS name under
+# .invalid, which names no host: the certificate identifies a client.
+CLIENT_NAME = "sockplay client"
+_CLIENT_ALT_NAME = "client.sockplay.invalid"
 
 # The port in the printed server command: the server's default port.
 EXAMPLE_PORT = DEFAULT_PORT
@@ -115,12 +130,17 @@ class CertificateFiles(NamedTuple):
     @ivar server: the server certificate (PEM) (C{certKey=}).
     @ivar serverKey: the server's private key (PEM, PKCS#8, unencrypted)
         (C{privateKey=}).
+    @ivar client: the client certificate (PEM) (the client's C{--cert}).
+    @ivar clientKey: the client's private key (PEM, PKCS#8, unencrypted)
+        (the client's C{--key}).
     """
 
     ca: Path
     caKey: Path
     server: Path
     serverKey: Path
+    client: Path
+    clientKey: Path
 
     @classmethod
     def inDirectory(cls, directory: Path) -> CertificateFiles:
@@ -132,6 +152,8 @@ class CertificateFiles(NamedTuple):
             directory / "ca-key.pem",
             directory / "server.pem",
             directory / "server-key.pem",
+            directory / "client.pem",
+            directory / "client-key.pem",
         )
 
 
@@ -147,16 +169,19 @@ def _pkcs8(key: trustme.Blob) -> bytes:
 
 def makeCertificates(
     days: int = DEFAULT_DAYS, now: datetime.datetime | None = None
-) -> tuple[bytes, bytes, bytes, bytes]:
+) -> tuple[bytes, bytes, bytes, bytes, bytes, bytes]:
     """
-    Make a new CA and a server certificate that it signs, valid for
-    L{SERVER_NAMES}.
+    Make a new CA, a server certificate that it signs, valid for
+    L{SERVER_NAMES}, and a client certificate that it signs, for
+    L{CLIENT_NAME}.
 
-    @param days: how long the server certificate stays valid, from C{now}
-        (the CA's validity is trustme's own; see the module docstring).
+    @param days: how long the server and client certificates stay valid,
+        from C{now} (the CA's validity is trustme's own; see the module
+        docstring).
     @param now: the time they are made (default: the current time, UTC).
     @return: the PEM bytes of the CA certificate, the CA key, the server
-        certificate and the server key.
+        certificate, the server key, the client certificate and the client
+        key.
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -166,18 +191,29 @@ def makeCertificates(
         organization_name=_ORGANIZATION,
         organization_unit_name="sockplay throwaway local CA",
     )
+    notBefore = now - _BACKDATE
+    notAfter = now + datetime.timedelta(days=days)
     server = ca.issue_cert(
         *SERVER_NAMES,
         common_name=SERVER_NAMES[0],
         organization_name=_ORGANIZATION,
-        not_before=now - _BACKDATE,
-        not_after=now + datetime.timedelta(days=days),
+        not_before=notBefore,
+        not_after=notAfter,
+    )
+    client = ca.issue_cert(
+        _CLIENT_ALT_NAME,
+        common_name=CLIENT_NAME,
+        organization_name=_ORGANIZATION,
+        not_before=notBefore,
+        not_after=notAfter,
     )
     return (
         ca.cert_pem.bytes(),
         _pkcs8(ca.private_key_pem),
         server.cert_chain_pems[0].bytes(),
         _pkcs8(server.private_key_pem),
+        client.cert_chain_pems[0].bytes(),
+        _pkcs8(client.private_key_pem),
     )
 
 
@@ -198,7 +234,8 @@ def writeCertificates(
     now: datetime.datetime | None = None,
 ) -> CertificateFiles:
     """
-    Make a CA and a server certificate (L{makeCertificates}) and write them
+    Make a CA, a server and a client certificate (L{makeCertificates}) and
+    write them
     in C{directory}, which is created if needed, with a C{.gitignore} that
     keeps all of it out of git. Key files are created readable by their
     owner only.
@@ -216,7 +253,9 @@ def writeCertificates(
                 f"{', '.join(existing)} already in {directory}; "
                 "use --force to replace the certificates"
             )
-    caPEM, caKeyPEM, serverPEM, serverKeyPEM = makeCertificates(days, now)
+    caPEM, caKeyPEM, serverPEM, serverKeyPEM, clientPEM, clientKeyPEM = makeCertificates(
+        days, now
+    )
     try:
         if not directory.exists():
             directory.mkdir(parents=True)
@@ -229,6 +268,8 @@ def writeCertificates(
             (files.caKey, caKeyPEM, _KEY_MODE),
             (files.server, serverPEM, _CERTIFICATE_MODE),
             (files.serverKey, serverKeyPEM, _KEY_MODE),
+            (files.client, clientPEM, _CERTIFICATE_MODE),
+            (files.clientKey, clientKeyPEM, _KEY_MODE),
         ]:
             if force and os.path.lexists(path):
                 # A fresh file, so that a key never inherits looser modes.
@@ -253,11 +294,30 @@ def listenDescription(files: CertificateFiles, port: int = EXAMPLE_PORT) -> str:
     return f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
 
 
-def clientCommand(files: CertificateFiles) -> str:
+def clientCommand(files: CertificateFiles, mutual: bool = False) -> str:
     """
     The client command line that trusts C{files}' CA.
+
+    @param mutual: present C{files}' client certificate too.
     """
-    return "python -m sockplay.client --tls --ca " + shlex.quote(str(files.ca.absolute()))
+    command = "python -m sockplay.client --tls --ca " + shlex.quote(str(files.ca.absolute()))
+    if mutual:
+        command += " --cert " + shlex.quote(str(files.client.absolute()))
+        command += " --key " + shlex.quote(str(files.clientKey.absolute()))
+    return command
+
+
+def serverCommand(files: CertificateFiles, mutual: bool = False) -> str:
+    """
+    The server command line that serves C{files}' server certificate.
+
+    @param mutual: require a client certificate signed by C{files}' CA
+        (the server's C{--tls-client-ca}).
+    """
+    command = "twistd -n sockplay --listen " + shlex.quote(listenDescription(files))
+    if mutual:
+        command += " --tls-client-ca " + shlex.quote(str(files.ca.absolute()))
+    return command
 
 
 class Options(CommandOptions):
@@ -268,13 +328,15 @@ class Options(CommandOptions):
     program = "python -m sockplay.certs"
     arguments = "[options] DIR"
     longdesc = (
-        "Write a throwaway local CA (ca.pem, ca-key.pem) and a server certificate for "
-        "localhost, 127.0.0.1 and ::1 (server.pem, server-key.pem) in DIR, and print "
-        "the server and client commands that use them."
+        "Write a throwaway local CA (ca.pem, ca-key.pem), a server certificate for "
+        "localhost, 127.0.0.1 and ::1 (server.pem, server-key.pem) and a client "
+        "certificate (client.pem, client-key.pem) in DIR, and print the server and "
+        "client commands that use them, with and without mutual TLS."
     )
     optFlags = [["force", None, "Replace existing files."]]
     optParameters = [
-        ["days", None, DEFAULT_DAYS, f"How many days the server certificate stays valid "
+        ["days", None, DEFAULT_DAYS, f"How many days the server and client certificates "
+         f"stay valid "
          f"(at most {MAX_DAYS}).", number("--days", int, 0, MAX_DAYS, positive=True)],
     ]
 
@@ -325,10 +387,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = ", ".join(SERVER_NAMES)
     print(
         f"Wrote {', '.join(path.name for path in files)} in {config['directory']} "
-        f"(a local CA and a certificate for {names}, valid for {config['days']} days)."
+        f"(a local CA, a server certificate for {names}, and a client certificate, "
+        f"both valid for {config['days']} days)."
     )
-    print(f"Server: twistd -n sockplay --listen {shlex.quote(listenDescription(files))}")
+    print(f"Server: {serverCommand(files)}")
     print(f"Client: {clientCommand(files)}")
+    print(f"Mutual TLS server: {serverCommand(files, mutual=True)}")
+    print(f"Mutual TLS client: {clientCommand(files, mutual=True)}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """
-Tests for C{python -m sockplay.certs}: the throwaway CA and server
-certificate it writes, how it writes them, and its command line.
+Tests for C{python -m sockplay.certs}: the throwaway CA, server and client
+certificates it writes, how it writes them, and its command line.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import stat
 import subprocess
 import sys
@@ -16,11 +17,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from support.servers import DEADLINE, assertOneErrorLine, assertUsageError, run
 from twisted.internet.endpoints import serverFromString
 
 import sockplay.certs
 from sockplay.certs import (
+    CLIENT_NAME,
     DEFAULT_DAYS,
     MAX_DAYS,
     CertificateError,
@@ -114,13 +117,29 @@ def test_caSignsServerCertificate(certificates: CertificateFiles, name: x509.Gen
     assert chain[-1] == ca
 
 
+def test_clientCertificate(certificates: CertificateFiles) -> None:
+    """
+    The client certificate is signed by the CA, names the client
+    (C{CN=sockplay client}), and may be used for client authentication
+    (its extendedKeyUsage has clientAuth, which a server verifying it
+    requires).
+    """
+    client = load(certificates.client)
+    client.verify_directly_issued_by(load(certificates.ca))
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CLIENT_NAME
+    usage = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in usage
+    assert not client.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
 def test_serverKeyMatchesCertificate(certificates: CertificateFiles) -> None:
     """
-    server-key.pem is the key of server.pem, and ca-key.pem of ca.pem; both
-    are unencrypted PKCS#8.
+    server-key.pem is the key of server.pem, client-key.pem of client.pem,
+    and ca-key.pem of ca.pem; all are unencrypted PKCS#8.
     """
     for certificate, key in [
         (certificates.server, certificates.serverKey),
+        (certificates.client, certificates.clientKey),
         (certificates.ca, certificates.caKey),
     ]:
         assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\n")
@@ -130,19 +149,21 @@ def test_serverKeyMatchesCertificate(certificates: CertificateFiles) -> None:
 
 def test_validityIsShort(tmp_path: Path) -> None:
     """
-    The server certificate is valid for L{DEFAULT_DAYS} days (30) from when
-    it was made, starting a few minutes earlier for clocks slightly behind.
-    The CA, whose dates trustme fixes, is valid for at least that long, so
-    that the server certificate's dates are the ones that count.
+    The server and client certificates are valid for L{DEFAULT_DAYS} days
+    (30) from when they were made, starting a few minutes earlier for clocks
+    slightly behind. The CA, whose dates trustme fixes, is valid for at
+    least that long, so that the other certificates' dates are the ones
+    that count.
     """
     files = writeCertificates(tmp_path, now=NOW)
-    server = load(files.server)
-    assert server.not_valid_after_utc == NOW + datetime.timedelta(days=DEFAULT_DAYS)
-    assert NOW - datetime.timedelta(hours=1) < server.not_valid_before_utc < NOW
     assert DEFAULT_DAYS == 30
     ca = load(files.ca)
-    assert ca.not_valid_before_utc <= server.not_valid_before_utc
-    assert ca.not_valid_after_utc >= server.not_valid_after_utc
+    for path in (files.server, files.client):
+        leaf = load(path)
+        assert leaf.not_valid_after_utc == NOW + datetime.timedelta(days=DEFAULT_DAYS)
+        assert NOW - datetime.timedelta(hours=1) < leaf.not_valid_before_utc < NOW
+        assert ca.not_valid_before_utc <= leaf.not_valid_before_utc
+        assert ca.not_valid_after_utc >= leaf.not_valid_after_utc
 
 
 def test_keyFilesOwnerOnly(certificates: CertificateFiles) -> None:
@@ -150,22 +171,23 @@ def test_keyFilesOwnerOnly(certificates: CertificateFiles) -> None:
     Key files can be read by their owner only; certificates by anyone, but
     written by their owner only.
     """
-    for key in (certificates.caKey, certificates.serverKey):
+    for key in (certificates.caKey, certificates.serverKey, certificates.clientKey):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    for certificate in (certificates.ca, certificates.server):
+    for certificate in (certificates.ca, certificates.server, certificates.client):
         assert stat.S_IMODE(certificate.stat().st_mode) & 0o022 == 0
 
 
-def test_refusesToOverwrite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["server.pem", "client.pem", "client-key.pem"])
+def test_refusesToOverwrite(tmp_path: Path, name: str) -> None:
     """
-    Without C{force}, nothing is written if any of the files exists, and
-    the error names it.
+    Without C{force}, nothing is written if any of the files exists (the
+    client's as the server's), and the error names it.
     """
-    (tmp_path / "server.pem").write_bytes(b"mine")
-    with pytest.raises(CertificateError, match=r"server\.pem already in .*--force"):
+    (tmp_path / name).write_bytes(b"mine")
+    with pytest.raises(CertificateError, match=rf"^{re.escape(name)} already in .*--force"):
         writeCertificates(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["server.pem"]
-    assert (tmp_path / "server.pem").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert (tmp_path / name).read_bytes() == b"mine"
 
 
 def test_forceReplaces(tmp_path: Path) -> None:
@@ -174,11 +196,13 @@ def test_forceReplaces(tmp_path: Path) -> None:
     mode was loosened is private again.
     """
     first = writeCertificates(tmp_path)
-    oldKey = first.serverKey.read_bytes()
+    oldKeys = [first.serverKey.read_bytes(), first.clientKey.read_bytes()]
     first.serverKey.chmod(0o644)
+    first.clientKey.chmod(0o644)
     second = writeCertificates(tmp_path, force=True)
-    assert second.serverKey.read_bytes() != oldKey
-    assert stat.S_IMODE(second.serverKey.stat().st_mode) == 0o600
+    for key, oldKey in zip((second.serverKey, second.clientKey), oldKeys, strict=True):
+        assert key.read_bytes() != oldKey
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
 def test_listenDescriptionLoads(tmp_path: Path) -> None:
@@ -196,17 +220,24 @@ def test_listenDescriptionLoads(tmp_path: Path) -> None:
 def test_certsCommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """
     C{python -m sockplay.certs DIR} writes the files and prints the server
-    and client commands that use them; run again, it refuses with one error
-    line and exit status 1; without DIR it is a usage error (exit 2).
+    and client commands that use them, then the same with mutual TLS (the
+    server's C{--tls-client-ca}, the client's C{--cert} and C{--key}); run
+    again, it refuses with one error line and exit status 1; without DIR it
+    is a usage error (exit 2).
     """
     main([str(tmp_path)])
     out = capsys.readouterr().out.splitlines()
     files = CertificateFiles.inDirectory(tmp_path)
+    server = f"twistd -n sockplay --listen {listenDescription(files)}"
+    client = f"python -m sockplay.client --tls --ca {files.ca}"
     assert out == [
-        f"Wrote ca.pem, ca-key.pem, server.pem, server-key.pem in {tmp_path} (a local CA and "
-        f"a certificate for localhost, 127.0.0.1, ::1, valid for 30 days).",
-        f"Server: twistd -n sockplay --listen {listenDescription(files)}",
-        f"Client: python -m sockplay.client --tls --ca {files.ca}",
+        f"Wrote ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem "
+        f"in {tmp_path} (a local CA, a server certificate for localhost, 127.0.0.1, ::1, "
+        f"and a client certificate, both valid for 30 days).",
+        f"Server: {server}",
+        f"Client: {client}",
+        f"Mutual TLS server: {server} --tls-client-ca {files.ca}",
+        f"Mutual TLS client: {client} --cert {files.client} --key {files.clientKey}",
     ]
     with pytest.raises(SystemExit) as exited:
         main([str(tmp_path)])
@@ -363,12 +394,12 @@ def test_newDirectoryIgnoredByGit(tmp_path: Path) -> None:
 
 def test_existingDirectoryGetsNoGitignore(tmp_path: Path) -> None:
     """
-    In a directory that already exists, nothing but the four files is
+    In a directory that already exists, nothing but the six files is
     written: a C{.gitignore} there could hide other files.
     """
     writeCertificates(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "ca-key.pem", "ca.pem", "server-key.pem", "server.pem",
+        "ca-key.pem", "ca.pem", "client-key.pem", "client.pem", "server-key.pem", "server.pem",
     ]
 
 

@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None, _reactor: Any = None) -> None:
     C{--count}, every probe echoed), 1 on a failure (any probe lost), 2 on a
     usage error, 3 for an error reply, 4 for a reply that is not an echo.
     """
-    config = Options()  # type: ignore[no-untyped-call]
+    config = Options()
     parseOrExit(config, argv)
     react(_main, (config,), _reactor=_reactor)
 

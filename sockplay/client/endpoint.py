@@ -35,8 +35,9 @@ def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoin
     The endpoint that C{config} names, wrapped in TLS with C{--tls} or an
     C{ssl:} C{--connect} string.
 
-    @raise ClientError: if C{--connect} is not a valid endpoint string
-        (with the usage error's status), or TLS cannot be set up as asked.
+    @raise ClientError: if C{--connect} is not a valid endpoint string, or
+        the C{--cert} or C{--key} file cannot be used (with the usage
+        error's status), or TLS cannot be set up as asked.
     """
     target = config.connectTarget
     endpoint: IStreamClientEndpoint
@@ -58,15 +59,30 @@ def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoin
             # Here, not at the top: TLS support (pyOpenSSL, service_identity)
             # is part of the install, but a broken one should cost --tls
             # only, with one line saying what to do.
-            from sockplay.client.tls import TrustError, clientConnectionCreator
+            from sockplay.client.tls import (
+                ClientCertificateError,
+                TrustError,
+                clientConnectionCreator,
+                loadClientCertificate,
+            )
         except ImportError as e:
             raise ClientError(
                 f"TLS needs Twisted's TLS support ({e.name} is missing): "
                 "pip install sockplay (it includes TLS)"
             ) from None
+        clientCertificate = None
+        if config["cert"] is not None:
+            try:
+                clientCertificate = loadClientCertificate(config["cert"], config["key"])
+            except ClientCertificateError as e:
+                raise ClientError(str(e), USAGE) from None
         try:
             creator = clientConnectionCreator(
-                config.serverName(), config["ca"], bool(config["insecure"])
+                config.serverName(),
+                config["ca"],
+                bool(config["insecure"]),
+                clientCertificate,
+                config["alpn"],
             )
         except TrustError as e:
             raise ClientError(str(e)) from None

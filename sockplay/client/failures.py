@@ -175,7 +175,7 @@ def describeFailure(failure: Failure, config: Options, hint: bool = True) -> str
     if failure.check("OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError"):
         from sockplay.client.tls import describeTLSFailure
 
-        return describeTLSFailure(failure, target, config["ca"])
+        return describeTLSFailure(failure, target, config["ca"], config["cert"])
     if failure.check(error.ConnectionLost):
         # Twisted's text ("lost in a non-clean fashion") means a reset.
         return f"connection reset by {target}"

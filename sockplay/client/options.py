@@ -31,6 +31,9 @@ DEFAULT_TIMEOUT = 10.0
 # ping's default: one probe a second.
 DEFAULT_INTERVAL = 1.0
 
+# ALPN protocol names are 1 to 255 bytes long (RFC 7301, section 3.1).
+MAX_ALPN_NAME = 255
+
 # No retries unless asked: a failure is reported at once, as it always was.
 DEFAULT_RETRIES = 0
 # The first retry comes within a tenth of a second (a dropped or reset
@@ -46,8 +49,10 @@ class Options(TargetOptions):
     (from L{TargetOptions}), the message and its framing, TLS, the probe
     (C{--count}) and the retries.
 
-    After parsing, C{message} is C{bytes}, and C{interval}, C{retries},
-    C{backoff} and C{backoff-max} hold their defaults where they apply.
+    After parsing, C{message} is C{bytes}, C{alpn} the list of C{--alpn}
+    protocol names as C{bytes} (in order of preference), and C{interval},
+    C{retries}, C{backoff}, C{backoff-max} and C{key} hold their defaults
+    where they apply.
 
     @ivar connectTarget: the host and port of a C{tcp:}, C{tcp6:} or
         C{ssl:} C{--connect} string, read; C{None} without one, or for
@@ -81,8 +86,12 @@ class Options(TargetOptions):
         ["ca", None, None, "With TLS: trust the CA certificates in this PEM file instead "
          "of the system's."],
         ["server-name", None, None, "With TLS: the name the server's certificate must be "
-         "valid for, also sent as the TLS server name. [default: the host of --connect, "
-         "or --host]"],
+         "valid for, also sent as the TLS server name (SNI) if it is a host name, with "
+         "--insecure too. [default: the host of --connect, or --host]"],
+        ["cert", None, None, "With TLS: present the client certificate in this PEM file "
+         "(for a server that asks for one: mutual TLS)."],
+        ["key", None, None, "With --cert: the PEM file of its private key (unencrypted). "
+         "[default: the --cert file, holding both]"],
         ["count", "n", None, "Probe: send this many messages (0: until stopped) and print "
          "statistics; SIGINT or SIGTERM ends it with them.",
          number("--count", int, 0)],
@@ -100,6 +109,22 @@ class Options(TargetOptions):
          f"[default: {DEFAULT_BACKOFF_MAX:g}, or --backoff if more]",
          number("--backoff-max", float, 0.0)],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["alpn"] = []
+
+    def opt_alpn(self, protocol: str) -> None:
+        """
+        With TLS: offer this protocol in ALPN; repeat for several, in order
+        of preference.
+        """
+        name = protocol.encode("utf-8", "surrogateescape")
+        if not 0 < len(name) <= MAX_ALPN_NAME:
+            raise usage.UsageError(
+                f"--alpn must be a protocol name of 1 to {MAX_ALPN_NAME} bytes, not {protocol!r}"
+            )
+        self["alpn"].append(name)
 
     def postOptions(self) -> None:
         """
@@ -142,12 +167,16 @@ class Options(TargetOptions):
 
     def _checkTLS(self) -> None:
         tls = self.usesTLS()
-        for option in ("ca", "server-name", "insecure"):
-            given = self[option] if option == "insecure" else self[option] is not None
+        for option in ("ca", "server-name", "insecure", "cert", "key", "alpn"):
+            given = self[option] if option in ("insecure", "alpn") else self[option] is not None
             if given and not tls:
                 raise usage.UsageError(f"--{option} needs --tls (or a --connect ssl: string)")
+        if self["key"] is not None and self["cert"] is None:
+            raise usage.UsageError("--key needs --cert: the certificate it is the key of")
         if not tls:
             return
+        if self["cert"] is not None and self["key"] is None:
+            self["key"] = self["cert"]
         if self["insecure"] and self["ca"]:
             raise usage.UsageError("--insecure verifies nothing, so --ca would not be used")
         if self["framing"] == "eof":

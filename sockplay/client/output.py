@@ -116,18 +116,20 @@ def formatSummary(results: Sequence[ProbeResult], target: str) -> list[str]:
 def probeReport(results: Sequence[ProbeResult], target: str) -> dict[str, Any]:
     """
     What C{--json} prints: every probe and the statistics. Times are in
-    milliseconds, rounded to the microsecond.
+    milliseconds, rounded to the microsecond. A probe whose server selected
+    a protocol in ALPN (C{--alpn}) carries it as C{alpn}.
     """
     probes: list[dict[str, Any]] = []
     for result in results:
         if result.error is None and result.rtt is not None and result.reply is not None:
-            probes.append(
-                {
-                    "seq": result.seq,
-                    "rtt_ms": round(result.rtt * 1000, 3),
-                    "reply": _text(result.reply),
-                }
-            )
+            probe: dict[str, Any] = {
+                "seq": result.seq,
+                "rtt_ms": round(result.rtt * 1000, 3),
+                "reply": _text(result.reply),
+            }
+            if result.alpn is not None:
+                probe["alpn"] = _text(result.alpn)
+            probes.append(probe)
         else:
             probes.append({"seq": result.seq, "error": result.error})
     stats = _Statistics.of(results)

@@ -30,6 +30,17 @@ from sockplay.framing import LF, Framer, makeFramer
 __all__ = ["KeepOpenClientProtocol", "ReplyClientProtocol"]
 
 
+def _negotiatedProtocol(transport: ITransport | None) -> bytes | None:
+    """
+    The protocol that C{transport}'s TLS handshake selected in ALPN, or
+    C{None} (none selected, or not TLS).
+    """
+    if transport is None or not INegotiated.providedBy(transport):
+        return None
+    protocol = transport.negotiatedProtocol
+    return protocol if isinstance(protocol, bytes) else None
+
+
 def _canHalfClose(transport: ITransport | None) -> bool:
     """
     Whether C{transport} can close its write side alone (a TCP or UNIX
@@ -56,7 +67,11 @@ class ReplyClientProtocol(Protocol):
     @ivar reply: fires with the reply payload (without its framing), or
         fails with L{NoReply}, L{TruncatedMessage} or L{MessageTooLong}.
         Cancelling it aborts the connection.
+    @ivar negotiatedProtocol: the protocol selected in ALPN, known once the
+        reply starts (the TLS handshake is then done); C{None} if none.
     """
+
+    negotiatedProtocol: bytes | None = None
 
     @property
     def banners(self) -> tuple[bytes, ...]:
@@ -106,6 +121,8 @@ class ReplyClientProtocol(Protocol):
         """
         if self.reply.called:
             return
+        if self.negotiatedProtocol is None:
+            self.negotiatedProtocol = _negotiatedProtocol(self.transport)
         outcome = self._reader.feed(data)
         if outcome is not None:
             self._settle(outcome)
@@ -158,7 +175,12 @@ class KeepOpenClientProtocol(Protocol):
     keep the connection open for the next one. For a C{--keep-open} server
     in C{line}, C{int32} or C{raw} framing (not C{eof}, whose message ends
     only when the client half-closes).
+
+    @ivar negotiatedProtocol: the protocol selected in ALPN, known once a
+        reply starts (the TLS handshake is then done); C{None} if none.
     """
+
+    negotiatedProtocol: bytes | None = None
 
     def __init__(self, framing: str = "line", maxReply: int = MAX_REPLY) -> None:
         """
@@ -207,6 +229,8 @@ class KeepOpenClientProtocol(Protocol):
         """
         Read the reply to the pending exchange, if any.
         """
+        if self.negotiatedProtocol is None:
+            self.negotiatedProtocol = _negotiatedProtocol(self.transport)
         if self._reader is None:
             # Nothing asked: not a reply to anything.
             return

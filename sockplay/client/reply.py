@@ -28,10 +28,13 @@ class Reply(NamedTuple):
     @ivar payload: the reply, without its framing.
     @ivar banners: what the server sent before it, unasked (its
         C{--banner}), oldest first.
+    @ivar alpn: the protocol the server selected in ALPN (C{--alpn}), or
+        C{None} if none was (or the connection is not TLS).
     """
 
     payload: bytes
     banners: tuple[bytes, ...] = ()
+    alpn: bytes | None = None
 
 
 class ReplyReader:

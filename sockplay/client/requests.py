@@ -122,8 +122,8 @@ async def _exchange(
         held = protocol.held
         if held is None:
             raise
-        return Reply(held)
-    return Reply(payload, protocol.banners)
+        return Reply(held, alpn=protocol.negotiatedProtocol)
+    return Reply(payload, protocol.banners, protocol.negotiatedProtocol)
 
 
 class ProbeResult(NamedTuple):
@@ -137,12 +137,15 @@ class ProbeResult(NamedTuple):
         if lost.
     @ivar reply: the reply payload; C{None} if lost.
     @ivar error: why it was lost (one line); C{None} if not.
+    @ivar alpn: the protocol the server selected in ALPN for the probe's
+        connection; C{None} if none (or lost).
     """
 
     seq: int
     rtt: float | None = None
     reply: bytes | None = None
     error: str | None = None
+    alpn: bytes | None = None
 
 
 async def probe(
@@ -188,7 +191,7 @@ async def probe(
             started = clock.seconds()
             attempt = partial(_probeOnce, reactor, config, endpoint, session, clock)
             try:
-                reply, rtt = await _retrying(
+                reply, rtt, alpn = await _retrying(
                     reactor, config, attempt, random, partial(notify, seq)
                 )
             except _CANCELLED:
@@ -204,7 +207,7 @@ async def probe(
             else:
                 wrong = problem(reply, config["message"], config["framing"], config.target())
                 if wrong is None:
-                    result = ProbeResult(seq, rtt, reply)
+                    result = ProbeResult(seq, rtt, reply, alpn=alpn)
                 else:
                     result = ProbeResult(seq, error=wrong[1])
             results.append(result)
@@ -228,19 +231,21 @@ async def _probeOnce(
     endpoint: IStreamClientEndpoint,
     session: KeepOpenSession | None,
     clock: IReactorTime,
-) -> tuple[bytes, float]:
+) -> tuple[bytes, float, bytes | None]:
     """
     One attempt of one probe, on a new connection or on C{session}'s.
 
-    @return: the reply payload and the round-trip time.
+    @return: the reply payload, the round-trip time and the protocol
+        selected in ALPN (or C{None}).
     """
     if session is None:
         started = clock.seconds()
         reply = await _exchange(reactor, config, endpoint)
-        return reply.payload, clock.seconds() - started
+        return reply.payload, clock.seconds() - started, reply.alpn
     try:
         exchange = Deferred.fromCoroutine(session.ask(config["message"]))
-        return await _withTimeout(exchange, reactor, config["timeout"])
+        payload, rtt = await _withTimeout(exchange, reactor, config["timeout"])
+        return payload, rtt, session.negotiatedProtocol
     except Exception:
         # The connection is in an unknown state: the next attempt, or the
         # next probe, opens a new one.

@@ -35,6 +35,14 @@ class KeepOpenSession:
         self._clock = clock
         self._protocol: KeepOpenClientProtocol | None = None
 
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """
+        The protocol that the connection's TLS handshake selected in ALPN;
+        C{None} if none (or no connection, or not TLS).
+        """
+        return None if self._protocol is None else self._protocol.negotiatedProtocol
+
     async def ask(self, message: bytes) -> tuple[bytes, float]:
         """
         Send C{message} and wait for its reply, connecting first if needed.

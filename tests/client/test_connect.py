@@ -153,9 +153,11 @@ def creatorArguments(
     calls: list[tuple[str, str | None, bool]] = []
     real = tls.clientConnectionCreator
 
-    def record(serverName: str, caFile: str | None = None, insecure: bool = False) -> object:
+    def record(
+        serverName: str, caFile: str | None = None, insecure: bool = False, *rest: object
+    ) -> object:
         calls.append((serverName, caFile, insecure))
-        return real(serverName, caFile, insecure)
+        return real(serverName, caFile, insecure, *rest)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tls, "clientConnectionCreator", record)
     makeEndpoint(MemoryReactorClock(), options(*argv))

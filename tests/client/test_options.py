@@ -28,6 +28,9 @@ def test_optionsDefaults() -> None:
         "ca": None,
         "server-name": None,
         "insecure": 0,
+        "cert": None,
+        "key": None,
+        "alpn": [],
         "count": None,
         "interval": None,
         "keep-open": 0,
@@ -55,7 +58,11 @@ def test_optionsBad(argv: list[str]) -> None:
         Options().parseOptions(argv)
 
 
-@pytest.mark.parametrize("option", [["--ca", "ca.pem"], ["--server-name", "x"], ["--insecure"]])
+@pytest.mark.parametrize(
+    "option",
+    [["--ca", "ca.pem"], ["--server-name", "x"], ["--insecure"], ["--cert", "client.pem"],
+     ["--key", "client-key.pem"], ["--alpn", "h2"]],
+)
 def test_tlsOptionsNeedTLS(option: list[str]) -> None:
     """
     The TLS settings are usage errors without C{--tls}, rather than being
@@ -63,6 +70,53 @@ def test_tlsOptionsNeedTLS(option: list[str]) -> None:
     """
     with pytest.raises(usage.UsageError, match=f"{option[0]} needs --tls"):
         Options().parseOptions(option)
+
+
+def test_keyNeedsCert() -> None:
+    """
+    C{--key} without C{--cert} is a usage error: there is no certificate
+    for it to be the key of.
+    """
+    with pytest.raises(usage.UsageError, match=r"^--key needs --cert"):
+        Options().parseOptions(["--tls", "--key", "client-key.pem"])
+
+
+def test_keyDefaultsToCert() -> None:
+    """
+    Without C{--key}, the key is read from the C{--cert} file; with it,
+    from its own.
+    """
+    config = Options()
+    config.parseOptions(["--tls", "--cert", "both.pem"])
+    assert (config["cert"], config["key"]) == ("both.pem", "both.pem")
+    config = Options()
+    config.parseOptions(["--tls", "--cert", "client.pem", "--key", "client-key.pem"])
+    assert (config["cert"], config["key"]) == ("client.pem", "client-key.pem")
+
+
+def test_alpnRepeatableInOrder() -> None:
+    """
+    C{--alpn} may be repeated: the protocols are offered as bytes, in the
+    order given; with an C{ssl:} string as with C{--tls}.
+    """
+    config = Options()
+    config.parseOptions(
+        ["--connect", "ssl:host=localhost:port=1", "--alpn", "h2", "--alpn", "http/1.1"]
+    )
+    assert config["alpn"] == [b"h2", b"http/1.1"]
+
+
+@pytest.mark.parametrize("name", ["", "x" * 256], ids=["empty", "256-bytes"])
+def test_alpnNameLength(name: str) -> None:
+    """
+    An ALPN protocol name is 1 to 255 bytes (RFC 7301): any other is a
+    usage error that names the option.
+    """
+    with pytest.raises(usage.UsageError, match=r"^--alpn must be a protocol name of 1 to 255"):
+        Options().parseOptions(["--tls", "--alpn", name])
+    config = Options()
+    config.parseOptions(["--tls", "--alpn", "x" * 255])
+    assert config["alpn"] == [b"x" * 255]
 
 
 def test_insecureWithCARejected() -> None:

@@ -19,6 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    PrivateFormat,
+    load_pem_private_key,
+)
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from support.fakes import HalfCloseableTransport
 from support.servers import (
     CLIENT,
@@ -46,7 +54,13 @@ from sockplay.certs import (
 )
 from sockplay.client.failures import ClientError
 from sockplay.client.protocol import ReplyClientProtocol
-from sockplay.client.tls import TrustError, loadTrustRoot
+from sockplay.client.tls import (
+    ClientCertificateError,
+    TrustError,
+    describeTLSFailure,
+    loadClientCertificate,
+    loadTrustRoot,
+)
 
 
 @pytest.fixture(scope="module")
@@ -345,3 +359,203 @@ def test_sslConnectVerifies(
     result = run([*CLIENT, "--connect", connect, "--insecure"], tmp_path)
     assert (result.returncode, result.stdout) == (0, HELLO_LINE.decode())
     assert result.stderr.startswith("Warning: --insecure")
+
+
+# The client certificate (--cert, --key).
+
+
+@pytest.fixture
+def encryptedKey(certificates: CertificateFiles, tmp_path: Path) -> Path:
+    """
+    The client key, encrypted with a passphrase.
+    """
+    key = load_pem_private_key(certificates.clientKey.read_bytes(), None)
+    path = tmp_path / "encrypted-key.pem"
+    path.write_bytes(
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"secret"))
+    )
+    return path
+
+
+def test_clientCertificateLoads(certificates: CertificateFiles, tmp_path: Path) -> None:
+    """
+    A certificate and its key, in two files or in one, load as the client
+    certificate.
+    """
+    loaded = loadClientCertificate(str(certificates.client), str(certificates.clientKey))
+    subject = loaded.original.to_cryptography().subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "sockplay client"
+    both = tmp_path / "both.pem"
+    both.write_bytes(certificates.clientKey.read_bytes() + certificates.client.read_bytes())
+    assert loadClientCertificate(str(both)).digest() == loaded.digest()
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing-cert", "cannot read --cert {cert}: No such file or directory"),
+        ("missing-key", "cannot read --key {key}: No such file or directory"),
+        ("cert-not-pem", "--cert {cert} holds no PEM certificate"),
+        ("key-not-pem", "--key {key} holds no PEM private key"),
+        ("no-key-in-cert", "--cert {cert} holds no PEM private key (give the key's file with "
+         "--key FILE)"),
+        ("other-key", "the private key in --key {key} is not the key of the certificate in "
+         "--cert {cert}"),
+        ("encrypted-key", "the private key in --key {key} is encrypted; the client needs it "
+         "unencrypted"),
+    ],
+)
+def test_badClientCertificate(
+    case: str,
+    message: str,
+    certificates: CertificateFiles,
+    otherCertificates: CertificateFiles,
+    encryptedKey: Path,
+    tmp_path: Path,
+) -> None:
+    """
+    A C{--cert} or C{--key} file that cannot be used is refused with one
+    line that names the file and what is wrong with it.
+    """
+    cert, key = str(certificates.client), str(certificates.clientKey)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM\n")
+    if case == "missing-cert":
+        cert = str(tmp_path / "nothing.pem")
+    elif case == "missing-key":
+        key = str(tmp_path / "nothing.pem")
+    elif case == "cert-not-pem":
+        cert = str(junk)
+    elif case == "key-not-pem":
+        key = str(junk)
+    elif case == "no-key-in-cert":
+        key = cert
+    elif case == "other-key":
+        key = str(otherCertificates.clientKey)
+    elif case == "encrypted-key":
+        key = str(encryptedKey)
+    with pytest.raises(ClientCertificateError) as raised:
+        loadClientCertificate(cert, key if key != cert else None)
+    assert str(raised.value) == message.format(cert=cert, key=key)
+
+
+def test_badClientCertificateIsAUsageError(tmp_path: Path) -> None:
+    """
+    The real command, with a C{--cert} file that does not exist: one error
+    line naming it, exit status 2, before connecting anywhere.
+    """
+    result = run([*CLIENT, "--tls", "--cert", "nothing.pem", "--port", "1"], tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", "Error: cannot read --cert nothing.pem: No such file or directory\n"
+    )
+
+
+def _context(tlsVersion: int) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(tlsVersion)
+    context.set_max_proto_version(tlsVersion)
+    return context
+
+
+def _handshakeError(
+    certificates: CertificateFiles, tlsVersion: int, clientCertificate: tuple[Path, Path] | None
+) -> SSL.Error:
+    """
+    The error OpenSSL gives the client when a server that requires a client
+    certificate signed by C{certificates}' CA ends the handshake: a real
+    handshake, in memory.
+    """
+    server = _context(tlsVersion)
+    server.use_certificate_file(str(certificates.server))
+    server.use_privatekey_file(str(certificates.serverKey))
+    server.load_verify_locations(str(certificates.ca))
+    server.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+    client = _context(tlsVersion)
+    client.load_verify_locations(str(certificates.ca))
+    client.set_verify(SSL.VERIFY_PEER)
+    if clientCertificate is not None:
+        client.use_certificate_file(str(clientCertificate[0]))
+        client.use_privatekey_file(str(clientCertificate[1]))
+    serverSide = SSL.Connection(server, None)
+    serverSide.set_accept_state()
+    clientSide = SSL.Connection(client, None)
+    clientSide.set_connect_state()
+    for _ in range(10):
+        for side, peer in [(clientSide, serverSide), (serverSide, clientSide)]:
+            try:
+                side.do_handshake()
+                # Over TLS 1.3 the client is done before the server has
+                # checked its certificate: the refusal comes on a read.
+                side.recv(1024)
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as e:
+                if side is clientSide:
+                    return e
+            try:
+                peer.bio_write(side.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    pytest.fail("the handshake did not fail on the client's side")
+
+
+@pytest.mark.parametrize(
+    "tlsVersion, certificate, expected",
+    [
+        (SSL.TLS1_3_VERSION, None, "the server requires a client certificate: give one with "
+         "--cert FILE (and --key FILE)"),
+        (SSL.TLS1_2_VERSION, None, "handshake failure: does the server require a client "
+         "certificate? give one with --cert FILE (and --key FILE)"),
+        (SSL.TLS1_3_VERSION, "other", "the server does not accept the client certificate of "
+         "--cert {cert} (unknown ca): is it signed by a CA the server trusts (its "
+         "--tls-client-ca), and valid now?"),
+        (SSL.TLS1_2_VERSION, "other", "the server does not accept the client certificate of "
+         "--cert {cert} (unknown ca): is it signed by a CA the server trusts (its "
+         "--tls-client-ca), and valid now?"),
+    ],
+    ids=["none-tls1.3", "none-tls1.2", "other-ca-tls1.3", "other-ca-tls1.2"],
+)
+def test_describeClientCertificateRefusal(
+    tlsVersion: int,
+    certificate: str | None,
+    expected: str,
+    certificates: CertificateFiles,
+    otherCertificates: CertificateFiles,
+) -> None:
+    """
+    The alerts by which a server refuses a missing client certificate or
+    one it does not trust, as OpenSSL reports them to the client, read as
+    one line that says what to do.
+    """
+    files = None if certificate is None else (otherCertificates.client, otherCertificates.clientKey)
+    error = _handshakeError(certificates, tlsVersion, files)
+    cert = None if files is None else str(files[0])
+    message = describeTLSFailure(Failure(error), "127.0.0.1:1", str(certificates.ca), cert)
+    assert message == "TLS handshake with 127.0.0.1:1 failed: " + expected.format(cert=cert)
+
+
+def test_handshakeFailureWithCertificateNotBlamedOnIt(certificates: CertificateFiles) -> None:
+    """
+    A "handshake failure" alert when a client certificate was given is
+    not blamed on a missing one: it is reported as OpenSSL says it.
+    """
+    error = _handshakeError(certificates, SSL.TLS1_2_VERSION, None)
+    message = describeTLSFailure(
+        Failure(error), "127.0.0.1:1", None, str(certificates.client)
+    )
+    assert message == "TLS handshake with 127.0.0.1:1 failed: tls alert handshake failure"
+
+
+def test_unknownCAWithoutCertificateNotBlamedOnIt(
+    certificates: CertificateFiles, otherCertificates: CertificateFiles
+) -> None:
+    """
+    An "unknown ca" alert without a C{--cert} says what OpenSSL says: the
+    message about a refused client certificate needs one to have been
+    given.
+    """
+    error = _handshakeError(
+        certificates, SSL.TLS1_3_VERSION, (otherCertificates.client, otherCertificates.clientKey)
+    )
+    message = describeTLSFailure(Failure(error), "127.0.0.1:1", None)
+    assert message == "TLS handshake with 127.0.0.1:1 failed: tlsv1 alert unknown ca"
