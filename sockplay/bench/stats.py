@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
 from sockplay.bench.check import ERROR_KINDS, SYMPTOMS
+from sockplay.latency import HIGHEST_MICROSECONDS, newHistogram
 
 __all__ = [
     "HIGHEST_MICROSECONDS",
@@ -21,22 +20,8 @@ __all__ = [
     "newHistogram",
 ]
 
-# Latencies are recorded in microseconds, from 1 us up to an hour (far past
-# any deadline), to 3 significant digits: exact below 2048 us, within 0.1%
-# above.
-LOWEST_MICROSECONDS = 1
-HIGHEST_MICROSECONDS = 3_600_000_000
-SIGNIFICANT_DIGITS = 3
-
 # The percentiles a summary shows, with their names.
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
-
-
-def newHistogram() -> Any:
-    """
-    An empty latency histogram (microseconds).
-    """
-    return HdrHistogram(LOWEST_MICROSECONDS, HIGHEST_MICROSECONDS, SIGNIFICANT_DIGITS)
 
 
 @dataclass
