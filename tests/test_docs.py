@@ -149,6 +149,28 @@ def test_findsConsoleAndShBlocksWithMarkup(tmp_path: Path) -> None:
     ]
 
 
+def test_outputKeepsItsIndentation(tmp_path: Path) -> None:
+    """
+    An output line that starts with spaces (a table's rows) keeps them in
+    a block at the margin, and keeps those past the block's own indentation
+    in an indented one.
+    """
+    top, indented = _doc(tmp_path, """\
+        ```console
+        $ python -m sockplay.client --count 1 --tally
+          1  100.0%
+        ```
+
+        - a list item:
+
+          ```console
+          $ python -m sockplay.client --count 1 --tally
+            1  100.0%
+          ```
+        """)
+    assert top.body[1] == indented.body[1] == "  1  100.0%"
+
+
 def test_notRunNeedsAReason(tmp_path: Path) -> None:
     """
     C{not run:} gives the reason; without one, the markup is an error.

@@ -137,12 +137,16 @@ class ProbeResult(NamedTuple):
         if lost.
     @ivar reply: the reply payload; C{None} if lost.
     @ivar error: why it was lost (one line); C{None} if not.
+    @ivar connection: with C{--keep-open}, which connection its reply
+        came on, numbered from 1 in the order they were opened; C{None}
+        without (each probe has a connection of its own) or if lost.
     """
 
     seq: int
     rtt: float | None = None
     reply: bytes | None = None
     error: str | None = None
+    connection: int | None = None
 
 
 async def probe(
@@ -204,7 +208,8 @@ async def probe(
             else:
                 wrong = problem(reply, config["message"], config["framing"], config.target())
                 if wrong is None:
-                    result = ProbeResult(seq, rtt, reply)
+                    connection = None if session is None else session.connections
+                    result = ProbeResult(seq, rtt, reply, connection=connection)
                 else:
                     result = ProbeResult(seq, error=wrong[1])
             results.append(result)

@@ -170,8 +170,8 @@ def findExamples(path: Path, root: Path = REPOSITORY) -> list[Example]:
                 path=str(path.relative_to(root)),
                 line=index + 1,
                 kind=opening.group("info"),
-                body=[line[indent:] if line[:indent].isspace() else line.lstrip()
-                      for line in lines[index + 1:end]],
+                body=[line[indent:] if not indent or line[:indent].isspace()
+                      else line.lstrip() for line in lines[index + 1:end]],
                 markup=before.group("body") if before else None,
             ))
         index = end + 1
