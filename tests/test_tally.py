@@ -367,7 +367,9 @@ def test_formatManyChanges() -> None:
     more.
     """
     lines = formatTally(_report(changes=CHANGES_KEPT + 2))
-    assert lines[3] == f"sticky: no — identity changed {CHANGES_KEPT + 2} times on 1 of 1 connection"
+    assert lines[3] == (
+        f"sticky: no — identity changed {CHANGES_KEPT + 2} times on 1 of 1 connection"
+    )
     assert lines[4] == "  at seq 7: 'web1:4242 ' -> 'web2:4243 '"
     assert lines[-1] == "  and 2 more"
     assert len(lines) == 4 + CHANGES_KEPT + 1
