@@ -401,8 +401,10 @@ class Tally:
         @param stickiness: C{True} to add whether the replies were sticky
             (C{sticky}, C{connections}, C{changed_connections}, the first
             C{changes} as C{seq}, C{from} and C{to}, and how many more
-            were C{changes_not_listed}); C{False} to say that it was not
-            checked (C{sticky} is C{None}); C{None} to say nothing of it.
+            were C{changes_not_listed}; C{sticky} is C{None} if no
+            connection got a reply); C{False} to say that it was not
+            checked (C{sticky} is C{None}, and there is no C{connections});
+            C{None} to say nothing of it.
         """
         rows = sorted(self._rows.items(), key=lambda item: (-item[1].count, item[0]))
         entries: list[tuple[bytes | None, _Row]] = list(rows)
@@ -429,7 +431,8 @@ class Tally:
         sticky = self.stickiness
         report.update(
             {
-                "sticky": sticky.sticky,
+                # Nothing to tell with no connection that got a reply.
+                "sticky": sticky.sticky if sticky.connections else None,
                 "connections": sticky.connections,
                 "changed_connections": sticky.changedConnections,
                 "changes": [
@@ -478,7 +481,10 @@ def formatTally(report: dict[str, Any], needs: str = "--keep-open") -> list[str]
     if "sticky" not in report:
         return lines
     if report["sticky"] is None:
-        lines.append(f"sticky: not checked (it needs {needs}: one connection, many replies)")
+        if "connections" in report:
+            lines.append("sticky: not checked (no replies)")
+        else:
+            lines.append(f"sticky: not checked (it needs {needs}: one connection, many replies)")
     elif report["sticky"]:
         if report["connections"] <= 1:
             lines.append("sticky: yes (every reply on the connection came from one backend)")

@@ -385,6 +385,16 @@ def test_formatNotChecked() -> None:
     assert _report(False)["sticky"] is None
 
 
+def test_formatNoReplies() -> None:
+    """
+    Stickiness asked for, but no reply to check: it says so, and C{sticky}
+    is C{None}, not a yes.
+    """
+    report = Tally().report(stickiness=True)
+    assert (report["sticky"], report["connections"]) == (None, 0)
+    assert formatTally(report)[-1] == "sticky: not checked (no replies)"
+
+
 def test_hostileIdentityIsEscaped() -> None:
     """
     A terminal escape, a line break or a byte that is not UTF-8 in an
