@@ -168,7 +168,38 @@ def describeMismatch(expected: bytes, received: bytes) -> str:
     )
 
 
-class ReplyChecker:
+class _OwedReplies:
+    """
+    What the two reply checkers share: the replies a connection is owed,
+    and what the end of its input means.
+
+    @ivar owed: replies owed, including one partly received.
+    @ivar offset: bytes of the current reply received so far.
+    """
+
+    owed: int
+    offset: int
+
+    def expect(self, count: int) -> None:
+        """
+        C{count} more requests went out: as many more replies are owed.
+        """
+        self.owed += count
+
+    def endOfInput(self) -> None:
+        """
+        The server closed (or half-closed) the connection.
+
+        @raise ReplyError: C{early-close} if a reply is still owed.
+        """
+        if self.owed:
+            raise ReplyError(
+                "early-close",
+                f"{self.owed} replies owed, {self.offset} bytes of the next received",
+            )
+
+
+class ReplyChecker(_OwedReplies):
     """
     Checks the bytes a connection receives against the replies it is owed:
     every request sent adds one expected reply, and every byte received must
@@ -208,12 +239,6 @@ class ReplyChecker:
         checker.owed = 0
         checker.offset = 0
         return checker
-
-    def expect(self, count: int) -> None:
-        """
-        C{count} more requests went out: as many more replies are owed.
-        """
-        self.owed += count
 
     def feed(self, data: bytes | memoryview) -> int:
         """
@@ -270,20 +295,8 @@ class ReplyChecker:
             return self.reply[:-start] + bytes(data[:RECEIVED_KEPT])
         return bytes(data[start : start + RECEIVED_KEPT])
 
-    def endOfInput(self) -> None:
-        """
-        The server closed (or half-closed) the connection.
 
-        @raise ReplyError: C{early-close} if a reply is still owed.
-        """
-        if self.owed:
-            raise ReplyError(
-                "early-close",
-                f"{self.owed} replies owed, {self.offset} bytes of the next received",
-            )
-
-
-class TallyChecker:
+class TallyChecker(_OwedReplies):
     """
     Checks the bytes a connection receives, for C{--tally}: each reply must
     be a framed echo of the message with any identity in front (the
@@ -339,12 +352,6 @@ class TallyChecker:
         stickiness is checked on its own.
         """
         return TallyChecker(self._framing, self._message, self._stickiness)
-
-    def expect(self, count: int) -> None:
-        """
-        C{count} more requests went out: as many more replies are owed.
-        """
-        self.owed += count
 
     def feed(self, data: bytes | memoryview) -> int:
         """
@@ -434,15 +441,3 @@ class TallyChecker:
         an identity of at most L{LONGEST_IDENTITY} bytes in front.
         """
         return ReplyError("mismatch", detail, 0, bytes(self._buffer[:RECEIVED_KEPT]))
-
-    def endOfInput(self) -> None:
-        """
-        The server closed (or half-closed) the connection.
-
-        @raise ReplyError: C{early-close} if a reply is still owed.
-        """
-        if self.owed:
-            raise ReplyError(
-                "early-close",
-                f"{self.owed} replies owed, {len(self._buffer)} bytes of the next received",
-            )
