@@ -3,7 +3,8 @@ The direction of imports inside sockplay, walked with L{ast} so that an
 import hidden inside a function counts as much as one at the top:
 
   - no cycles between sockplay's modules;
-  - C{framing} and C{cli} import nothing of sockplay's own;
+  - C{framing}, C{cli} and C{latency} import nothing of sockplay's own,
+    and C{tally} only C{latency};
   - C{server}, C{client} and C{bench} never import each other; the
     C{playground}, which drives the client against its own server, may
     import both, and only the server's assembly (C{tap}) imports it;
@@ -131,12 +132,20 @@ def test_noCycles() -> None:
     assert findCycle(importGraph()) is None
 
 
-@pytest.mark.parametrize("shared", ["sockplay.framing", "sockplay.cli"])
+@pytest.mark.parametrize("shared", ["sockplay.framing", "sockplay.cli", "sockplay.latency"])
 def test_sharedModulesImportNothingOfOurs(shared: str) -> None:
     """
     The shared modules stand alone, so that every package may use them.
     """
     assert importGraph()[shared] == set()
+
+
+def test_tallyImportsOnlyTheLatencyHistogram() -> None:
+    """
+    The tally, shared by the client and the bench, imports neither of them:
+    only the latency histogram's settings.
+    """
+    assert importGraph()["sockplay.tally"] == {"sockplay.latency"}
 
 
 @pytest.mark.parametrize(

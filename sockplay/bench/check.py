@@ -10,7 +10,10 @@ go unnoticed on both sides).
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
+
+from sockplay.tally import ConnectionWatch, Stickiness, identityOf
 
 __all__ = [
     "ERROR_KINDS",
@@ -18,6 +21,7 @@ __all__ = [
     "Exchange",
     "ReplyChecker",
     "ReplyError",
+    "TallyChecker",
     "describeMismatch",
     "makeExchange",
 ]
@@ -67,6 +71,12 @@ _INT32 = struct.Struct(">I")
 # How much of a reply a mismatch report shows.
 _SHOW = 80
 
+# With --tally, the longest identity a reply may carry in front of the
+# message: a server's rendered prefix is a few dozen bytes; a reply that
+# runs this far past the message without ending is not an echo, and the
+# bench stops buffering it.
+LONGEST_IDENTITY = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Exchange:
@@ -78,12 +88,15 @@ class Exchange:
     @ivar reply: the bytes of the one reply it must get.
     @ivar halfClose: whether the request ends with a half-close (C{eof}
         framing: the message ends where the client's input does).
+    @ivar message: the message itself, unframed (what a reply must end
+        with, whatever its prefix, with C{--tally}).
     """
 
     framing: str
     request: bytes
     reply: bytes
     halfClose: bool
+    message: bytes
 
 
 def makeExchange(framing: str, message: bytes, prefix: bytes) -> Exchange:
@@ -95,16 +108,17 @@ def makeExchange(framing: str, message: bytes, prefix: bytes) -> Exchange:
     """
     payload = prefix + message
     if framing == "line":
-        return Exchange(framing, message + b"\n", payload + b"\n", False)
+        return Exchange(framing, message + b"\n", payload + b"\n", False, message)
     if framing == "int32":
         return Exchange(
             framing,
             _INT32.pack(len(message)) + message,
             _INT32.pack(len(payload)) + payload,
             False,
+            message,
         )
     if framing in ("raw", "eof"):
-        return Exchange(framing, message, payload, framing == "eof")
+        return Exchange(framing, message, payload, framing == "eof", message)
     raise ValueError(f"unknown framing {framing!r}")
 
 
@@ -154,7 +168,38 @@ def describeMismatch(expected: bytes, received: bytes) -> str:
     )
 
 
-class ReplyChecker:
+class _OwedReplies:
+    """
+    What the two reply checkers share: the replies a connection is owed,
+    and what the end of its input means.
+
+    @ivar owed: replies owed, including one partly received.
+    @ivar offset: bytes of the current reply received so far.
+    """
+
+    owed: int
+    offset: int
+
+    def expect(self, count: int) -> None:
+        """
+        C{count} more requests went out: as many more replies are owed.
+        """
+        self.owed += count
+
+    def endOfInput(self) -> None:
+        """
+        The server closed (or half-closed) the connection.
+
+        @raise ReplyError: C{early-close} if a reply is still owed.
+        """
+        if self.owed:
+            raise ReplyError(
+                "early-close",
+                f"{self.owed} replies owed, {self.offset} bytes of the next received",
+            )
+
+
+class ReplyChecker(_OwedReplies):
     """
     Checks the bytes a connection receives against the replies it is owed:
     every request sent adds one expected reply, and every byte received must
@@ -194,12 +239,6 @@ class ReplyChecker:
         checker.owed = 0
         checker.offset = 0
         return checker
-
-    def expect(self, count: int) -> None:
-        """
-        C{count} more requests went out: as many more replies are owed.
-        """
-        self.owed += count
 
     def feed(self, data: bytes | memoryview) -> int:
         """
@@ -256,14 +295,149 @@ class ReplyChecker:
             return self.reply[:-start] + bytes(data[:RECEIVED_KEPT])
         return bytes(data[start : start + RECEIVED_KEPT])
 
-    def endOfInput(self) -> None:
-        """
-        The server closed (or half-closed) the connection.
 
-        @raise ReplyError: C{early-close} if a reply is still owed.
+class TallyChecker(_OwedReplies):
+    """
+    Checks the bytes a connection receives, for C{--tally}: each reply must
+    be a framed echo of the message with any identity in front (the
+    backend's rendered prefix); the message part is checked byte for byte.
+    It has L{ReplyChecker}'s interface, so that the load and the worker
+    use either alike, and it is used only with C{--tally}, so that the
+    default checks stay one comparison per read.
+
+    Where a reply ends is found from the framing, as the prefix is not
+    known: at the LF (C{line}), after its length (C{int32}); in C{raw} and
+    C{eof} framing, where the bytes received end with the message (only one
+    reply is ever owed on a raw connection).
+
+    @ivar owed: replies owed, including one partly received.
+    @ivar offset: bytes of the current reply received so far.
+    @ivar answered: whole, right replies so far.
+    @ivar identities: the identity of each whole reply whose latency the
+        worker has not yet recorded, oldest first.
+    """
+
+    def __init__(self, framing: str, message: bytes, stickiness: Stickiness) -> None:
         """
-        if self.owed:
-            raise ReplyError(
-                "early-close",
-                f"{self.owed} replies owed, {self.offset} bytes of the next received",
-            )
+        @param framing: C{raw}, C{line}, C{int32} or C{eof}.
+        @param message: the message every reply must echo.
+        @param stickiness: where each connection's changes of identity are
+            told.
+        """
+        self._framing = framing
+        self._message = message
+        self._stickiness = stickiness
+        self._longest = len(message) + LONGEST_IDENTITY
+        self._watch: ConnectionWatch = stickiness.watch()
+        self._buffer = bytearray()
+        self.owed = 0
+        self.offset = 0
+        self.answered = 0
+        self.identities: deque[bytes] = deque()
+
+    @property
+    def replyLength(self) -> int:
+        """
+        The length the reply being received has when whole, where it can be
+        told before its end: a line that holds the whole echo but for its
+        LF is one byte short; else 0.
+        """
+        if self._framing == "line" and self._buffer.endswith(self._message):
+            return len(self._buffer) + 1
+        return 0
+
+    def fresh(self) -> TallyChecker:
+        """
+        A checker for another connection, owed nothing yet, whose
+        stickiness is checked on its own.
+        """
+        return TallyChecker(self._framing, self._message, self._stickiness)
+
+    def feed(self, data: bytes | memoryview) -> int:
+        """
+        Check bytes just received.
+
+        @return: how many replies they complete; each one's identity is
+            added to L{identities}.
+        @raise ReplyError: C{mismatch} if a reply is not an echo of the
+            message, C{extra} if there are more bytes than the replies
+            owed; its C{done} counts the replies that were whole and right
+            before that.
+        """
+        buffer = self._buffer
+        buffer += data
+        done = 0
+        while self.owed:
+            try:
+                reply = self._take()
+            except ReplyError as e:
+                e.done = done
+                raise
+            if reply is None:
+                break
+            identity = identityOf(reply, self._message)
+            if identity is None:
+                raise ReplyError(
+                    "mismatch",
+                    f"a reply that is not an echo of the message: received {reply[:_SHOW]!r}",
+                    done,
+                    self._framed(reply)[:RECEIVED_KEPT],
+                )
+            self.owed -= 1
+            done += 1
+            self.answered += 1
+            self.identities.append(identity)
+            self._watch.saw(identity, self.answered)
+        if buffer and not self.owed:
+            raise ReplyError("extra", f"{len(buffer)} bytes after the last reply owed", done)
+        self.offset = len(buffer)
+        return done
+
+    def _take(self) -> bytes | None:
+        """
+        The next whole reply's payload, taken from the buffer, or C{None}
+        if it is not whole yet.
+
+        @raise ReplyError: C{mismatch} if it has run past any echo's length.
+        """
+        buffer = self._buffer
+        framing = self._framing
+        if framing == "line":
+            end = buffer.find(b"\n")
+            if end >= 0:
+                reply = bytes(buffer[:end])
+                del buffer[: end + 1]
+                return reply
+        elif framing == "int32":
+            if len(buffer) >= _INT32.size:
+                (length,) = _INT32.unpack_from(buffer)
+                if not len(self._message) <= length <= self._longest:
+                    raise self._tooLong(f"a reply of {length:,} bytes, not an echo")
+                if len(buffer) >= _INT32.size + length:
+                    reply = bytes(buffer[_INT32.size : _INT32.size + length])
+                    del buffer[: _INT32.size + length]
+                    return reply
+        elif buffer.endswith(self._message):
+            reply = bytes(buffer)
+            buffer.clear()
+            return reply
+        if len(buffer) > self._longest:
+            raise self._tooLong(f"{len(buffer):,} bytes without the end of a reply")
+        return None
+
+    def _framed(self, reply: bytes) -> bytes:
+        """
+        C{reply}'s payload framed again, as it was received.
+        """
+        if self._framing == "line":
+            return reply + b"\n"
+        if self._framing == "int32":
+            return _INT32.pack(len(reply)) + reply
+        return reply
+
+    def _tooLong(self, detail: str) -> ReplyError:
+        """
+        The mismatch of a reply that cannot be an echo of the message with
+        an identity of at most L{LONGEST_IDENTITY} bytes in front.
+        """
+        return ReplyError("mismatch", detail, 0, bytes(self._buffer[:RECEIVED_KEPT]))

@@ -115,6 +115,11 @@ class Options(cli.TargetOptions):
         ["one-shot", None, "Every request on a new connection, read until the server closes "
          "(for a server without --keep-open): the default, accepted for old command lines."],
         ["json", None, "Print the summary as one JSON object."],
+        ["tally", None, "Group the replies by the backend that sent them: any prefix in front "
+         "of the message is right (the message is still checked byte for byte), and is the "
+         "backend's identity; the summary adds each one's count, share and p50/p99 latency, "
+         "and with --keep-open whether each connection's replies came from one backend. "
+         "--prefix is then not used."],
         ["quiet", "q", "No progress line."],
     ]
     optParameters = [
@@ -257,6 +262,7 @@ def makePlans(config: Options, family: int, address: Any) -> list[Plan]:
                 maxErrors=config["max-errors"],
                 hold=config["hold"] or 0.0,
                 timeout=config["timeout"],
+                tally=bool(config["tally"]),
             )
         )
     return plans

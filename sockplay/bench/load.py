@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from sockplay.bench.check import ReplyChecker, ReplyError
+from sockplay.bench.check import ReplyChecker, ReplyError, TallyChecker
 from sockplay.bench.plan import Plan
 from sockplay.bench.poller import WRITE
 from sockplay.bench.stats import Results
@@ -66,7 +66,9 @@ class Connection:
         "sock", "startedAt",
     )
 
-    def __init__(self, sock: socket.socket, checker: ReplyChecker, startedAt: int) -> None:
+    def __init__(
+        self, sock: socket.socket, checker: ReplyChecker | TallyChecker, startedAt: int
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.checker = checker

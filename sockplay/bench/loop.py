@@ -22,12 +22,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sockplay.bench.check import ReplyChecker, ReplyError
+from sockplay.bench.check import ReplyChecker, ReplyError, TallyChecker
 from sockplay.bench.load import NS, Connection, Load
 from sockplay.bench.poller import BROKEN, READ, WRITE, makePoller
 from sockplay.bench.stats import Results
+from sockplay.tally import Tally
 
 __all__ = ["READ_SIZE", "TICK", "SocketEngine", "Worker"]
 
@@ -89,7 +90,17 @@ class SocketEngine:
         self._unregister = False
         self._buffer = bytearray(READ_SIZE)
         self._view = memoryview(self._buffer)
-        self._checker = ReplyChecker(plan.exchange.reply, READ_SIZE)
+        self._checker: ReplyChecker | TallyChecker
+        if plan.tally:
+            tally = self.results.tally = Tally()
+            self._checker = TallyChecker(
+                plan.exchange.framing, plan.exchange.message, tally.stickiness
+            )
+            # Chosen once, before the load looks it up: the default path
+            # has no tally check.
+            self.replied = self._repliedTally  # type: ignore[method-assign]
+        else:
+            self._checker = ReplyChecker(plan.exchange.reply, READ_SIZE)
         self._socketType = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
         self._noDelay = plan.family != socket.AF_UNIX and load.noDelay
         request = plan.exchange.request
@@ -264,6 +275,24 @@ class SocketEngine:
             done -= count
             micro = (now - since) // 1000
             latencies[micro] = latencies.get(micro, 0) + count
+
+    def _repliedTally(self, connection: Connection, done: int, now: int) -> None:
+        """
+        L{replied}, with C{--tally}: each reply's latency also counts under
+        its identity, as its connection's L{TallyChecker} read it.
+        """
+        tally = self.results.tally
+        assert tally is not None
+        identities = cast(TallyChecker, connection.checker).identities
+        left = done
+        for since, count in connection.sends:
+            micro = (now - since) // 1000
+            for _ in range(min(count, left)):
+                tally.record(identities.popleft(), micro)
+            left -= min(count, left)
+            if not left:
+                break
+        SocketEngine.replied(self, connection, done, now)
 
     # Ending connections
 

@@ -41,6 +41,8 @@ class Plan:
     @ivar maxErrors: errors after which the run stops.
     @ivar hold: seconds to hold the connections idle (hold mode).
     @ivar timeout: seconds the server may keep an exchange waiting.
+    @ivar tally: whether replies are grouped by the backend that sent them
+        (C{--tally}): any identity in front of the message is then right.
     """
 
     family: int
@@ -56,3 +58,4 @@ class Plan:
     maxErrors: int = 1000
     hold: float = 0.0
     timeout: float = DEFAULT_TIMEOUT
+    tally: bool = False

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
 from sockplay.bench.check import ERROR_KINDS, SYMPTOMS
+from sockplay.latency import HIGHEST_MICROSECONDS, newHistogram
+from sockplay.tally import Tally, formatTally
 
 __all__ = [
     "HIGHEST_MICROSECONDS",
@@ -21,22 +21,8 @@ __all__ = [
     "newHistogram",
 ]
 
-# Latencies are recorded in microseconds, from 1 us up to an hour (far past
-# any deadline), to 3 significant digits: exact below 2048 us, within 0.1%
-# above.
-LOWEST_MICROSECONDS = 1
-HIGHEST_MICROSECONDS = 3_600_000_000
-SIGNIFICANT_DIGITS = 3
-
 # The percentiles a summary shows, with their names.
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
-
-
-def newHistogram() -> Any:
-    """
-    An empty latency histogram (microseconds).
-    """
-    return HdrHistogram(LOWEST_MICROSECONDS, HIGHEST_MICROSECONDS, SIGNIFICANT_DIGITS)
 
 
 @dataclass
@@ -64,6 +50,8 @@ class Results:
         the diagnosis.
     @ivar firstReceived: the first wrong reply as received, from its first
         byte (a few hundred bytes at most), for the diagnosis.
+    @ivar tally: with C{--tally}, the verified replies per backend identity
+        and the stickiness of the connections; else C{None}.
     """
 
     requests: int = 0
@@ -80,6 +68,7 @@ class Results:
     stopped: str | None = None
     symptoms: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SYMPTOMS, 0))
     firstReceived: bytes | None = None
+    tally: Tally | None = None
 
     @property
     def errorCount(self) -> int:
@@ -149,6 +138,10 @@ class Results:
         self.stopped = self.stopped or other.stopped
         for symptom, count in other.symptoms.items():
             self.symptoms[symptom] = self.symptoms.get(symptom, 0) + count
+        if other.tally is not None:
+            if self.tally is None:
+                self.tally = Tally()
+            self.tally.merge(other.tally)
 
     def toWire(self) -> dict[str, Any]:
         """
@@ -170,6 +163,7 @@ class Results:
             "stopped": self.stopped,
             "symptoms": dict(self.symptoms),
             "firstReceived": None if self.firstReceived is None else self.firstReceived.hex(),
+            "tally": None if self.tally is None else self.tally.toWire(),
         }
 
     @classmethod
@@ -185,6 +179,8 @@ class Results:
         values["symptoms"] = {**dict.fromkeys(SYMPTOMS, 0), **wire["symptoms"]}
         if wire["firstReceived"] is not None:
             values["firstReceived"] = bytes.fromhex(wire["firstReceived"])
+        if wire["tally"] is not None:
+            values["tally"] = Tally.fromWire(wire["tally"])
         return cls(histogram=histogram, **values)
 
     def latencies(self) -> dict[str, int] | None:
@@ -210,13 +206,14 @@ class Results:
         C{--json}.
 
         @param run: what was run (target, framing, mode, load shape), put
-            first.
+            first. With a tally, its C{mode} says whether stickiness was
+            checked (keep-open connections only).
         @param hint: what the failure of the run points at, and which flag
             fixes it (L{sockplay.bench.diagnosis}), if anything.
         """
         elapsed = self.elapsed
         latencies = self.latencies()
-        return {
+        summary = {
             **run,
             "elapsed": round(elapsed, 6),
             "requests": self.requests,
@@ -239,6 +236,9 @@ class Results:
             "stopped": self.stopped,
             "hint": hint,
         }
+        if self.tally is not None:
+            summary["tally"] = self.tally.report(stickiness=run.get("mode") == "keep-open")
+        return summary
 
 
 def formatSummary(summary: dict[str, Any]) -> str:
@@ -278,4 +278,6 @@ def formatSummary(summary: dict[str, Any]) -> str:
         lines.append(f"  mismatch    {summary['firstMismatch']}")
     if summary["stopped"]:
         lines.append(f"  stopped     early: {summary['stopped']}")
+    if "tally" in summary:
+        lines.extend(formatTally(summary["tally"]))
     return "\n".join(lines)

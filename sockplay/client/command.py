@@ -44,10 +44,12 @@ from sockplay.client.output import (
     formatRetry,
     formatSummary,
     probeReport,
+    tallyReport,
 )
 from sockplay.client.requests import ProbeResult, probe, request
 from sockplay.client.retry import Retry
 from sockplay.client.verdict import FAILED, problem
+from sockplay.tally import formatTally
 
 __all__ = ["main"]
 
@@ -95,8 +97,8 @@ async def _probeMain(
 ) -> None:
     """
     The command with C{--count}: a line per probe as it ends (unless
-    C{--json}), then the statistics, also when stopped by a signal; exit 1
-    if any probe was lost.
+    C{--json}), then the statistics (and with C{--tally}, which backend
+    answered), also when stopped by a signal; exit 1 if any probe was lost.
     """
 
     def report(result: ProbeResult) -> None:
@@ -114,10 +116,17 @@ async def _probeMain(
         results = await probing
     except Exception:
         _reportFailure(config)
+    tally = (
+        tallyReport(results, config["message"], bool(config["keep-open"]))
+        if config["tally"]
+        else None
+    )
     if config["json"]:
-        print(json.dumps(probeReport(results, config.target())), flush=True)
+        print(json.dumps(probeReport(results, config.target(), tally)), flush=True)
     else:
         for line in formatSummary(results, config.target()):
+            print(line, flush=True)
+        for line in formatTally(tally) if tally is not None else ():
             print(line, flush=True)
     if any(result.error is not None for result in results):
         raise SystemExit(FAILED)

@@ -76,6 +76,10 @@ class Options(TargetOptions):
          "--keep-open server; line, int32 or raw framing)."],
         ["json", None, "With --count: print one JSON object (every probe and the "
          "statistics) instead of text."],
+        ["tally", None, "With --count: group the replies by the backend that sent them (the "
+         "part of the reply before the echoed message, such as a server's --prefix "
+         "'{hostname}:{pid} ') and print each one's count, share and p50/p99 round-trip "
+         "time; with --keep-open, also whether every reply on a connection came from one."],
     ]
     optParameters = [
         ["message", "m", DEFAULT_MESSAGE, "The message to send."],
@@ -203,7 +207,7 @@ class Options(TargetOptions):
 
     def _checkProbe(self) -> None:
         if self["count"] is None:
-            for option in ("interval", "keep-open", "json"):
+            for option in ("interval", "keep-open", "json", "tally"):
                 if self[option]:
                     raise usage.UsageError(f"--{option} needs --count")
             return

@@ -1,6 +1,7 @@
 """
 What the client prints: the reply, a line per probe, the probes'
-statistics (as text, or as the C{--json} report), and a line per retry.
+statistics and, with C{--tally}, which backend answered them (as text, or
+as the C{--json} report), and a line per retry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sockplay.client.failures import describeFailure
 from sockplay.client.options import Options
 from sockplay.client.requests import ProbeResult
 from sockplay.client.retry import Retry
+from sockplay.tally import Tally, identityOf
 
 __all__ = [
     "formatBanner",
@@ -21,6 +23,7 @@ __all__ = [
     "formatRetry",
     "formatSummary",
     "probeReport",
+    "tallyReport",
 ]
 
 
@@ -113,11 +116,44 @@ def formatSummary(results: Sequence[ProbeResult], target: str) -> list[str]:
     return [f"--- {target} probe statistics ---", line]
 
 
-def probeReport(results: Sequence[ProbeResult], target: str) -> dict[str, Any]:
+def tallyReport(
+    results: Sequence[ProbeResult], message: bytes, keepOpen: bool
+) -> dict[str, Any]:
     """
-    What C{--json} prints: every probe and the statistics. Times are in
-    milliseconds, rounded to the microsecond. A probe whose server selected
-    a protocol in ALPN (C{--alpn}) carries it as C{alpn}.
+    The probes' replies grouped by the backend that sent them, as
+    L{Tally.report} gives it: every echo of C{message} counts under its
+    identity (what comes before the message); a lost probe, or a reply
+    that is not an echo (already a lost probe), is not counted.
+
+    @param keepOpen: whether the probes shared a connection: then the
+        report says whether each connection's replies came from one
+        backend, a change at the probe's C{seq}.
+    """
+    tally = Tally()
+    watch = None
+    current = None
+    for result in results:
+        if result.error is not None or result.reply is None or result.rtt is None:
+            continue
+        identity = identityOf(result.reply, message)
+        if identity is None:
+            continue
+        tally.record(identity, round(result.rtt * 1_000_000))
+        if keepOpen:
+            if watch is None or result.connection != current:
+                watch, current = tally.stickiness.watch(), result.connection
+            watch.saw(identity, result.seq)
+    return tally.report(stickiness=True if keepOpen else None)
+
+
+def probeReport(
+    results: Sequence[ProbeResult], target: str, tally: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """
+    What C{--json} prints: every probe and the statistics (and, with
+    C{--tally}, the L{tallyReport} as C{tally}). Times are in milliseconds,
+    rounded to the microsecond. A probe whose server selected a protocol in
+    ALPN (C{--alpn}) carries it as C{alpn}.
     """
     probes: list[dict[str, Any]] = []
     for result in results:
@@ -137,7 +173,7 @@ def probeReport(results: Sequence[ProbeResult], target: str) -> dict[str, Any]:
     if stats.rtt is not None:
         names = ("min", "avg", "max", "mdev")
         rtt = {name: round(value * 1000, 3) for name, value in zip(names, stats.rtt, strict=True)}
-    return {
+    report = {
         "target": target,
         "probes": probes,
         "sent": stats.sent,
@@ -145,3 +181,6 @@ def probeReport(results: Sequence[ProbeResult], target: str) -> dict[str, Any]:
         "loss_percent": stats.lossPercent,
         "rtt_ms": rtt,
     }
+    if tally is not None:
+        report["tally"] = tally
+    return report

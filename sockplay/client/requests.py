@@ -139,6 +139,9 @@ class ProbeResult(NamedTuple):
     @ivar error: why it was lost (one line); C{None} if not.
     @ivar alpn: the protocol the server selected in ALPN for the probe's
         connection; C{None} if none (or lost).
+    @ivar connection: with C{--keep-open}, which connection its reply
+        came on, numbered from 1 in the order they were opened; C{None}
+        without (each probe has a connection of its own) or if lost.
     """
 
     seq: int
@@ -146,6 +149,7 @@ class ProbeResult(NamedTuple):
     reply: bytes | None = None
     error: str | None = None
     alpn: bytes | None = None
+    connection: int | None = None
 
 
 async def probe(
@@ -207,7 +211,8 @@ async def probe(
             else:
                 wrong = problem(reply, config["message"], config["framing"], config.target())
                 if wrong is None:
-                    result = ProbeResult(seq, rtt, reply, alpn=alpn)
+                    connection = None if session is None else session.connections
+                    result = ProbeResult(seq, rtt, reply, alpn=alpn, connection=connection)
                 else:
                     result = ProbeResult(seq, error=wrong[1])
             results.append(result)

@@ -22,6 +22,9 @@ class KeepOpenSession:
     Not Twisted's C{ClientService}: it reconnects as soon as the server
     closes, and a probe must open a connection only when it sends, so that
     an idle timeout between probes does not become connection churn.
+
+    @ivar connections: how many connections it has opened so far: the
+        number of the current one, from 1 (0 before the first).
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint, framing: str, clock: IReactorTime) -> None:
@@ -34,6 +37,7 @@ class KeepOpenSession:
         self._framing = framing
         self._clock = clock
         self._protocol: KeepOpenClientProtocol | None = None
+        self.connections = 0
 
     @property
     def negotiatedProtocol(self) -> bytes | None:
@@ -53,6 +57,7 @@ class KeepOpenSession:
         protocol = self._protocol
         if protocol is None or not protocol.isOpen:
             protocol = KeepOpenClientProtocol(self._framing)
+            self.connections += 1
             await connectProtocol(self._endpoint, protocol)
             self._protocol = protocol
         sent = self._clock.seconds()

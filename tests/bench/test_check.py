@@ -19,7 +19,7 @@ def test_lineExchange() -> None:
     prefix, the message and LF.
     """
     assert makeExchange("line", b"hi", PREFIX) == Exchange(
-        "line", b"hi\n", b"Message received: hi\n", False
+        "line", b"hi\n", b"Message received: hi\n", False, b"hi"
     )
 
 
@@ -42,7 +42,7 @@ def test_unframedExchange(framing: str, halfClose: bool) -> None:
     ends with a half-close.
     """
     assert makeExchange(framing, b"hi", PREFIX) == Exchange(
-        framing, b"hi", b"Message received: hi", halfClose
+        framing, b"hi", b"Message received: hi", halfClose, b"hi"
     )
 
 

@@ -248,9 +248,9 @@ def test_tooFewDescriptors(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_benchImportsNeitherServerNorClient() -> None:
     """
     The bench imports of sockplay only itself, the shared command-line
-    module and framing's option check: never the server or the client, and
-    never framing's encoder, so that it stays an independent judge of the
-    server.
+    module, framing's option check, the latency histogram's settings and
+    the tally: never the server or the client, and never framing's
+    encoder, so that it stays an independent judge of the server.
     """
     package = Path(sockplay.bench.__file__).parent
     imported: set[tuple[str, str]] = set()
@@ -267,4 +267,11 @@ def test_benchImportsNeitherServerNorClient() -> None:
     assert foreign == {("sockplay", "cli"), ("sockplay.cli", "port"),
                        ("sockplay.cli", "splitEndpoint"),
                        ("sockplay.framing", "framingOption"),
-                       ("sockplay.framing", "checkKeepOpen")}
+                       ("sockplay.framing", "checkKeepOpen"),
+                       ("sockplay.latency", "HIGHEST_MICROSECONDS"),
+                       ("sockplay.latency", "newHistogram"),
+                       ("sockplay.tally", "ConnectionWatch"),
+                       ("sockplay.tally", "Stickiness"),
+                       ("sockplay.tally", "Tally"),
+                       ("sockplay.tally", "formatTally"),
+                       ("sockplay.tally", "identityOf")}

@@ -35,6 +35,7 @@ def test_optionsDefaults() -> None:
         "interval": None,
         "keep-open": 0,
         "json": 0,
+        "tally": 0,
         "retries": 0,
         "backoff": 0.1,
         "backoff-max": 5.0,
@@ -234,7 +235,9 @@ def test_emptyServerNameNeedsTLS() -> None:
     assert str(info.value) == "--server-name needs --tls (or a --connect ssl: string)"
 
 
-@pytest.mark.parametrize("option", [["--interval", "1"], ["--keep-open"], ["--json"]])
+@pytest.mark.parametrize(
+    "option", [["--interval", "1"], ["--keep-open"], ["--json"], ["--tally"]]
+)
 def test_probeOptionsNeedCount(option: list[str]) -> None:
     """
     The probe's settings are usage errors without C{--count}: without it the

@@ -141,7 +141,7 @@ def test_keepOpenUsesOneConnection() -> None:
     for seq in (1, 2, 3):
         probing.reactor.advance(0.125)
         pump.flush()
-        assert probing.reported[-1] == ProbeResult(seq, 0.125, REPLY)
+        assert probing.reported[-1] == ProbeResult(seq, 0.125, REPLY, connection=1)
         probing.reactor.advance(0.875)
     pump.flush()
     assert probing.attempts == 1
@@ -399,7 +399,7 @@ def test_keepOpenAgainstOneShotServer() -> None:
     probing = Probing("--count", "2", "--interval", "0", "--framing", "line", "--keep-open")
     pump = probing.accept(serverFactory(probing.reactor).buildProtocol(None))
     pump.flush()
-    assert probing.reported == [ProbeResult(1, 0.0, REPLY)]
+    assert probing.reported == [ProbeResult(1, 0.0, REPLY, connection=1)]
     probing.reactor.advance(0)
     # The message went out on the connection the server has half-closed;
     # the close reaches this client (not half-closeable) as a close.

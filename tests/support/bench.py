@@ -10,10 +10,10 @@ import socket
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from sockplay.bench.check import ReplyChecker, makeExchange
+from sockplay.bench.check import makeExchange
 from sockplay.bench.load import Connection, Load
 from sockplay.bench.loads import makeLoad
-from sockplay.bench.loop import READ_SIZE, Worker
+from sockplay.bench.loop import Worker
 from sockplay.bench.plan import Plan
 from support.servers import SOCKET_TIMEOUT
 
@@ -95,8 +95,8 @@ class Conversation:
         ours, self.server = socket.socketpair()
         ours.setblocking(False)
         self.server.settimeout(SOCKET_TIMEOUT)
-        checker = ReplyChecker(plan.exchange.reply, READ_SIZE)
-        self.connection = Connection(ours, checker, self.clock())
+        # The worker's own checker (with --tally, a TallyChecker), fresh.
+        self.connection = Connection(ours, self.worker._checker.fresh(), self.clock())
         # As Worker.open does, and as when epoll reports the connection
         # made: the first requests go.
         self.worker.opened += 1
