@@ -319,7 +319,8 @@ def test_haproxyRecipe(processes: Start, tmp_path: Path) -> None:
     address, PROXY version 2 and HAProxy's TLVs (its unique ID and
     checksum; from the TLS frontend of C{tls.cfg}, the ALPN protocol, the
     server name and the client's TLS details with its certificate's CN);
-    both instances answer.
+    both instances answer, and the client's C{--tally} reports both, half
+    each (round robin), 20 replies in all.
     """
     haproxy = requireTool("haproxy", "haproxy")
     certs = subprocess.run(
@@ -345,6 +346,20 @@ def test_haproxyRecipe(processes: Start, tmp_path: Path) -> None:
         assert info["tls"] is None
         pids.add(info["pid"])
     assert pids == {server.process.pid for server in servers}
+
+    tally = subprocess.run(
+        [sys.executable, "-m", "sockplay.client", "--port", str(frontPorts["echo"]),
+         "--count", "20", "--interval", "0", "--tally", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE, check=True,
+    )
+    report = json.loads(tally.stdout)["tally"]
+    assert report["replies"] == 20
+    hostname = socket.gethostname()
+    assert {backend["identity"] for backend in report["backends"]} == {
+        f"{hostname}:{server.process.pid} " for server in servers
+    }
+    assert [backend["count"] for backend in report["backends"]] == [10, 10]
+    assert sum(backend["share"] for backend in report["backends"]) == pytest.approx(1.0)
 
     context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.pem"))
     context.load_cert_chain(
