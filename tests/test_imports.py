@@ -140,12 +140,13 @@ def test_sharedModulesImportNothingOfOurs(shared: str) -> None:
     assert importGraph()[shared] == set()
 
 
-def test_tallyImportsOnlyTheLatencyHistogram() -> None:
+def test_tallyImportsOnlyTheLatencyHistogramAndStickiness() -> None:
     """
     The tally, shared by the client and the bench, imports neither of them:
-    only the latency histogram's settings.
+    only the latency histogram's settings and the stickiness check.
     """
-    assert importGraph()["sockplay.tally"] == {"sockplay.latency"}
+    assert importGraph()["sockplay.tally"] == {"sockplay.latency", "sockplay.stickiness"}
+    assert importGraph()["sockplay.stickiness"] == set()
 
 
 @pytest.mark.parametrize(

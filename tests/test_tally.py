@@ -13,12 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sockplay.stickiness import CHANGES_KEPT, Change, Stickiness
 from sockplay.tally import (
-    CHANGES_KEPT,
     IDENTITY_KEPT,
     MAX_IDENTITIES,
-    Change,
-    Stickiness,
     Tally,
     formatTally,
     identityOf,

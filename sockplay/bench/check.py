@@ -13,7 +13,8 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from sockplay.tally import ConnectionWatch, Stickiness, identityOf
+from sockplay.stickiness import ConnectionWatch, Stickiness
+from sockplay.tally import identityOf
 
 __all__ = [
     "ERROR_KINDS",

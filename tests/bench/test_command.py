@@ -270,8 +270,8 @@ def test_benchImportsNeitherServerNorClient() -> None:
                        ("sockplay.framing", "checkKeepOpen"),
                        ("sockplay.latency", "HIGHEST_MICROSECONDS"),
                        ("sockplay.latency", "newHistogram"),
-                       ("sockplay.tally", "ConnectionWatch"),
-                       ("sockplay.tally", "Stickiness"),
+                       ("sockplay.stickiness", "ConnectionWatch"),
+                       ("sockplay.stickiness", "Stickiness"),
                        ("sockplay.tally", "Tally"),
                        ("sockplay.tally", "formatTally"),
                        ("sockplay.tally", "identityOf")}

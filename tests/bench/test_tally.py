@@ -17,7 +17,8 @@ from support.bench import Conversations, localPlan
 from sockplay.bench.check import LONGEST_IDENTITY, ReplyError, TallyChecker
 from sockplay.bench.command import Options, makePlans
 from sockplay.bench.stats import Results, formatSummary
-from sockplay.tally import Stickiness, Tally
+from sockplay.stickiness import Stickiness
+from sockplay.tally import Tally
 
 MESSAGE = b"hi"
 
