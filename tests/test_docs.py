@@ -372,13 +372,13 @@ def test_examplesHaveANetworkOfTheirOwn(tmp_path: Path) -> None:
 # Item 18 of issue 9: docs that disagreed with the program.
 
 
-def test_readmeInteractiveServerHasNoIdleTimeout() -> None:
+def test_tourInteractiveServerHasNoIdleTimeout() -> None:
     """
-    The README's interactive line server (a person types into C{nc}) turns
+    The tour's interactive line server (a person types into C{nc}) turns
     the idle timeout off, so a pause of more than 30 s does not cut the
     person off.
     """
-    readme = (REPOSITORY / "README.md").read_text()
+    readme = (REPOSITORY / "docs" / "tour.md").read_text()
     [line] = [line for line in readme.splitlines() if "nc 127.0.0.1 12345, type lines" in line]
     arguments = shlex.split(line, comments=True)
     assert arguments[:3] == ["twistd", "-n", "sockplay"]
