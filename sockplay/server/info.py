@@ -96,35 +96,43 @@ def _sslValue(value: bytes) -> dict[str, Any]:
     except InvalidProxyHeader as e:
         decoded["error"] = str(e)
         return decoded
-    decoded["tlvs"] = [describeTLV(sub, SSL_TLV_NAMES, _TEXT_SSL_TLVS) for sub in subs]
+    decoded["tlvs"] = [_describeSSLSub(sub) for sub in subs]
     return decoded
 
 
-def describeTLV(
-    tlv: TLV,
-    names: dict[int, str] = TLV_NAMES,
-    text: set[int] = _TEXT_TLVS,
-) -> dict[str, Any]:
+def _described(tlv: TLV, name: str | None, value: Any) -> dict[str, Any]:
     """
-    One TLV as C{--info} reports it: its type, its name where the
-    specification gives one, its exact bytes in hex, and its value decoded
-    where its type says how (text, the CRC32C as hex, the SSL TLV's fields
-    and sub-TLVs); C{None} otherwise.
+    A TLV or sub-TLV as C{--info} reports it: its type, its name (C{None}
+    where the specification gives none), its decoded value, and its exact
+    bytes in hex.
     """
-    if tlv.type in text:
+    return {"type": tlv.type, "name": name, "value": value, "hex": tlv.value.hex()}
+
+
+def describeTLV(tlv: TLV) -> dict[str, Any]:
+    """
+    One TLV as C{--info} reports it (L{_described}), its value decoded
+    where its type says how: text, the CRC32C as hex, the SSL TLV's fields
+    and sub-TLVs; C{None} otherwise.
+    """
+    if tlv.type in _TEXT_TLVS:
         value: Any = _text(tlv.value)
-    elif tlv.type == 0x03 and len(tlv.value) == 4 and names is TLV_NAMES:
+    elif tlv.type == 0x03 and len(tlv.value) == 4:
         value = f"0x{tlv.value.hex()}"
-    elif tlv.type == 0x20 and names is TLV_NAMES:
+    elif tlv.type == 0x20:
         value = _sslValue(tlv.value)
     else:
         value = None
-    return {
-        "type": tlv.type,
-        "name": names.get(tlv.type),
-        "value": value,
-        "hex": tlv.value.hex(),
-    }
+    return _described(tlv, TLV_NAMES.get(tlv.type), value)
+
+
+def _describeSSLSub(sub: TLV) -> dict[str, Any]:
+    """
+    A sub-TLV of the SSL TLV, as L{describeTLV} reports a TLV: text for the
+    types that are (version, CN, cipher, algorithms), else C{None}.
+    """
+    value = _text(sub.value) if sub.type in _TEXT_SSL_TLVS else None
+    return _described(sub, SSL_TLV_NAMES.get(sub.type), value)
 
 
 def _address(address: object) -> dict[str, Any] | None:
