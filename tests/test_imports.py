@@ -132,7 +132,9 @@ def test_noCycles() -> None:
     assert findCycle(importGraph()) is None
 
 
-@pytest.mark.parametrize("shared", ["sockplay.framing", "sockplay.cli", "sockplay.latency"])
+@pytest.mark.parametrize(
+    "shared", ["sockplay.framing", "sockplay.cli", "sockplay.latency", "sockplay.tlserrors"]
+)
 def test_sharedModulesImportNothingOfOurs(shared: str) -> None:
     """
     The shared modules stand alone, so that every package may use them.

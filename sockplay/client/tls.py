@@ -30,6 +30,8 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sockplay.tlserrors import openSSLReasons
+
 if TYPE_CHECKING:
     # Public as what trustRootFromCertificates and platformTrust return,
     # but defined (only) in a private module.
@@ -226,16 +228,6 @@ def clientConnectionCreator(
     )
 
 
-def _reasons(error: BaseException | None) -> list[str]:
-    """
-    The reason strings of an C{OpenSSL.SSL.Error}, innermost last.
-    """
-    queue = error.args[0] if error is not None and error.args else []
-    if not isinstance(queue, list):
-        return [str(error)]
-    return [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
-
-
 def _identity(serviceID: object) -> str:
     """
     The name or address that a certificate did not match, quoted.
@@ -326,7 +318,7 @@ def describeTLSFailure(
             "(hostname mismatch; --server-name sets the name to check)"
         )
     if failure.check(SSL.Error):
-        reasons = _reasons(failure.value)
+        reasons = openSSLReasons(failure.value)
         if "certificate verify failed" in reasons:
             if caFile:
                 why = f"not signed by the CA in {caFile}, or expired or not yet valid"

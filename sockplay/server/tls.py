@@ -29,6 +29,8 @@ from twisted.internet.interfaces import IOpenSSLContextFactory, IStreamServerEnd
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sockplay.tlserrors import openSSLReasons
+
 __all__ = [
     "ClientCAError",
     "ServerTLS",
@@ -187,13 +189,8 @@ def describeHandshakeFailure(failure: Failure) -> str:
     Why a TLS connection failed, for its log line: OpenSSL's reasons, and
     what they mean where the operator can act on them.
     """
-    error = failure.value
-    queue = error.args[0] if error is not None and error.args else []
-    if isinstance(queue, list):
-        reasons = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
-    else:
-        reasons = [str(queue)]
-    reasons = [reason for reason in reasons if reason] or ["no reason given"]
+    reasons = [reason for reason in openSSLReasons(failure.value) if reason]
+    reasons = reasons or ["no reason given"]
     text = "TLS handshake failed: " + "; ".join(reasons)
     hints = [_HINTS[reason] for reason in reasons if reason in _HINTS]
     if hints:
