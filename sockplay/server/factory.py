@@ -24,6 +24,7 @@ from sockplay.cli import counted
 from sockplay.framing import Framer, makeFramer
 from sockplay.server.address import describeAddress
 from sockplay.server.faults import FaultyEchoReplyProtocol
+from sockplay.server.faultsettings import Faults
 from sockplay.server.lifecycle import Drain, Sweep
 from sockplay.server.limits import ConnectionLimits
 from sockplay.server.protocol import ConnectionOwner, EchoReplyProtocol
@@ -53,9 +54,9 @@ class EchoReplyFactory(ConnectionOwner):
     connection accounting, the sweep, and the observers of connections.
 
     It builds the plain L{EchoReplyProtocol}, or the fault-injecting
-    L{FaultyEchoReplyProtocol} when the settings ask for a fault; once
-    L{traceWith} is called, their traced (or light) kin from
-    L{sockplay.server.traced}.
+    L{FaultyEchoReplyProtocol} when a fault is asked for or may be (see
+    L{allowFaultChanges}); once L{traceWith} is called, their traced (or
+    light) kin from L{sockplay.server.traced}.
 
     @ivar settings: the L{ServerSettings}.
     @ivar clock: the time source for timers.
@@ -67,6 +68,9 @@ class EchoReplyFactory(ConnectionOwner):
     @ivar openedObservers: called with no argument when a connection is
         made (before admission: each is later reported to C{observers}).
     @ivar random: the source of fault-injection draws (seed it in tests).
+    @ivar faults: the L{Faults} in force, which connections read for each
+        message: the settings' at first; L{setFaults} changes them.
+    @ivar faultObservers: called with the new L{Faults} when they change.
     @ivar sweep: the idle and linger L{Sweep}.
     @ivar limits: the L{ConnectionLimits}, which count the connections in
         C{connections} and C{awaiting}.
@@ -93,9 +97,10 @@ class EchoReplyFactory(ConnectionOwner):
         self.observers: list[Callable[[ConnectionRecord], object]] = []
         self.openedObservers: list[Callable[[], object]] = []
         self.random = random.Random()
-        self._newProtocol: Callable[[], EchoReplyProtocol] = (
-            FaultyEchoReplyProtocol if self.settings.injectsFaults else EchoReplyProtocol
-        )
+        self.faults = self.settings.faults
+        self.faultObservers: list[Callable[[Faults], object]] = []
+        self._faulty = self.faults.active
+        self._newProtocol = self._chooseProtocol()
         self.sweep = Sweep(self.connections, clock, self.settings)
         # Whether the prefix or banner names {listener}, which needs each
         # connection's local address (asked once per connection).
@@ -113,7 +118,37 @@ class EchoReplyFactory(ConnectionOwner):
         C{--trace}): build the traced connection instead of the plain one.
         """
         self.tracer = tracer
-        self._newProtocol = tracedProtocols(tracer, self.settings.injectsFaults)
+        self._newProtocol = self._chooseProtocol()
+
+    def _chooseProtocol(self) -> Callable[[], EchoReplyProtocol]:
+        """
+        The kind of connection to build: fault-injecting or not, traced or
+        not.
+        """
+        if self.tracer is not None:
+            return tracedProtocols(self.tracer, self._faulty)
+        return FaultyEchoReplyProtocol if self._faulty else EchoReplyProtocol
+
+    def allowFaultChanges(self) -> None:
+        """
+        Build every connection from now on as one that reads the faults in
+        force for each message, even while there are none, because they may
+        change while it is open (C{PUT /faults}, C{--scenario}).
+        """
+        self._faulty = True
+        self._newProtocol = self._chooseProtocol()
+
+    def setFaults(self, faults: Faults, why: str) -> None:
+        """
+        Put C{faults} in force: the messages read from now on get them. The
+        change is logged, with C{why} (who asked for it).
+        """
+        self.faults = faults
+        if faults.active and not self._faulty:
+            self.allowFaultChanges()
+        self.log.info("faults now: {faults} ({why})", faults=faults.describe(), why=why)
+        for observer in self.faultObservers:
+            observer(faults)
 
     def buildProtocol(self, addr: IAddress | None) -> EchoReplyProtocol:
         protocol = self._newProtocol()

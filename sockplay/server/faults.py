@@ -4,10 +4,13 @@ C{--reset-rate}.
 
 L{FaultyEchoReplyProtocol} is the server connection with faults added; the
 factory builds it instead of the plain L{EchoReplyProtocol} only when a
-fault is asked for, so that the plain path carries no fault checks. Drops
-and resets are drawn per message by L{FaultyFramer}, which wraps the
-connection's framer: a message that draws a fault ends the framing there,
-as an over-long message would, with an L{InjectedFault} instead of a reply.
+fault is asked for, or may be while the server runs, so that the plain path
+carries no fault checks. It reads the faults in force (the factory's
+L{Faults}) for each message, so that a change applies to the messages read
+after it. Drops and resets are drawn per message by L{FaultyFramer}, which
+wraps the connection's framer: a message that draws a fault ends the
+framing there, as an over-long message would, with an L{InjectedFault}
+instead of a reply.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import struct
 from collections import deque
 from random import Random
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
@@ -23,6 +27,7 @@ from twisted.python.failure import Failure
 
 from sockplay.framing import Framer, Message, MessageError, WrappingFramer
 from sockplay.server._twisted import asStream
+from sockplay.server.faultsettings import Faults
 from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
 
 __all__ = ["FaultyEchoReplyProtocol", "FaultyFramer", "InjectedFault"]
@@ -42,28 +47,34 @@ class InjectedFault(MessageError):
         self.reset = reset
 
 
+class FaultSource(Protocol):
+    """
+    Where a connection reads the faults in force: its factory.
+    """
+
+    faults: Faults
+
+
 class FaultyFramer(WrappingFramer):
     """
     A connection's framer as fault injection sees it: each message that the
-    wrapped framer completes may draw a fault instead of a reply.
+    wrapped framer completes may draw a fault instead of a reply, by the
+    faults in force when it is read.
     """
 
-    def __init__(self, framer: Framer, random: Random, dropRate: float, resetRate: float) -> None:
+    def __init__(self, framer: Framer, random: Random, source: FaultSource) -> None:
         super().__init__(framer)
         self._random = random
-        self._dropRate = dropRate
-        self._resetRate = resetRate
+        self._source = source
 
     def _draw(self) -> InjectedFault | None:
         """
         Draw one message's fate: a fault, or C{None} for a reply.
         """
-        if not (self._dropRate or self._resetRate):
-            return None
-        draw = self._random.random()
-        if draw < self._dropRate:
+        kind = self._source.faults.draw(self._random)
+        if kind == "drop":
             return InjectedFault("dropped", reset=False)
-        if draw < self._dropRate + self._resetRate:
+        if kind == "reset":
             return InjectedFault("reset-injected", reset=True)
         return None
 
@@ -94,27 +105,20 @@ class FaultyFramer(WrappingFramer):
 
 class FaultyEchoReplyProtocol(EchoReplyProtocol):
     """
-    A server connection with faults: each reply waits C{delay} seconds (a
-    timer, never blocking, and never before an earlier reply), and each
-    message may be answered by a close (drop) or a reset instead.
+    A server connection with faults: each reply waits the delay in force
+    when it is written (a timer, never blocking, and never before an
+    earlier reply), and each message may be answered by a close (drop) or a
+    reset instead.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._delay = 0.0
         # Replies waiting for their time, oldest first, with when each is due.
         self._pending: deque[tuple[float, bytes]] = deque()
         self._pendingTimer: IDelayedCall | None = None
 
-    def connectionMade(self) -> None:
-        self._delay = self.factory.settings.delay
-        super().connectionMade()
-
     def _newFramer(self) -> Framer:
-        settings = self.factory.settings
-        return FaultyFramer(
-            super()._newFramer(), self.factory.random, settings.dropRate, settings.resetRate
-        )
+        return FaultyFramer(super()._newFramer(), self.factory.random, self.factory)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         timer, self._pendingTimer = self._pendingTimer, None
@@ -147,11 +151,13 @@ class FaultyEchoReplyProtocol(EchoReplyProtocol):
         """
         Write C{data} after the delay, never before what was queued earlier.
         """
-        if not self._pending and self._delay <= 0:
+        factory = self.factory
+        delay = factory.faults.replyDelay(factory.random)
+        if not self._pending and delay <= 0:
             super()._write(data)
             return
-        clock = self.factory.clock
-        due = clock.seconds() + self._delay
+        clock = factory.clock
+        due = clock.seconds() + delay
         if self._pending:
             due = max(due, self._pending[-1][0])
         self._pending.append((due, data))

@@ -34,6 +34,7 @@ from zope.interface import implementer
 from sockplay.framing import Framer, makeFramer
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.faultsettings import Faults
 from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.proxyheader import TLV, InvalidProxyHeader, ProxyHeader, parseTLVs
@@ -268,9 +269,7 @@ class InfoFactory(ConnectionOwner):
             framing="raw",
             keepOpen=False,
             banner=None,
-            delay=0.0,
-            dropRate=0.0,
-            resetRate=0.0,
+            faults=Faults(),
         )
         self.clock: IReactorTime = server.clock
         self.random = server.random

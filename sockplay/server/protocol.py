@@ -57,6 +57,7 @@ from sockplay.server._twisted import (
     sendNow,
     shutDownWriteNow,
 )
+from sockplay.server.faultsettings import Faults
 from sockplay.server.proxy import acceptedAt, localAddress
 from sockplay.server.sendqueue import unsentBytes
 from sockplay.server.settings import ServerSettings
@@ -551,6 +552,8 @@ class ConnectionOwner(Factory[EchoReplyProtocol]):
     @ivar settings: the L{ServerSettings}.
     @ivar clock: the time source for timers.
     @ivar random: the source of fault-injection draws.
+    @ivar faults: the L{Faults} in force, read for each message by a
+        connection that injects faults.
     @ivar unsentBytes: how many bytes written to a transport its client has
         not yet received, or C{None} where that cannot be told: by default
         L{sockplay.server.sendqueue.unsentBytes}; a test puts a fake here.
@@ -561,6 +564,7 @@ class ConnectionOwner(Factory[EchoReplyProtocol]):
     settings: ServerSettings
     clock: IReactorTime
     random: Random
+    faults: Faults = Faults()
     tracer: Tracer | None = None
     unsentBytes: Callable[[object], int | None] = staticmethod(unsentBytes)
 

@@ -7,12 +7,13 @@ a connection leaves when it closes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import IAddress
 
 from sockplay.framing import DEFAULT_MAX_MESSAGE, FRAMINGS, checkKeepOpen
 from sockplay.server.address import describeAddress, hostOf
+from sockplay.server.faultsettings import Faults
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -66,11 +67,9 @@ class ServerSettings:
         progress towards the client.
     @ivar quiet: no per-connection log events.
     @ivar banner: sent on connect, before anything is read; C{None} for none.
-    @ivar delay: seconds to wait before each reply (a timer, never blocking).
-    @ivar dropRate: probability that a message is answered by closing the
-        connection without a reply.
-    @ivar resetRate: probability that a message is answered by resetting
-        the connection (RST) without a reply.
+    @ivar faults: the faults the server starts with (it may change them
+        while it runs: see L{EchoReplyFactory.setFaults
+        <sockplay.server.factory.EchoReplyFactory.setFaults>}).
     """
 
     framing: str = "raw"
@@ -83,25 +82,13 @@ class ServerSettings:
     lingerTimeout: float = DEFAULT_LINGER
     quiet: bool = False
     banner: bytes | None = None
-    delay: float = 0.0
-    dropRate: float = 0.0
-    resetRate: float = 0.0
+    faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
             raise ValueError(f"unknown framing {self.framing!r}")
         if self.keepOpen:
             checkKeepOpen(self.framing)
-        if not 0 <= self.dropRate + self.resetRate <= 1:
-            raise ValueError("drop and reset rates must be probabilities that add up to 1 at most")
-
-    @property
-    def injectsFaults(self) -> bool:
-        """
-        Whether any fault (a delay, drops or resets) is asked for: the factory
-        then builds the fault-injecting protocol instead of the plain one.
-        """
-        return bool(self.delay or self.dropRate or self.resetRate)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from twisted.python import usage
 from sockplay.cli import DEFAULT_PORT, CommandOptions, number
 from sockplay.framing import DEFAULT_MAX_MESSAGE, checkKeepOpen, framingOption
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.faultsettings import OPTION_OF, Faults, FaultsError
 from sockplay.server.lifecycle import DrainService, ReadyAnnouncer, SecondSignal
 from sockplay.server.listening import ListenerService, isTLS, makeEndpoint, makeUDPService
 from sockplay.server.reactor import chooseReactor, reactorName
@@ -225,8 +226,7 @@ class Options(CommandOptions):
                 checkKeepOpen(self["framing"])
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
-        if self["drop-rate"] + self["reset-rate"] > 1:
-            raise usage.UsageError("--drop-rate and --reset-rate add up to more than 1")
+        self.faults()
         if self["reactor"] is not None and self.parent is not None and _reactorInstalled():
             raise usage.UsageError(
                 "the reactor is chosen twice: give either twistd's --reactor (before "
@@ -321,10 +321,22 @@ class Options(CommandOptions):
             maxPerPeer=self["max-per-peer"],
             quiet=bool(self["quiet"]),
             banner=self["banner"],
-            delay=self["delay"],
-            dropRate=self["drop-rate"],
-            resetRate=self["reset-rate"],
+            faults=self.faults(),
         )
+
+    def faults(self) -> Faults:
+        """
+        The faults these options ask for at startup.
+
+        @raise usage.UsageError: they cannot be put together (rates that
+            add up to more than 1).
+        """
+        try:
+            return Faults(
+                **{key: self[option[2:]] for key, option in OPTION_OF.items() if option[2:] in self}
+            )
+        except FaultsError as e:
+            raise usage.UsageError(e.describe(OPTION_OF)) from None
 
 
 def _trace(

@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.faultsettings import Faults
 from sockplay.server.info import InfoFactory
 from sockplay.server.lifecycle import DrainService, SecondSignal
 from sockplay.server.listening import (
@@ -68,13 +69,16 @@ FIRST_FD = 3
 
 def encodeSettings(settings: ServerSettings) -> dict[str, Any]:
     """
-    C{settings} as JSON-safe values (bytes as base64).
+    C{settings} as JSON-safe values (bytes as base64, the faults as their
+    JSON object).
     """
     out: dict[str, Any] = {}
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         if isinstance(value, bytes):
             value = {"base64": base64.b64encode(value).decode("ascii")}
+        elif isinstance(value, Faults):
+            value = value.toJSON()
         out[field.name] = value
     return out
 
@@ -86,8 +90,9 @@ def decodeSettings(data: dict[str, Any]) -> ServerSettings:
     values: dict[str, Any] = {
         key: base64.b64decode(value["base64"]) if isinstance(value, dict) else value
         for key, value in data.items()
+        if key != "faults"
     }
-    return ServerSettings(**values)
+    return ServerSettings(faults=Faults(**data["faults"]), **values)
 
 
 def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:

@@ -16,7 +16,7 @@ from random import Random
 from typing import Any
 
 import pytest
-from support.fakes import MuteServer, acceptLatest, pumpWithHalfClose, refuseLatest
+from support.fakes import MuteServer, acceptLatest, pumpWithHalfClose, refuseLatest, serverSettings
 from support.servers import CLIENT, HELLO_LINE, LOOPBACK, TWISTD, ServerPool, run
 from twisted.internet import error
 from twisted.internet.defer import Deferred
@@ -59,7 +59,7 @@ def lineServer(reactor: MemoryReactorClock, **settings: Any) -> Protocol:
     """
     The real server's protocol, in line framing, on the test's clock.
     """
-    factory = EchoReplyFactory(ServerSettings("line", **settings), clock=reactor)
+    factory = EchoReplyFactory(serverSettings("line", **settings), clock=reactor)
     return factory.buildProtocol(None)
 
 

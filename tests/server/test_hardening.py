@@ -14,7 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, FakeSendQueue, HalfCloseableTransport
+from support.fakes import (
+    LOOPBACK_HOST,
+    LOOPBACK_PEER,
+    FakeSendQueue,
+    HalfCloseableTransport,
+    serverSettings,
+)
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -35,7 +41,6 @@ from sockplay.server.settings import (
     DEFAULT_LINGER,
     DEFAULT_PREFIX,
     ConnectionRecord,
-    ServerSettings,
 )
 
 P = DEFAULT_PREFIX
@@ -50,7 +55,7 @@ SWEEP = 0.3
 
 
 def makeFactory(clock: Clock | None = None, **settings: Any) -> EchoReplyFactory:
-    return EchoReplyFactory(ServerSettings(**settings), clock=clock or Clock(), hostname="box")
+    return EchoReplyFactory(serverSettings(**settings), clock=clock or Clock(), hostname="box")
 
 
 def open_(

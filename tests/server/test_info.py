@@ -17,7 +17,7 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from OpenSSL import SSL
-from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, HalfCloseableTransport
+from support.fakes import LOOPBACK_HOST, LOOPBACK_PEER, HalfCloseableTransport, serverSettings
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.protocol import Factory, Protocol
@@ -277,7 +277,7 @@ def test_noBannerNoFaultsNoFraming() -> None:
     The server's banner, faults and framing are the echo listeners'
     business: an info connection writes only its JSON, at once.
     """
-    settings = ServerSettings(
+    settings = serverSettings(
         "int32", keepOpen=True, banner=b"HELLO", delay=5.0, dropRate=1.0, resetRate=0.0
     )
     _, factory, _ = info(settings)

@@ -9,7 +9,7 @@ import struct
 from typing import Any
 
 import pytest
-from support.fakes import LOOPBACK_PEER, FakeSendQueue, HalfCloseableTransport
+from support.fakes import LOOPBACK_PEER, FakeSendQueue, HalfCloseableTransport, serverSettings
 from twisted.internet.interfaces import IHalfCloseableDescriptor, INegotiated
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -45,7 +45,7 @@ def connect(
     @param settings: more L{ServerSettings}.
     """
     clock = clock or Clock()
-    factory = EchoReplyFactory(ServerSettings(framing, keepOpen, **settings), clock=clock)
+    factory = EchoReplyFactory(serverSettings(framing, keepOpen, **settings), clock=clock)
     protocol = factory.buildProtocol(LOOPBACK_PEER)
     transport = HalfCloseableTransport()
     protocol.makeConnection(transport)

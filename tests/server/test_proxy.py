@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from support.fakes import HalfCloseableTransport
+from support.fakes import HalfCloseableTransport, serverSettings
 from support.proxyheaders import ESCAPE, MALFORMED_V1
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -35,7 +35,7 @@ from sockplay.server.proxyheader import (
     InvalidProxyHeader,
     ProxyHeader,
 )
-from sockplay.server.settings import ConnectionRecord, ServerSettings
+from sockplay.server.settings import ConnectionRecord
 
 # What a load balancer says it relays: documentation addresses.
 V1_TCP4 = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 12345\r\n"
@@ -377,7 +377,7 @@ def makeFactory(
     records: list[ConnectionRecord] | None = None, clock: Clock | None = None, **settings: Any
 ) -> EchoReplyFactory:
     settings.setdefault("framing", "line")
-    factory = EchoReplyFactory(ServerSettings(**settings), clock=clock or Clock(), hostname="box")
+    factory = EchoReplyFactory(serverSettings(**settings), clock=clock or Clock(), hostname="box")
     if records is not None:
         factory.observers.append(records.append)
     return factory

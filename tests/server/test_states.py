@@ -8,14 +8,15 @@ from __future__ import annotations
 from random import Random
 from typing import Any
 
-from support.fakes import LOOPBACK_PEER, HalfCloseableTransport
+from support.fakes import LOOPBACK_PEER, HalfCloseableTransport, serverSettings
 from twisted.internet import error
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from sockplay.framing import LineFramer, Message
-from sockplay.server import ConnectionState, EchoReplyFactory, EchoReplyProtocol, ServerSettings
+from sockplay.server import ConnectionState, EchoReplyFactory, EchoReplyProtocol
 from sockplay.server.faults import FaultyEchoReplyProtocol, FaultyFramer, InjectedFault
+from sockplay.server.faultsettings import Faults
 
 READING = ConnectionState.READING
 REPLYING = ConnectionState.REPLYING
@@ -31,7 +32,7 @@ def connect(
     """
     clock = Clock()
     factory = EchoReplyFactory(
-        ServerSettings(framing, keepOpen, quiet=True, **settings), clock=clock
+        serverSettings(framing, keepOpen, quiet=True, **settings), clock=clock
     )
     protocol = factory.buildProtocol(LOOPBACK_PEER)
     assert protocol.state is ConnectionState.ADMITTING
@@ -118,6 +119,29 @@ def test_factoryChoosesFaultStrategy() -> None:
         assert type(connect(**fault)[0]) is FaultyEchoReplyProtocol
 
 
+class Source:
+    """
+    Where a L{FaultyFramer} reads the faults in force: a factory's stand-in.
+    """
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+
+
+def test_faultyFramerReadsFaultsInForce() -> None:
+    """
+    Each message is drawn by the faults in force when it is read: a change
+    applies to the next message, not to those before it.
+    """
+    source = Source(Faults())
+    framer = FaultyFramer(LineFramer(), Random(0), source)
+    assert framer.feedReplies(b"a\n", b"> ") == (b"> a\n", 1, None)
+    source.faults = Faults(dropRate=1.0)
+    out, count, failure = framer.feedReplies(b"b\n", b"> ")
+    assert (out, count) == (b"", 0)
+    assert isinstance(failure, InjectedFault)
+
+
 def test_faultyFramerDrawsPerMessage() -> None:
     """
     The fault strategy's framer answers the messages before the first that
@@ -126,7 +150,7 @@ def test_faultyFramerDrawsPerMessage() -> None:
     random = Random(0)
     draws = [random.random() for _ in range(3)]
     dropAt = next(i for i, draw in enumerate(draws) if draw < 0.5)
-    framer = FaultyFramer(LineFramer(), Random(0), dropRate=0.5, resetRate=0.0)
+    framer = FaultyFramer(LineFramer(), Random(0), Source(Faults(dropRate=0.5)))
     out, count, failure = framer.feedReplies(b"a\nb\nc\n", b"> ")
     assert count == dropAt
     assert out == b"".join(b"> " + m + b"\n" for m in [b"a", b"b", b"c"][:dropAt])
@@ -139,7 +163,7 @@ def test_faultyFramerWithoutFaultsIsTheFramer() -> None:
     Drawing nothing (only a delay asked for), it frames as the wrapped
     framer does, the end of input included.
     """
-    framer = FaultyFramer(LineFramer(), Random(0), dropRate=0.0, resetRate=0.0)
+    framer = FaultyFramer(LineFramer(), Random(0), Source(Faults()))
     assert framer.feedReplies(b"a\nb", b"") == (b"a\n", 1, None)
     assert framer.buffered == 1
     assert framer.finish() == Message(b"b", b"")
@@ -149,7 +173,7 @@ def test_faultyFramerFaultAtEndOfInput() -> None:
     """
     The last message, completed by the end of input, draws a fault too.
     """
-    framer = FaultyFramer(LineFramer(), Random(0), dropRate=0.0, resetRate=1.0)
+    framer = FaultyFramer(LineFramer(), Random(0), Source(Faults(resetRate=1.0)))
     framer.feedReplies(b"tail", b"")
     try:
         framer.finish()

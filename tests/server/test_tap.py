@@ -102,7 +102,7 @@ def test_allOptions() -> None:
     }
     settings = config.settings()
     assert (settings.idleTimeout, settings.maxConnections, settings.maxPerPeer) == (2.5, 7, 3)
-    assert (settings.quiet, settings.banner, settings.delay) == (True, b"hi {peer}", 0.25)
+    assert (settings.quiet, settings.banner, settings.faults.delay) == (True, b"hi {peer}", 0.25)
 
 
 def test_prefixBytesKept() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.fakes import LOOPBACK_PEER, HalfCloseableTransport
+from support.fakes import LOOPBACK_PEER, HalfCloseableTransport, serverSettings
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -70,7 +70,7 @@ class Traced:
         self.clock = Clock()
         self.clock.advance(START)
         self.factory = EchoReplyFactory(
-            ServerSettings(framing, keepOpen, quiet=True, **settings), clock=self.clock
+            serverSettings(framing, keepOpen, quiet=True, **settings), clock=self.clock
         )
         self.tracer = Tracer(self.clock, logEvents=logEvents)
         self.factory.traceWith(self.tracer)
@@ -640,7 +640,7 @@ def test_factoryBuildsPlainProtocolUnlessTraced(
     Without a tracer, the factory builds exactly the plain (or faulty)
     class, with no trace in it; C{traceWith} switches to the traced one.
     """
-    factory = EchoReplyFactory(ServerSettings(quiet=True, **faults), clock=Clock())
+    factory = EchoReplyFactory(serverSettings(quiet=True, **faults), clock=Clock())
     assert factory.tracer is None
     assert type(factory.buildProtocol(LOOPBACK_PEER)) is plain
     assert not hasattr(factory.buildProtocol(LOOPBACK_PEER), "trace")

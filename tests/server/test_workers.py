@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from support.fakes import serverSettings
 from support.servers import TWISTD, ServerPool, connect, readToEOF, run, serverCommands
 from twisted.internet import tcp, unix
 from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
@@ -50,8 +51,9 @@ def test_settingsRoundTrip() -> None:
     """
     Settings reach the workers unchanged, bytes included.
     """
-    settings = ServerSettings(
-        "line", True, prefix=b"\xff{pid} ", banner=b"hi\x00", delay=0.5, maxPerPeer=3
+    settings = serverSettings(
+        "line", True, prefix=b"\xff{pid} ", banner=b"hi\x00", delay=0.5, maxPerPeer=3,
+        jitter=0.25, throttle=1000,
     )
     assert decodeSettings(encodeSettings(settings)) == settings
 

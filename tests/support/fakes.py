@@ -4,6 +4,8 @@ Test doubles shared by the unit tests.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableDescriptor
@@ -13,6 +15,9 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.test.iosim import FakeTransport, IOPump
 from zope.interface import implementer
+
+from sockplay.server.faultsettings import FAULT_KEYS, Faults
+from sockplay.server.settings import ServerSettings
 
 LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 LOOPBACK_HOST = IPv4Address("TCP", "127.0.0.1", 12345)
@@ -140,3 +145,12 @@ class FakeSendQueue:
     def __call__(self, transport: object) -> int | None:
         self.looks += 1
         return self.unsent.get(transport)
+
+
+def serverSettings(*args: Any, **values: Any) -> ServerSettings:
+    """
+    L{ServerSettings} as a test names them: fault keys (C{delay=0.5},
+    C{dropRate=1}) go into its L{Faults}, the rest to the settings.
+    """
+    faults = {key: values.pop(key) for key in FAULT_KEYS if key in values}
+    return ServerSettings(*args, faults=Faults(**faults), **values)

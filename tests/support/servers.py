@@ -445,3 +445,4 @@ def muteHandler(connection: socket.socket, server: BlockingServer) -> None:
     except ConnectionResetError:
         # The client aborts when it gives up waiting.
         pass
+
