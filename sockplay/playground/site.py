@@ -9,7 +9,8 @@ panel.
     kept, as JSON.
   - C{POST /api/send}: the send panel (L{SendPanel}), a small JSON body.
 
-Every request must name the page's own origin: its C{Host} must be the
+Every request must name the page's own origin
+(L{sockplay.server.website.allowedOrigin}): its C{Host} must be the
 address the request came in on (or C{localhost} on a loopback address),
 with the same port, and its C{Origin}, if any, that same host. A page on
 another site cannot read the stream or send through the panel, even
@@ -21,13 +22,10 @@ shows only as text, could not run even if they were taken for markup.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from importlib import resources
 from typing import Any, cast
-from urllib.parse import urlsplit
 
-from twisted.internet.abstract import isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -41,13 +39,18 @@ from sockplay.playground.stream import EventStream
 from sockplay.server.listening import ListenerService, describeListener, isTLS
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.tracer import Tracer
-from sockplay.server.website import LimitedFactory, SmallBodyChannel, boundedSite
+from sockplay.server.website import (
+    LimitedFactory,
+    SmallBodyChannel,
+    allowedOrigin,
+    boundedSite,
+    hostPort,
+)
 
 __all__ = [
     "MAX_STREAMS",
     "Playground",
     "PlaygroundService",
-    "allowedOrigin",
     "makePlaygroundSite",
     "targetOf",
 ]
@@ -70,9 +73,6 @@ _TYPES = {
     "svg": b"image/svg+xml",
 }
 
-_LOOPBACK_NAMES = ("localhost",)
-
-
 def _staticFiles() -> dict[str, tuple[bytes, bytes]]:
     """
     The page's files, read once from the package: each name with its
@@ -86,61 +86,12 @@ def _staticFiles() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-def _isLoopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _reachable(host: str) -> str:
     """
     The loopback address to reach a listener on every address (C{0.0.0.0},
     C{::}) by; any other address as it is.
     """
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-
-
-def allowedOrigin(request: Request) -> str | None:
-    """
-    Why C{request} does not come from the page's own origin, or C{None} if
-    it does (see the module's description).
-    """
-    local = request.getHost()
-    localHost = getattr(local, "host", None)
-    localPort = getattr(local, "port", None)
-    hostHeader = request.getHeader(b"host")
-    if hostHeader is None:
-        return "the request has no Host header"
-    host = hostHeader.decode("latin-1").lower()
-    parts = urlsplit("//" + host)
-    try:
-        port = parts.port
-    except ValueError:
-        return "the Host header is not a host and port"
-    name = parts.hostname or ""
-    scheme = "https" if request.isSecure() else "http"
-    if port is None:
-        port = 443 if scheme == "https" else 80
-    if isinstance(localHost, str) and isIPv6Address(localHost):
-        localHost = localHost.lower()
-    sameAddress = name == localHost or (
-        name in _LOOPBACK_NAMES and isinstance(localHost, str) and _isLoopback(localHost)
-    )
-    if not sameAddress or port != localPort:
-        return (
-            f"Host {host!r} is not this playground's address: open it by its address, "
-            f"such as http://{_hostPort(localHost, localPort)}/"
-        )
-    origin = request.getHeader(b"origin")
-    if origin is not None and origin.decode("latin-1").lower() != f"{scheme}://{host}":
-        return "cross-origin requests are refused"
-    return None
-
-
-def _hostPort(host: object, port: object) -> str:
-    text = str(host)
-    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
 
 class Playground(Resource):
@@ -299,7 +250,7 @@ class PlaygroundService(ListenerService):
             scheme = "https" if isTLS(self.endpoint) else "http"
             self.log.info(
                 "Playground: open {url} in a browser",
-                url=f"{scheme}://{_hostPort(host, getattr(address, 'port', ''))}/",
+                url=f"{scheme}://{hostPort(host, getattr(address, 'port', ''))}/",
             )
 
     def stopService(self) -> Deferred[None] | None:

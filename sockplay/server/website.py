@@ -18,9 +18,12 @@ two together.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, cast
+from urllib.parse import urlsplit
 
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorCore, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -36,7 +39,9 @@ __all__ = [
     "QuietSite",
     "ReadOnlyChannel",
     "SmallBodyChannel",
+    "allowedOrigin",
     "boundedSite",
+    "hostPort",
 ]
 
 _TEXT = "text/plain; charset=utf-8"
@@ -333,3 +338,63 @@ def boundedSite(
     site.protocol = channel
     site.displayTracebacks = False
     return LimitedFactory(site, limit, name)
+
+
+# Names a browser may give a loopback address by.
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def _isLoopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hostPort(host: object, port: object) -> str:
+    """
+    A host and port as a URL writes them: an IPv6 address in brackets.
+    """
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def allowedOrigin(request: Request) -> str | None:
+    """
+    Why C{request} does not come from the site's own origin, or C{None} if
+    it does: its C{Host} must be the address the request came in on (or
+    C{localhost} on a loopback address), with the same port, and its
+    C{Origin}, if any, that same host. So a page on another site cannot
+    use the site, even through a DNS name rebound to this address (the
+    playground, C{/faults}).
+    """
+    local = request.getHost()
+    localHost = getattr(local, "host", None)
+    localPort = getattr(local, "port", None)
+    hostHeader = request.getHeader(b"host")
+    if hostHeader is None:
+        return "the request has no Host header"
+    host = hostHeader.decode("latin-1").lower()
+    parts = urlsplit("//" + host)
+    try:
+        port = parts.port
+    except ValueError:
+        return "the Host header is not a host and port"
+    name = parts.hostname or ""
+    scheme = "https" if request.isSecure() else "http"
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    if isinstance(localHost, str) and isIPv6Address(localHost):
+        localHost = localHost.lower()
+    sameAddress = name == localHost or (
+        name in _LOOPBACK_NAMES and isinstance(localHost, str) and _isLoopback(localHost)
+    )
+    if not sameAddress or port != localPort:
+        return (
+            f"Host {host!r} is not this playground's address: open it by its address, "
+            f"such as http://{hostPort(localHost, localPort)}/"
+        )
+    origin = request.getHeader(b"origin")
+    if origin is not None and origin.decode("latin-1").lower() != f"{scheme}://{host}":
+        return "cross-origin requests are refused"
+    return None
