@@ -8,6 +8,8 @@ panel.
   - C{GET /api/connections/<id>}: one connection's summary and every event
     kept, as JSON.
   - C{POST /api/send}: the send panel (L{SendPanel}), a small JSON body.
+  - C{GET} and C{PUT /faults}: the faults in force
+    (L{sockplay.server.faultcontrol.FaultsPage}).
 
 Every request must name the page's own origin
 (L{sockplay.server.website.allowedOrigin}): its C{Host} must be the
@@ -36,6 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from sockplay.playground.panel import MAX_IN_FLIGHT, BadSend, SendPanel, Target
 from sockplay.playground.stream import EventStream
+from sockplay.server.faultcontrol import FaultsPage
 from sockplay.server.listening import ListenerService, describeListener, isTLS
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.tracer import Tracer
@@ -102,14 +105,22 @@ class Playground(Resource):
     @ivar tracer: where the events come from.
     @ivar panel: the send panel.
     @ivar streams: the live streams open now.
+    @ivar faults: C{/faults}, or C{None}.
     """
 
     isLeaf = True
 
-    def __init__(self, tracer: Tracer, panel: SendPanel, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        panel: SendPanel,
+        clock: IReactorTime,
+        faults: FaultsPage | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.tracer = tracer
         self.panel = panel
+        self.faults = faults
         self.streams: set[EventStream] = set()
         self._clock = clock
         self._files = _staticFiles()
@@ -127,6 +138,8 @@ class Playground(Resource):
             return self._file(request, "index.html")
         if path[0] == "static" and len(path) == 2:
             return self._file(request, path[1])
+        if path == ["faults"] and self.faults is not None:
+            return self.faults.answer(request)
         if path[0] == "api":
             request.setHeader(b"cache-control", b"no-store")
             if path[1:] == ["events"] and method in (b"GET", b"HEAD"):
@@ -213,15 +226,15 @@ def _error(request: Request, status: int, why: str) -> bytes:
 
 
 def makePlaygroundSite(
-    tracer: Tracer, panel: SendPanel, reactor: IReactorCore
+    tracer: Tracer, panel: SendPanel, reactor: IReactorCore, faults: FaultsPage | None = None
 ) -> LimitedFactory:
     """
     The factory of the playground's site (L{Playground}), bounded as every
     sockplay site is (L{boundedSite}), taking the send panel's small
-    C{POST}s (L{SmallBodyChannel}).
+    C{POST}s and C{/faults}' C{PUT}s (L{SmallBodyChannel}).
     """
     return boundedSite(
-        Playground(tracer, panel, cast(IReactorTime, reactor)),
+        Playground(tracer, panel, cast(IReactorTime, reactor), faults),
         reactor,
         "the playground",
         channel=SmallBodyChannel,
@@ -235,10 +248,15 @@ class PlaygroundService(ListenerService):
     """
 
     def __init__(
-        self, description: str, tracer: Tracer, panel: SendPanel, reactor: IReactorCore
+        self,
+        description: str,
+        tracer: Tracer,
+        panel: SendPanel,
+        reactor: IReactorCore,
+        faults: FaultsPage | None = None,
     ) -> None:
         endpoint = serverFromString(reactor, description)
-        site = makePlaygroundSite(tracer, panel, reactor)
+        site = makePlaygroundSite(tracer, panel, reactor, faults)
         super().__init__(description, endpoint, site, reactor, purpose="the playground")
         self.panel = panel
 

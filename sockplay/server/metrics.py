@@ -38,7 +38,13 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 
 from sockplay.server.listening import ListenerService
-from sockplay.server.website import MAX_SITE_CONNECTIONS, LimitedFactory, boundedSite
+from sockplay.server.website import (
+    MAX_SITE_CONNECTIONS,
+    LimitedFactory,
+    ReadOnlyChannel,
+    SmallPutChannel,
+    boundedSite,
+)
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -209,37 +215,54 @@ class _HealthPage(_Page):
         return b"ok"
 
 
-def makeMetricsResource(metrics: Metrics) -> Resource:
+def makeMetricsResource(metrics: Metrics, faults: IResource | None = None) -> Resource:
     """
-    The root of the metrics web site: C{/metrics} and C{/healthz}, and 404
-    for any other path (C{/} included).
+    The root of the metrics web site: C{/metrics} and C{/healthz}, with
+    C{faults} at C{/faults} if given, and 404 for any other path (C{/}
+    included).
     """
     root = _Page()  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", _MetricsPage(metrics))
     root.putChild(b"healthz", _HealthPage(metrics))
+    if faults is not None:
+        root.putChild(b"faults", faults)
     return root
 
 
 def makeMetricsSite(
-    metrics: Metrics, reactor: IReactorCore, limit: int = MAX_SITE_CONNECTIONS
+    metrics: Metrics,
+    reactor: IReactorCore,
+    limit: int = MAX_SITE_CONNECTIONS,
+    faults: IResource | None = None,
 ) -> LimitedFactory:
     """
     The factory of the metrics web site: C{/metrics} and C{/healthz}
-    (L{makeMetricsResource}), read-only and bounded, with at most C{limit}
-    connections at once (L{sockplay.server.website.boundedSite}).
+    (L{makeMetricsResource}), bounded, with at most C{limit} connections at
+    once (L{sockplay.server.website.boundedSite}). It is read-only, but for
+    the small C{PUT}s of C{/faults} when C{faults} is given.
 
     @param reactor: the reactor whose clock times the connections out.
     """
-    return boundedSite(makeMetricsResource(metrics), reactor, "the metrics site", limit)
+    return boundedSite(
+        makeMetricsResource(metrics, faults),
+        reactor,
+        "the metrics site",
+        limit,
+        ReadOnlyChannel if faults is None else SmallPutChannel,
+    )
 
 
 def makeMetricsService(
-    description: str, metrics: Metrics, reactor: IReactorCore | None = None
+    description: str,
+    metrics: Metrics,
+    reactor: IReactorCore | None = None,
+    faults: IResource | None = None,
 ) -> ListenerService:
     """
-    A service that serves C{metrics} over HTTP (C{/metrics}, C{/healthz})
-    on the Twisted server endpoint C{description}, such as
-    C{tcp:9100:interface=127.0.0.1}, with the bounds of L{makeMetricsSite}.
+    A service that serves C{metrics} over HTTP (C{/metrics}, C{/healthz},
+    and C{faults} at C{/faults} if given) on the Twisted server endpoint
+    C{description}, such as C{tcp:9100:interface=127.0.0.1}, with the
+    bounds of L{makeMetricsSite}.
 
     @param reactor: the reactor to listen with; the global one by default.
     @raise ValueError: if C{description} is not an endpoint string.
@@ -250,5 +273,9 @@ def makeMetricsService(
         reactor = cast(IReactorCore, globalReactor)
     endpoint = serverFromString(reactor, description)
     return ListenerService(
-        description, endpoint, makeMetricsSite(metrics, reactor), reactor, purpose="metrics"
+        description,
+        endpoint,
+        makeMetricsSite(metrics, reactor, faults=faults),
+        reactor,
+        purpose="metrics",
     )

@@ -15,12 +15,13 @@ from typing import Any, TypeVar, cast
 from cryptography import x509
 from twisted.application.service import IService, MultiService
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import IReactorCore, IReactorTime, IStreamServerEndpoint
 from twisted.python import usage
 
 from sockplay.cli import DEFAULT_PORT, CommandOptions, number
 from sockplay.framing import DEFAULT_MAX_MESSAGE, checkKeepOpen, framingOption
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.faultcontrol import FaultsPage, Scenario, ScenarioError, ScenarioService
 from sockplay.server.faultsettings import OPTION_OF, Faults, FaultsError
 from sockplay.server.lifecycle import DrainService, ReadyAnnouncer, SecondSignal
 from sockplay.server.listening import ListenerService, isTLS, makeEndpoint, makeUDPService
@@ -136,6 +137,9 @@ class Options(CommandOptions):
          "without a reply.", number("--drop-rate", float, 0.0, 1.0)],
         ["reset-rate", None, 0.0, "Probability (0-1) that a message is answered by a reset "
          "(RST) without a reply.", number("--reset-rate", float, 0.0, 1.0)],
+        ["scenario", None, None, "A JSON file of timed stages of faults, such as "
+         '{"stages": [{"at": 0, "delay": 0}, {"at": 10, "dropRate": 0.2}]}: each stage '
+         "changes the faults (as PUT /faults does) at its second after startup."],
         ["reactor", None, None, "The Twisted reactor to run on, by the names twistd "
          "--help-reactors lists ('epoll' for Twisted's own). [default: sockplay, "
          "Twisted's epoll reactor with less work per event, where the platform has epoll]",
@@ -149,6 +153,7 @@ class Options(CommandOptions):
         self["udp"] = []
         # The --tls-client-ca certificates, once read.
         self.clientCAs: list[x509.Certificate] = []
+        self.scenario: Scenario | None = None
 
     @_helpText
     def opt_udp(self, port: str) -> None:
@@ -226,7 +231,12 @@ class Options(CommandOptions):
                 checkKeepOpen(self["framing"])
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
-        self.faults()
+        faults = self.faults()
+        if self["scenario"] is not None:
+            try:
+                self.scenario = Scenario.load(self["scenario"], faults)
+            except ScenarioError as e:
+                raise usage.UsageError(f"bad --scenario {self['scenario']!r}: {e}") from None
         if self["reactor"] is not None and self.parent is not None and _reactorInstalled():
             raise usage.UsageError(
                 "the reactor is chosen twice: give either twistd's --reactor (before "
@@ -345,11 +355,12 @@ def _trace(
     drain: DrainService,
     listeners: list[ListenerService],
     reactor: IReactorCore,
+    faultsPage: FaultsPage | None,
 ) -> None:
     """
     Trace every connection of C{factory} (C{--trace} logs each event), and
     with C{--web}, serve the playground through the drain, as the metrics
-    site is.
+    site is, with C{faultsPage} at C{/faults}.
     """
     # Imported only when asked for, as the metrics are: twisted.web.
     from sockplay.playground.panel import SendPanel
@@ -370,7 +381,9 @@ def _trace(
             tracer,
             lambda: [t for t in (targetOf(listener) for listener in listeners) if t is not None],
         )
-        drain.lingering.append(PlaygroundService(config["web"], tracer, panel, reactor))
+        drain.lingering.append(
+            PlaygroundService(config["web"], tracer, panel, reactor, faultsPage)
+        )
 
 
 def _reactorInstalled() -> bool:
@@ -413,6 +426,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
             info=[
                 (description, makeEndpoint(reactor, description)) for description in config["info"]
             ],
+            scenario=config.scenario,
         )
         pool.setServiceParent(parent)  # type: ignore[no-untyped-call]
         announcer = ReadyAnnouncer(reactor, pool.ready)
@@ -422,6 +436,14 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
     # stopped accepting by the time the drain begins.
     drain = DrainService(factory, config["drain-timeout"], signals)
     drain.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    faultsPage = None
+    if config["metrics"] or config["web"] or config.scenario is not None:
+        # The faults may change while connections are open.
+        factory.allowFaultChanges()
+        faultsPage = FaultsPage(factory)
+    if config.scenario is not None:
+        scenario = ScenarioService(config.scenario, factory, cast(IReactorTime, reactor))
+        scenario.setServiceParent(parent)  # type: ignore[no-untyped-call]
     if config["metrics"]:
         # Imported only when asked for: twisted.web and prometheus_client
         # add a tenth of a second to every server's start-up.
@@ -432,7 +454,9 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         factory.observers.append(metrics.connectionClosed)
         drain.onDrain.append(lambda: setattr(metrics, "draining", True))
         # Serves through the drain (/healthz says 503), stops after it.
-        drain.lingering.append(makeMetricsService(config["metrics"], metrics, reactor))
+        drain.lingering.append(
+            makeMetricsService(config["metrics"], metrics, reactor, faultsPage)
+        )
     echoListeners: list[ListenerService] = []
     for description in config["listen"]:
         endpoint = makeEndpoint(reactor, description, config.clientCAs)
@@ -448,7 +472,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
             service = ListenerService(description, endpoint, info, reactor, "connection info")
             service.setServiceParent(parent)  # type: ignore[no-untyped-call]
     if config["web"] or config["trace"]:
-        _trace(config, factory, drain, echoListeners, reactor)
+        _trace(config, factory, drain, echoListeners, reactor, faultsPage)
     if config["udp"]:
         prefix = renderProcessTemplate(factory.settings.prefix, factory.hostname)
         for port in config["udp"]:

@@ -9,8 +9,11 @@ a body, so L{ReadOnlyChannel} refuses what it cannot use before reading
 it: a method other than C{GET} or C{HEAD}, or any request body, is answered
 at once (405, 413) and the connection closed, its body never read nor
 stored; headers are bounded in size, count and time. L{SmallBodyChannel}
-is the same for a site that takes small C{POST}s (the playground's send
-panel): a body over its limit is refused unread. L{LimitedFactory}
+is the same for a site that takes small C{POST}s and C{PUT}s (the
+playground's send panel and C{/faults}), and L{SmallPutChannel} for one
+that takes small C{PUT}s (the metrics site's C{/faults}): a body over its
+limit is refused unread. L{allowedOrigin} is the check of a site that
+takes changes, that a request comes from its own origin. L{LimitedFactory}
 holds at most L{MAX_SITE_CONNECTIONS} connections, so that the site cannot
 take the file descriptors the echo listeners need. L{boundedSite} puts the
 two together.
@@ -39,6 +42,7 @@ __all__ = [
     "QuietSite",
     "ReadOnlyChannel",
     "SmallBodyChannel",
+    "SmallPutChannel",
     "allowedOrigin",
     "boundedSite",
     "hostPort",
@@ -240,14 +244,25 @@ def _response(status: int, phrase: bytes, why: str, headers: list[bytes]) -> byt
 
 class SmallBodyChannel(ReadOnlyChannel):
     """
-    A L{ReadOnlyChannel} that also takes C{POST} requests with a small body
-    (at most L{maxBody} bytes, with a C{Content-Length}): the playground's
-    send panel. A larger body is answered 413 before it is read, and the
+    A L{ReadOnlyChannel} that also takes C{POST} and C{PUT} requests with a
+    small body (at most L{maxBody} bytes, with a C{Content-Length}): the
+    playground's send panel and C{/faults}. A larger body is answered 413 before it is read, and the
     whole request, body included, is due within L{headersTimeout}.
     """
 
-    methods = (b"GET", b"HEAD", b"POST")
+    methods = (b"GET", b"HEAD", b"POST", b"PUT")
     maxBody = 16384
+
+
+class SmallPutChannel(ReadOnlyChannel):
+    """
+    A L{ReadOnlyChannel} that also takes C{PUT} requests with a small body
+    (at most L{maxBody} bytes, with a C{Content-Length}): the metrics site
+    with C{/faults}. A larger body is answered 413 before it is read.
+    """
+
+    methods = (b"GET", b"HEAD", b"PUT")
+    maxBody = 4096
 
 
 class _Busy(Protocol):
@@ -332,7 +347,8 @@ def boundedSite(
     @param name: what the site is, for the 503 of a connection over the
         limit: C{"the metrics site"}.
     @param channel: the HTTP channel: L{ReadOnlyChannel}, or
-        L{SmallBodyChannel} for a site that takes small C{POST}s.
+        L{SmallBodyChannel} for a site that takes small C{POST}s, or
+        L{SmallPutChannel}.
     """
     site = QuietSite(resource, reactor=cast(Any, reactor))  # type: ignore[no-untyped-call]
     site.protocol = channel

@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.faultcontrol import Scenario, ScenarioService
 from sockplay.server.faultsettings import Faults
 from sockplay.server.info import InfoFactory
 from sockplay.server.lifecycle import DrainService, SecondSignal
@@ -117,6 +118,13 @@ def _runWorker(reactor: IReactorCore, spec: dict[str, Any]) -> Deferred[None]:
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
     drain = DrainService(factory, spec["drainTimeout"], signals)
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if spec.get("scenario") is not None:
+        factory.allowFaultChanges()
+        # Each stage names every fault, so the base is not used.
+        scenario = Scenario.fromJSON(spec["scenario"], Faults())
+        ScenarioService(
+            scenario, factory, cast(IReactorTime, reactor), spec["startedAt"]
+        ).setServiceParent(service)  # type: ignore[no-untyped-call]
     for entry in spec["sockets"]:
         if entry["datagram"]:
             prefix = renderProcessTemplate(settings.prefix, factory.hostname)

@@ -61,6 +61,7 @@ from sockplay.cli import counted
 from sockplay.server._twisted import forgetExitSignal
 from sockplay.server.address import describeAddress
 from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.faultcontrol import Scenario
 from sockplay.server.lifecycle import Stoppable
 from sockplay.server.listening import (
     ListenerService,
@@ -199,11 +200,15 @@ class WorkerPoolService(Service):
         signals: Stoppable | None = None,
         reusePort: bool | None = None,
         info: Sequence[tuple[str, Any]] = (),
+        scenario: Scenario | None = None,
     ) -> None:
         """
         @param listeners: each stream listener's description and endpoint.
         @param datagrams: each UDP listener's port and interface.
         @param info: each C{--info} listener's description and endpoint.
+        @param scenario: the C{--scenario} every worker runs, timed from
+            when this service starts (so a restarted worker joins it at the
+            stage due, rather than starting it over).
         @param signals: catches a second stop signal, to pass it on.
         @param reusePort: whether to give each worker a socket of its own on
             a TCP listener; by default, where the platform spreads
@@ -215,6 +220,8 @@ class WorkerPoolService(Service):
         self.datagrams = list(datagrams)
         self.info = list(info)
         self.settings = settings
+        self.scenario = scenario
+        self._startedAt = 0.0
         self.drainTimeout = drainTimeout
         self._reactor = reactor
         self.reusePort = canSpreadConnections() if reusePort is None else reusePort
@@ -236,6 +243,7 @@ class WorkerPoolService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self._startedAt = self._reactor.seconds()  # type: ignore[attr-defined]
         for listener in self.listening:
             self.log.info(
                 "Serving connection info on {address} ({description}) with {count} workers"
@@ -280,6 +288,9 @@ class WorkerPoolService(Service):
                     for n, listener in enumerate(self.listening)
                 ],
                 "statusFD": FIRST_FD + len(self.listening),
+                "scenario": None if self.scenario is None else self.scenario.toJSON(),
+                # The reactors' clocks are the system's: the same in every worker.
+                "startedAt": self._startedAt,
             }
         )
 
