@@ -173,11 +173,21 @@ class Metrics:
 
 class _Page(Resource):
     """
-    A page whose sub-paths do not exist.
+    A read-only page whose sub-paths do not exist.
     """
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
         return notFound()
+
+    def render(self, request: IRequest) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            # Twisted says 501 for a method it does not know (PUT, which
+            # the site takes for /faults), where 405 is the answer.
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", _TEXT)
+            return b"this page only answers GET and HEAD\n"
+        return cast(bytes, super().render(request))  # type: ignore[no-untyped-call]
 
 
 class _MetricsPage(_Page):

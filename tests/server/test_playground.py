@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from support.http import Response, request
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
@@ -204,44 +205,6 @@ class Site:
         protocol, transport = self.connect()
         protocol.dataReceived(request(method, path, *headers))
         return Response(transport.value())
-
-
-def request(method: bytes, path: bytes, *headers: bytes, host: bytes = ORIGIN) -> bytes:
-    lines = [method + b" " + path + b" HTTP/1.1", b"Host: " + host, *headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-class Response:
-    """
-    A response as the site wrote it: status, headers and body.
-    """
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        self.status = int(lines[0].split(b" ")[1]) if lines[0] else 0
-        self.headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            self.headers[name.strip().lower()] = value.strip()
-        if self.headers.get(b"transfer-encoding") == b"chunked":
-            self.body = _unchunk(self.body)
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _unchunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size, _, rest = data.partition(b"\r\n")
-        length = int(size, 16)
-        if not length:
-            break
-        out += rest[:length]
-        data = rest[length + 2:]
-    return out
 
 
 @pytest.fixture
