@@ -41,7 +41,7 @@ from sockplay.playground.stream import EventStream
 from sockplay.server.listening import ListenerService, describeListener, isTLS
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.tracer import Tracer
-from sockplay.server.website import LimitedFactory, SmallBodyChannel, boundedSite
+from sockplay.website import LimitedFactory, SmallBodyChannel, boundedSite
 
 __all__ = [
     "MAX_STREAMS",
