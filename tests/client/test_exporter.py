@@ -36,6 +36,7 @@ from sockplay.client.options import Options
 from sockplay.client.requests import ProbeResult
 from sockplay.server import EchoReplyFactory, ServerSettings
 from sockplay.tally import IDENTITY_KEPT, MAX_IDENTITIES
+from sockplay.website import LimitedFactory, ReadOnlyChannel
 
 CONNECT = "tcp:host=127.0.0.1:port=12345"
 REFUSED = ProbeResult(2, error="connection refused by x", outcome="refused")
@@ -283,7 +284,8 @@ def test_listensOnTheEndpoint() -> None:
     assert isinstance(port, _FakePort)
     [(number, factory, _, interface)] = reactor.tcpServers
     assert (number, interface) == (9465, "127.0.0.1")
-    assert factory.name == "the metrics site"
+    assert isinstance(factory, LimitedFactory) and factory.name == "the metrics site"
+    assert factory.wrappedFactory.protocol is ReadOnlyChannel
 
 
 def runExporter(
