@@ -3,7 +3,8 @@ The direction of imports inside sockplay, walked with L{ast} so that an
 import hidden inside a function counts as much as one at the top:
 
   - no cycles between sockplay's modules;
-  - C{framing}, C{cli} and C{latency} import nothing of sockplay's own,
+  - C{framing}, C{cli}, C{latency} and C{website} import nothing of
+    sockplay's own,
     and C{tally} only C{latency};
   - C{server}, C{client} and C{bench} never import each other; the
     C{playground}, which drives the client against its own server, may
@@ -133,7 +134,14 @@ def test_noCycles() -> None:
 
 
 @pytest.mark.parametrize(
-    "shared", ["sockplay.framing", "sockplay.cli", "sockplay.latency", "sockplay.tlserrors"]
+    "shared",
+    [
+        "sockplay.framing",
+        "sockplay.cli",
+        "sockplay.latency",
+        "sockplay.tlserrors",
+        "sockplay.website",
+    ],
 )
 def test_sharedModulesImportNothingOfOurs(shared: str) -> None:
     """
@@ -229,7 +237,7 @@ def test_connectionModulesDoNotImportAssembly(module: str) -> None:
         "sockplay.server.workers",
         "sockplay.server.worker",
         "sockplay.server.metrics",
-        "sockplay.server.website",
+        "sockplay.website",
         "sockplay.playground",
     }
     assert importGraph()[module] & assembly == set()

@@ -12,7 +12,8 @@ server (one C{recv(1024)}, a reply, a close).
 With C{--tls} it speaks TLS and verifies the server's certificate. With
 C{--count} it is a probe: it sends several messages, prints each reply with
 its round-trip time, and ends with ping-style statistics, also when SIGINT
-or SIGTERM stops it. With C{--retries} it tries again, on a new connection,
+or SIGTERM stops it; with C{--metrics} too, it serves them to Prometheus
+(C{--count 0}: a probe exporter). With C{--retries} it tries again, on a new connection,
 after a failure that may pass (a refused or reset connection, no reply, a
 timeout).
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from random import Random
 from typing import Any, NoReturn
 
@@ -44,10 +45,10 @@ from sockplay.client.output import (
     formatRetry,
     formatSummary,
     probeReport,
-    tallyReport,
 )
 from sockplay.client.requests import ProbeResult, probe, request
 from sockplay.client.retry import Retry
+from sockplay.client.summary import ProbeSummary
 from sockplay.client.verdict import FAILED, problem
 from sockplay.tally import formatTally
 
@@ -99,36 +100,68 @@ async def _probeMain(
     The command with C{--count}: a line per probe as it ends (unless
     C{--json}), then the statistics (and with C{--tally}, which backend
     answered), also when stopped by a signal; exit 1 if any probe was lost.
+    With C{--metrics}, the probes are also served as Prometheus metrics
+    while they run.
+
+    Only C{--json} keeps every probe, to print them at the end; otherwise
+    the statistics are kept as running sums (L{ProbeSummary}), so that
+    C{--count 0} runs in bounded memory.
     """
+    tallied = config["message"] if config["tally"] else None
+    summary = ProbeSummary(tallied, bool(config["keep-open"]))
+    results: list[ProbeResult] = []
+    observers: list[Callable[[ProbeResult], object]] = [summary.add]
+    if config["json"]:
+        observers.append(results.append)
+    else:
+        observers.append(lambda result: print(formatProbe(result), flush=True))
+    port = None
+    if config["metrics"] is not None:
+        # Imported only when asked for, as the server's metrics are:
+        # twisted.web and prometheus_client take a while to import.
+        from sockplay.client.exporter import ProbeMetrics, listenForMetrics, metricsURL
+
+        metrics = ProbeMetrics(tallied)
+        try:
+            port = await listenForMetrics(reactor, config["metrics"], metrics)
+        except Exception:
+            _reportFailure(config)
+        print(
+            f"Serving metrics on {metricsURL(port)} ({config['metrics']})",
+            file=sys.stderr,
+            flush=True,
+        )
+        observers.append(metrics.observe)
 
     def report(result: ProbeResult) -> None:
-        if not config["json"]:
-            print(formatProbe(result), flush=True)
+        for observe in observers:
+            observe(result)
 
     def notify(seq: int, retry: Retry) -> None:
         print(formatRetry(retry, config, seq), file=sys.stderr, flush=True)
 
-    probing = Deferred.fromCoroutine(
-        probe(reactor, config, report, random=random, notify=notify)
-    )
-    stoppable.watch(probing)
     try:
-        results = await probing
-    except Exception:
-        _reportFailure(config)
-    tally = (
-        tallyReport(results, config["message"], bool(config["keep-open"]))
-        if config["tally"]
-        else None
-    )
+        probing = Deferred.fromCoroutine(
+            probe(reactor, config, report, random=random, notify=notify)
+        )
+        stoppable.watch(probing)
+        try:
+            await probing
+        except Exception:
+            _reportFailure(config)
+    finally:
+        stopped = port.stopListening() if port is not None else None
+        if stopped is not None:
+            await stopped
     if config["json"]:
-        print(json.dumps(probeReport(results, config.target(), tally)), flush=True)
+        print(json.dumps(probeReport(results, summary, config.target())), flush=True)
     else:
-        for line in formatSummary(results, config.target()):
+        for line in formatSummary(summary, config.target()):
             print(line, flush=True)
+        tally = summary.tallyReport()
         for line in formatTally(tally) if tally is not None else ():
             print(line, flush=True)
-    if any(result.error is not None for result in results):
+    if summary.received < summary.sent:
         raise SystemExit(FAILED)
 
 

@@ -18,6 +18,15 @@ from sockplay.client.verdict import FAILED
 from sockplay.framing import MessageTooLong, TruncatedMessage
 
 __all__ = [
+    "BAD_REPLY",
+    "CLOSED",
+    "INTERRUPTED",
+    "OK",
+    "OUTCOMES",
+    "REFUSED",
+    "RESET",
+    "TIMEOUT",
+    "TLS",
     "ClientError",
     "ClosedAfterReply",
     "Interrupted",
@@ -25,7 +34,21 @@ __all__ = [
     "describeFailure",
     "exitStatus",
     "isRetryable",
+    "outcomeOf",
 ]
+
+# How a probe ended, in one word: the result label of the probe exporter's
+# sockplay_probe_results_total, and what the docs' mapping table lists.
+OK = "ok"  # an echo of the message
+REFUSED = "refused"  # no connection: refused, unreachable, a name that does not resolve
+TIMEOUT = "timeout"  # no complete reply within --timeout (connect included)
+RESET = "reset"  # the connection was reset or lost in a non-clean way
+CLOSED = "closed"  # the server closed without a reply, or in the middle of one
+BAD_REPLY = "bad-reply"  # a reply that is not an echo: an Error: reply, another, too long
+TLS = "tls"  # the TLS handshake or the certificate check failed
+OUTCOMES = (OK, REFUSED, TIMEOUT, RESET, CLOSED, BAD_REPLY, TLS)
+# A probe cut short by SIGINT or SIGTERM: lost, but it says nothing of the server.
+INTERRUPTED = "interrupted"
 
 
 class NoReply(Exception):
@@ -182,3 +205,37 @@ def describeFailure(failure: Failure, config: Options, hint: bool = True) -> str
     if failure.check(error.ConnectError, error.ConnectionDone, OSError):
         return f"cannot talk to {target}: {failure.getErrorMessage()}"
     return None
+
+
+def outcomeOf(failure: Failure) -> str:
+    """
+    What a probe that failed with C{failure} counts as: one of L{OUTCOMES}
+    (never L{OK}), or L{INTERRUPTED}. With retries, the last attempt's
+    failure decides.
+
+    A failure to connect that is not a refusal or a timeout (no route to
+    the host, a name that does not resolve) counts as L{REFUSED}: no
+    connection was made. A failure that is not one of the kinds below
+    (another L{ClientError}, an L{OSError} while talking) counts as
+    L{RESET}: the connection was lost.
+    """
+    if failure.check(RetriesExhausted):
+        return outcomeOf(cast(RetriesExhausted, failure.value).failure)
+    if failure.check(Interrupted):
+        return INTERRUPTED
+    if failure.check(TimeoutError, error.TimeoutError, error.TCPTimedOutError):
+        return TIMEOUT
+    if failure.check(error.DNSLookupError, error.ConnectionRefusedError, error.NoRouteError):
+        return REFUSED
+    if failure.check(NoReply, TruncatedMessage, error.ConnectionDone):
+        return CLOSED
+    if failure.check(MessageTooLong):
+        return BAD_REPLY
+    # By name, as in describeFailure: TLS support is imported only when needed.
+    if failure.check("OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError"):
+        return TLS
+    if failure.check(error.ConnectionLost):
+        return RESET
+    if failure.check(error.ConnectError):
+        return REFUSED
+    return RESET

@@ -5,6 +5,9 @@ defaults, and the combinations it refuses.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from sockplay.cli import TargetOptions, number
@@ -101,6 +104,9 @@ class Options(TargetOptions):
          number("--count", int, 0)],
         ["interval", "i", None, f"With --count: seconds from one message to the next. "
          f"[default: {DEFAULT_INTERVAL:g}]", number("--interval", float, 0.0)],
+        ["metrics", None, None, "With --count: serve Prometheus /metrics over HTTP on this "
+         "Twisted server endpoint (such as tcp:9465:interface=127.0.0.1) while probing: "
+         "with --count 0, a probe exporter that runs until SIGTERM."],
         ["retries", None, None, f"Try again, on a new connection, up to this many more times "
          f"after a failure that may pass: refused or reset connection, closed without a reply, "
          f"timed out; not a TLS or name error (with --count, for each message). Each retry is "
@@ -207,17 +213,34 @@ class Options(TargetOptions):
 
     def _checkProbe(self) -> None:
         if self["count"] is None:
-            for option in ("interval", "keep-open", "json", "tally"):
+            for option in ("interval", "keep-open", "json", "tally", "metrics"):
                 if self[option]:
                     raise usage.UsageError(f"--{option} needs --count")
             return
         if self["interval"] is None:
             self["interval"] = DEFAULT_INTERVAL
+        if self["metrics"] is not None:
+            self._checkMetrics(self["metrics"])
         if self["keep-open"]:
             try:
                 checkKeepOpen(self["framing"])
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
+
+    def _checkMetrics(self, description: str) -> None:
+        if self["json"]:
+            raise usage.UsageError(
+                "--json cannot be used with --metrics: it lists every probe, which an "
+                "exporter cannot keep for as long as it runs; /metrics is its output"
+            )
+        try:
+            # Parsing builds the endpoint without touching the reactor.
+            serverFromString(cast(Any, None), description)
+        except Exception as e:
+            raise usage.UsageError(
+                f"bad --metrics {description!r}: {e} (an endpoint looks like "
+                "tcp:9465:interface=127.0.0.1)"
+            ) from None
 
     def _checkRetries(self) -> None:
         if self["retries"] is None:

@@ -1,20 +1,19 @@
 """
 What the client prints: the reply, a line per probe, the probes'
-statistics and, with C{--tally}, which backend answered them (as text, or
-as the C{--json} report), and a line per retry.
+statistics (L{ProbeSummary}; with C{--tally}, which backend answered them),
+as text or as the C{--json} report, and a line per retry.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from sockplay.client.failures import describeFailure
 from sockplay.client.options import Options
 from sockplay.client.requests import ProbeResult
 from sockplay.client.retry import Retry
-from sockplay.tally import Tally, identityOf
+from sockplay.client.summary import ProbeSummary
 
 __all__ = [
     "formatBanner",
@@ -23,7 +22,6 @@ __all__ = [
     "formatRetry",
     "formatSummary",
     "probeReport",
-    "tallyReport",
 ]
 
 
@@ -79,79 +77,24 @@ def formatProbe(result: ProbeResult) -> str:
     return f"seq={result.seq} rtt={_ms(result.rtt)} ms reply={_text(result.reply)}"
 
 
-class _Statistics(NamedTuple):
-    """
-    The statistics of a run of probes.
-
-    @ivar rtt: the minimum, average, maximum and standard deviation of the
-        round-trip times, in seconds; C{None} if nothing was received.
-    """
-
-    sent: int
-    received: int
-    lossPercent: float
-    rtt: tuple[float, float, float, float] | None
-
-    @classmethod
-    def of(cls, results: Sequence[ProbeResult]) -> _Statistics:
-        rtts = [r.rtt for r in results if r.error is None and r.rtt is not None]
-        sent = len(results)
-        loss = 100.0 * (sent - len(rtts)) / sent if sent else 0.0
-        rtt = None
-        if rtts:
-            rtt = (min(rtts), statistics.fmean(rtts), max(rtts), statistics.pstdev(rtts))
-        return cls(sent, len(rtts), loss, rtt)
-
-
-def formatSummary(results: Sequence[ProbeResult], target: str) -> list[str]:
+def formatSummary(summary: ProbeSummary, target: str) -> list[str]:
     """
     The ping-style statistics printed after the probes: a header line, then
     C{N sent, M received, X% loss, rtt min/avg/max/mdev = a/b/c/d ms} (the
     times in milliseconds; no rtt part if nothing was received).
     """
-    stats = _Statistics.of(results)
-    line = f"{stats.sent} sent, {stats.received} received, {stats.lossPercent:g}% loss"
-    if stats.rtt is not None:
-        line += ", rtt min/avg/max/mdev = " + "/".join(_ms(v) for v in stats.rtt) + " ms"
+    line = f"{summary.sent} sent, {summary.received} received, {summary.lossPercent:g}% loss"
+    if summary.rtt is not None:
+        line += ", rtt min/avg/max/mdev = " + "/".join(_ms(v) for v in summary.rtt) + " ms"
     return [f"--- {target} probe statistics ---", line]
 
 
-def tallyReport(
-    results: Sequence[ProbeResult], message: bytes, keepOpen: bool
-) -> dict[str, Any]:
-    """
-    The probes' replies grouped by the backend that sent them, as
-    L{Tally.report} gives it: every echo of C{message} counts under its
-    identity (what comes before the message); a lost probe, or a reply
-    that is not an echo (already a lost probe), is not counted.
-
-    @param keepOpen: whether the probes shared a connection: then the
-        report says whether each connection's replies came from one
-        backend, a change at the probe's C{seq}.
-    """
-    tally = Tally()
-    watch = None
-    current = None
-    for result in results:
-        if result.error is not None or result.reply is None or result.rtt is None:
-            continue
-        identity = identityOf(result.reply, message)
-        if identity is None:
-            continue
-        tally.record(identity, round(result.rtt * 1_000_000))
-        if keepOpen:
-            if watch is None or result.connection != current:
-                watch, current = tally.stickiness.watch(), result.connection
-            watch.saw(identity, result.seq)
-    return tally.report(stickiness=True if keepOpen else None)
-
-
 def probeReport(
-    results: Sequence[ProbeResult], target: str, tally: dict[str, Any] | None = None
+    results: Sequence[ProbeResult], summary: ProbeSummary, target: str
 ) -> dict[str, Any]:
     """
-    What C{--json} prints: every probe and the statistics (and, with
-    C{--tally}, the L{tallyReport} as C{tally}). Times are in milliseconds,
+    What C{--json} prints: every probe (C{results}), and the statistics
+    (and, with C{--tally}, the tally as C{tally}) of their C{summary}. Times are in milliseconds,
     rounded to the microsecond. A probe whose server selected a protocol in
     ALPN (C{--alpn}) carries it as C{alpn}.
     """
@@ -168,19 +111,21 @@ def probeReport(
             probes.append(probe)
         else:
             probes.append({"seq": result.seq, "error": result.error})
-    stats = _Statistics.of(results)
     rtt = None
-    if stats.rtt is not None:
+    if summary.rtt is not None:
         names = ("min", "avg", "max", "mdev")
-        rtt = {name: round(value * 1000, 3) for name, value in zip(names, stats.rtt, strict=True)}
+        rtt = {
+            name: round(value * 1000, 3) for name, value in zip(names, summary.rtt, strict=True)
+        }
     report = {
         "target": target,
         "probes": probes,
-        "sent": stats.sent,
-        "received": stats.received,
-        "loss_percent": stats.lossPercent,
+        "sent": summary.sent,
+        "received": summary.received,
+        "loss_percent": summary.lossPercent,
         "rtt_ms": rtt,
     }
+    tally = summary.tallyReport()
     if tally is not None:
         report["tally"] = tally
     return report

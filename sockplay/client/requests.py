@@ -19,7 +19,14 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from sockplay.client.endpoint import makeEndpoint
-from sockplay.client.failures import Interrupted, describeFailure, isRetryable
+from sockplay.client.failures import (
+    BAD_REPLY,
+    OK,
+    Interrupted,
+    describeFailure,
+    isRetryable,
+    outcomeOf,
+)
 from sockplay.client.options import Options
 from sockplay.client.protocol import ReplyClientProtocol
 from sockplay.client.reply import Reply
@@ -142,6 +149,9 @@ class ProbeResult(NamedTuple):
     @ivar connection: with C{--keep-open}, which connection its reply
         came on, numbered from 1 in the order they were opened; C{None}
         without (each probe has a connection of its own) or if lost.
+    @ivar outcome: how it ended, in one word: L{OK}, or why it was lost
+        (one of L{sockplay.client.failures.OUTCOMES}, or
+        L{sockplay.client.failures.INTERRUPTED}).
     """
 
     seq: int
@@ -150,6 +160,7 @@ class ProbeResult(NamedTuple):
     error: str | None = None
     alpn: bytes | None = None
     connection: int | None = None
+    outcome: str = OK
 
 
 async def probe(
@@ -159,7 +170,7 @@ async def probe(
     clock: IReactorTime | None = None,
     random: Random | None = None,
     notify: Callable[[int, Retry], object] = lambda seq, retry: None,
-) -> list[ProbeResult]:
+) -> None:
     """
     Send C{config["count"]} messages (0: until cancelled),
     C{config["interval"]} seconds apart (start to start; a slower probe
@@ -169,17 +180,21 @@ async def probe(
     as L{request} is; a failure or a timeout (on the last attempt), or a
     reply that is not an echo of the message, loses that probe only.
 
-    Cancelling the returned Deferred (on SIGINT or SIGTERM) ends the run
-    with the results so far; a probe still waiting for its reply is lost,
-    as interrupted.
+    Cancelling the returned Deferred (on SIGINT or SIGTERM) ends the run;
+    a probe still waiting for its reply is lost, as interrupted.
 
-    @param report: called with each probe's result as soon as it is known.
+    Nothing of the probes is kept here, so that C{--count 0} runs for as
+    long as it is let run in the same memory: C{report} keeps what it
+    needs (L{sockplay.client.summary.ProbeSummary}, the exporter's
+    metrics).
+
+    @param report: called with each probe's result, in order, as soon as
+        it is known.
     @param clock: the time source for round-trip times and intervals; the
         reactor by default.
     @param random: the source of the backoff's jitter.
     @param notify: called with a probe's sequence number and each L{Retry}
         of it, before its wait.
-    @return: every probe's result, in order.
     @raise ClientError: if the endpoint cannot be made (before any probe).
     """
     if clock is None:
@@ -188,7 +203,6 @@ async def probe(
         random = Random()
     endpoint = makeEndpoint(reactor, config)
     session = KeepOpenSession(endpoint, config["framing"], clock) if config["keep-open"] else None
-    results: list[ProbeResult] = []
     last = config["count"] or None
     try:
         for seq in count(1):
@@ -199,23 +213,26 @@ async def probe(
                     reactor, config, attempt, random, partial(notify, seq)
                 )
             except _CANCELLED:
-                result = ProbeResult(seq, error=describeFailure(Failure(Interrupted()), config))
-                results.append(result)
-                report(result)
+                failure = Failure(Interrupted())
+                report(
+                    ProbeResult(
+                        seq, error=describeFailure(failure, config), outcome=outcomeOf(failure)
+                    )
+                )
                 break
             except Exception:
-                message = describeFailure(Failure(), config)
+                failure = Failure()
+                message = describeFailure(failure, config)
                 if message is None:
                     raise
-                result = ProbeResult(seq, error=message)
+                result = ProbeResult(seq, error=message, outcome=outcomeOf(failure))
             else:
                 wrong = problem(reply, config["message"], config["framing"], config.target())
                 if wrong is None:
                     connection = None if session is None else session.connections
                     result = ProbeResult(seq, rtt, reply, alpn=alpn, connection=connection)
                 else:
-                    result = ProbeResult(seq, error=wrong[1])
-            results.append(result)
+                    result = ProbeResult(seq, error=wrong[1], outcome=BAD_REPLY)
             report(result)
             if seq == last:
                 break
@@ -227,7 +244,6 @@ async def probe(
     finally:
         if session is not None:
             await _close(session, reactor, config["timeout"])
-    return results
 
 
 async def _probeOnce(

@@ -12,7 +12,7 @@ panel.
     (L{sockplay.server.faultcontrol.FaultsPage}).
 
 Every request must name the page's own origin
-(L{sockplay.server.website.allowedOrigin}): its C{Host} must be the
+(L{sockplay.website.allowedOrigin}): its C{Host} must be the
 address the request came in on (or C{localhost} on a loopback address),
 with the same port, and its C{Origin}, if any, that same host. A page on
 another site cannot read the stream or send through the panel, even
@@ -42,7 +42,7 @@ from sockplay.server.faultcontrol import FaultsPage
 from sockplay.server.listening import ListenerService, describeListener, isTLS
 from sockplay.server.proxy import ProxiedEndpoint
 from sockplay.server.tracer import Tracer
-from sockplay.server.website import (
+from sockplay.website import (
     LimitedFactory,
     SmallBodyChannel,
     allowedOrigin,

@@ -23,7 +23,7 @@ from twisted.web.server import Request
 
 from sockplay.server.address import hostOf
 from sockplay.server.faultsettings import Faults, FaultsError
-from sockplay.server.website import allowedOrigin
+from sockplay.website import allowedOrigin
 
 __all__ = ["FaultsPage", "Scenario", "ScenarioError", "ScenarioService", "Stage"]
 

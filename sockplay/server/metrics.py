@@ -16,7 +16,7 @@ L{makeMetricsService} serves them on a Twisted endpoint:
     - anything else: 404.
 
 The site is read-only and small, and it may face a hostile peer, so it is
-a L{sockplay.server.website.boundedSite}: a method other than C{GET} or
+a L{sockplay.website.boundedSite}: a method other than C{GET} or
 C{HEAD}, or any request body, is answered at once (405, 413), unread;
 headers are bounded in size, count and time; and the site holds at most
 L{MAX_SITE_CONNECTIONS} connections, so that it cannot take the file
@@ -38,7 +38,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 
 from sockplay.server.listening import ListenerService
-from sockplay.server.website import (
+from sockplay.website import (
     MAX_SITE_CONNECTIONS,
     LimitedFactory,
     ReadOnlyChannel,
@@ -248,7 +248,7 @@ def makeMetricsSite(
     """
     The factory of the metrics web site: C{/metrics} and C{/healthz}
     (L{makeMetricsResource}), bounded, with at most C{limit} connections at
-    once (L{sockplay.server.website.boundedSite}). It is read-only, but for
+    once (L{sockplay.website.boundedSite}). It is read-only, but for
     the small C{PUT}s of C{/faults} when C{faults} is given.
 
     @param reactor: the reactor whose clock times the connections out.

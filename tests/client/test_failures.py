@@ -1,6 +1,7 @@
 """
 Tests for L{sockplay.client.failures}: the one-line message of each expected
-failure, and which failures are worth another attempt.
+failure, which failures are worth another attempt, and what a probe's
+failure counts as on the exporter's metrics.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from twisted.python.failure import Failure
 from sockplay.client.failures import (
     ClientError,
     ClosedAfterReply,
+    Interrupted,
     NoReply,
     describeFailure,
     isRetryable,
+    outcomeOf,
 )
 from sockplay.client.options import Options
+from sockplay.client.retry import RetriesExhausted
 from sockplay.framing import MessageTooLong, TruncatedMessage
 
 
@@ -171,3 +175,41 @@ def test_closedAfterReplyHintsAtOneShot() -> None:
         "127.0.0.1:12345 closed the connection after 1 reply without answering the next "
         "message: is it a one-shot server? run it with --keep-open, or drop --keep-open here"
     )
+
+
+@pytest.mark.parametrize(
+    "exception, outcome",
+    [
+        (error.ConnectionRefusedError(), "refused"),
+        (error.DNSLookupError(), "refused"),
+        (error.NoRouteError(), "refused"),
+        (error.ConnectError(), "refused"),
+        (TimeoutError(), "timeout"),
+        (error.TimeoutError(), "timeout"),
+        (error.TCPTimedOutError(), "timeout"),
+        (error.ConnectionLost(), "reset"),
+        (OSError("broken pipe"), "reset"),
+        (NoReply("connection closed without a reply"), "closed"),
+        (ClosedAfterReply(2), "closed"),
+        (TruncatedMessage("3 of 10 bytes"), "closed"),
+        (error.ConnectionDone(), "closed"),
+        (MessageTooLong("limit"), "bad-reply"),
+        (SSL.Error([("SSL routines", "", "certificate verify failed")]), "tls"),
+        (VerificationError(errors=[]), "tls"),
+        (Interrupted(), "interrupted"),
+    ],
+)
+def test_outcomeOf(exception: Exception, outcome: str) -> None:
+    """
+    Each failure the client tells apart counts as one of the exporter's
+    results (or, stopped by a signal, as interrupted).
+    """
+    assert outcomeOf(Failure(exception)) == outcome
+
+
+def test_outcomeOfRetriesIsTheLastAttempts() -> None:
+    """
+    With retries, the last attempt's failure decides.
+    """
+    exhausted = RetriesExhausted(Failure(error.ConnectionLost()), 3)
+    assert outcomeOf(Failure(exhausted)) == "reset"

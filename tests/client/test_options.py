@@ -36,6 +36,7 @@ def test_optionsDefaults() -> None:
         "keep-open": 0,
         "json": 0,
         "tally": 0,
+        "metrics": None,
         "retries": 0,
         "backoff": 0.1,
         "backoff-max": 5.0,
@@ -236,7 +237,14 @@ def test_emptyServerNameNeedsTLS() -> None:
 
 
 @pytest.mark.parametrize(
-    "option", [["--interval", "1"], ["--keep-open"], ["--json"], ["--tally"]]
+    "option",
+    [
+        ["--interval", "1"],
+        ["--keep-open"],
+        ["--json"],
+        ["--tally"],
+        ["--metrics", "tcp:9465:interface=127.0.0.1"],
+    ],
 )
 def test_probeOptionsNeedCount(option: list[str]) -> None:
     """
@@ -245,6 +253,46 @@ def test_probeOptionsNeedCount(option: list[str]) -> None:
     """
     with pytest.raises(usage.UsageError, match=f"{option[0]} needs --count"):
         Options().parseOptions(option)
+
+
+def test_metricsEndpointKept() -> None:
+    """
+    With C{--count}, C{--metrics} takes a Twisted server endpoint string,
+    kept as given.
+    """
+    config = Options()
+    config.parseOptions(["--count", "0", "--metrics", "tcp:9465:interface=127.0.0.1"])
+    assert config["metrics"] == "tcp:9465:interface=127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "description, reason",
+    [
+        ("nope:1", "Unknown endpoint type: 'nope'"),
+        ("tcp:http", "invalid literal for int() with base 10: 'http'"),
+        ("tcp:9465:bogus=1", "unexpected keyword argument 'bogus'"),
+    ],
+)
+def test_metricsBadEndpoint(description: str, reason: str) -> None:
+    """
+    A C{--metrics} that is not a server endpoint string is a usage error
+    that names it, says why, and shows what one looks like.
+    """
+    with pytest.raises(usage.UsageError) as info:
+        Options().parseOptions(["--count", "0", "--metrics", description])
+    message = str(info.value)
+    assert message.startswith(f"bad --metrics {description!r}: ")
+    assert reason in message
+    assert message.endswith("(an endpoint looks like tcp:9465:interface=127.0.0.1)")
+
+
+def test_metricsNotWithJSON() -> None:
+    """
+    C{--json} lists every probe, which a long-running exporter cannot keep:
+    with C{--metrics} it is a usage error.
+    """
+    with pytest.raises(usage.UsageError, match=r"^--json cannot be used with --metrics: "):
+        Options().parseOptions(["--count", "0", "--json", "--metrics", "tcp:0"])
 
 
 def test_probeIntervalDefault() -> None:

@@ -20,6 +20,7 @@ from sockplay.client.output import (
 )
 from sockplay.client.requests import ProbeResult
 from sockplay.client.retry import Retry
+from sockplay.client.summary import ProbeSummary
 
 
 def test_formatReplyEscapesInvalidUTF8() -> None:
@@ -56,7 +57,7 @@ def test_formatSummary() -> None:
     The statistics are ping's: sent, received, loss, and the minimum,
     average, maximum and mean deviation of the round-trip times.
     """
-    assert formatSummary(RESULTS, "127.0.0.1:12345") == [
+    assert formatSummary(ProbeSummary.of(RESULTS), "127.0.0.1:12345") == [
         "--- 127.0.0.1:12345 probe statistics ---",
         "3 sent, 2 received, 33.3333% loss, rtt min/avg/max/mdev = 0.300/0.400/0.500/0.100 ms",
     ]
@@ -66,14 +67,14 @@ def test_formatSummaryNothingReceived() -> None:
     """
     With no reply at all there are no round-trip times to summarize.
     """
-    assert formatSummary(RESULTS[1:2], "x")[1] == "1 sent, 0 received, 100% loss"
+    assert formatSummary(ProbeSummary.of(RESULTS[1:2]), "x")[1] == "1 sent, 0 received, 100% loss"
 
 
 def test_probeReport() -> None:
     """
     C{--json} holds every probe and the statistics, times in milliseconds.
     """
-    assert probeReport(RESULTS, "127.0.0.1:12345") == {
+    assert probeReport(RESULTS, ProbeSummary.of(RESULTS), "127.0.0.1:12345") == {
         "target": "127.0.0.1:12345",
         "probes": [
             {"seq": 1, "rtt_ms": 0.3, "reply": "Message received: Hello Server !"},
@@ -85,7 +86,7 @@ def test_probeReport() -> None:
         "loss_percent": pytest.approx(100 / 3),
         "rtt_ms": {"min": 0.3, "avg": 0.4, "max": 0.5, "mdev": 0.1},
     }
-    assert probeReport([], "x")["rtt_ms"] is None
+    assert probeReport([], ProbeSummary(), "x")["rtt_ms"] is None
 
 
 

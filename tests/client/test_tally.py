@@ -21,8 +21,9 @@ from twisted.test.iosim import IOPump
 
 from sockplay.client.command import _main
 from sockplay.client.options import Options
-from sockplay.client.output import probeReport, tallyReport
+from sockplay.client.output import probeReport
 from sockplay.client.requests import ProbeResult, probe
+from sockplay.client.summary import ProbeSummary
 from sockplay.server import EchoReplyFactory, ServerSettings
 
 CONNECT = "tcp:host=127.0.0.1:port=12345"
@@ -55,16 +56,20 @@ class IdentityServer(Protocol):
                 self.transport.loseConnection()
 
 
-def probing(*argv: str) -> tuple[MemoryReactorClock, Deferred[list[ProbeResult]]]:
+def probing(*argv: str) -> tuple[MemoryReactorClock, Deferred[None], list[ProbeResult]]:
     """
     A probe of C{argv} (line framing, no interval) on a memory reactor.
+
+    @return: the reactor, the probe's Deferred, and the results it has
+        reported so far.
     """
     reactor = MemoryReactorClock()
     config = Options()
     config.parseOptions(
         ["--connect", CONNECT, "--framing", "line", "--interval", "0", *argv]
     )
-    return reactor, Deferred.fromCoroutine(probe(reactor, config, lambda result: None))
+    reported: list[ProbeResult] = []
+    return reactor, Deferred.fromCoroutine(probe(reactor, config, reported.append)), reported
 
 
 def drive(reactor: MemoryReactorClock, pump: IOPump, rounds: int = 10) -> None:
@@ -90,7 +95,8 @@ def test_tallyCountsEchoesOnly() -> None:
         ProbeResult(4, 0.001, b"not an echo"),
         ProbeResult(5, 0.000500, b"web1 " + HELLO),
     ]
-    report = tallyReport(results, HELLO, keepOpen=False)
+    report = ProbeSummary.of(results, HELLO).tallyReport()
+    assert report is not None
     assert report["replies"] == 3
     assert [(b["identity"], b["count"], b["p50_ms"], b["p99_ms"]) for b in report["backends"]] == [
         ("web1 ", 2, 0.412, 0.5),
@@ -104,11 +110,11 @@ def test_keepOpenStickyConnection() -> None:
     With C{--keep-open}, replies all from one identity on the one
     connection: sticky.
     """
-    reactor, done = probing("--count", "4", "--keep-open")
+    reactor, done, results = probing("--count", "4", "--keep-open")
     drive(reactor, acceptLatest(reactor, IdentityServer(b"A ")))
-    results = fired(done)
-    assert isinstance(results, list)
-    report = tallyReport(results, HELLO, keepOpen=True)
+    assert fired(done) is None
+    report = ProbeSummary.of(results, HELLO, keepOpen=True).tallyReport()
+    assert report is not None
     assert (report["sticky"], report["connections"], report["changes"]) == (True, 1, [])
 
 
@@ -117,12 +123,12 @@ def test_keepOpenChangeOfIdentity() -> None:
     With C{--keep-open}, a reply from another identity on the same
     connection is a change, reported with its probe's sequence number.
     """
-    reactor, done = probing("--count", "4", "--keep-open")
+    reactor, done, results = probing("--count", "4", "--keep-open")
     drive(reactor, acceptLatest(reactor, IdentityServer(b"A ", b"A ", b"B ")))
-    results = fired(done)
-    assert isinstance(results, list)
+    assert fired(done) is None
     assert [r.error for r in results] == [None] * 4
-    report = tallyReport(results, HELLO, keepOpen=True)
+    report = ProbeSummary.of(results, HELLO, keepOpen=True).tallyReport()
+    assert report is not None
     assert report["sticky"] is False
     assert report["changes"] == [{"seq": 3, "from": "A ", "to": "B "}]
     assert [(b["identity"], b["count"]) for b in report["backends"]] == [("A ", 2), ("B ", 2)]
@@ -133,14 +139,14 @@ def test_keepOpenEachConnectionOnItsOwn() -> None:
     A probe that reconnects (the server closed the connection) checks the
     new connection on its own: another backend there is no change.
     """
-    reactor, done = probing("--count", "2", "--keep-open")
+    reactor, done, results = probing("--count", "2", "--keep-open")
     pumpWithHalfClose(acceptLatest(reactor, IdentityServer(b"A ", closeAfter=1)))
     reactor.advance(0)
     pumpWithHalfClose(acceptLatest(reactor, IdentityServer(b"B ")))
-    results = fired(done)
-    assert isinstance(results, list)
+    assert fired(done) is None
     assert [(r.error, r.connection) for r in results] == [(None, 1), (None, 2)]
-    report = tallyReport(results, HELLO, keepOpen=True)
+    report = ProbeSummary.of(results, HELLO, keepOpen=True).tallyReport()
+    assert report is not None
     assert (report["sticky"], report["connections"]) == (True, 2)
 
 
@@ -150,9 +156,9 @@ def test_probeReportCarriesTally() -> None:
     C{tally} key otherwise.
     """
     results = [ProbeResult(1, 0.0003, REPLY)]
-    tally = tallyReport(results, HELLO, keepOpen=False)
-    assert probeReport(results, "t", tally)["tally"] == tally
-    assert "tally" not in probeReport(results, "t")
+    summary = ProbeSummary.of(results, HELLO)
+    assert probeReport(results, summary, "t")["tally"] == summary.tallyReport()
+    assert "tally" not in probeReport(results, ProbeSummary.of(results), "t")
 
 
 def stoppedCommand(*argv: str) -> object:

@@ -30,7 +30,7 @@ from support.servers import (
     tutorialClient,
 )
 
-from sockplay.server.website import MAX_SITE_CONNECTIONS
+from sockplay.website import MAX_SITE_CONNECTIONS
 
 # The site's header deadline in the slowloris test, instead of its 10 s, so
 # that the test takes a second: set in the server process before it starts.
@@ -139,7 +139,7 @@ def test_headerSlowlorisClosed(servers: ServerPool) -> None:
     shortened = [
         sys.executable,
         "-c",
-        "from sockplay.server.website import ReadOnlyChannel; "
+        "from sockplay.website import ReadOnlyChannel; "
         f"ReadOnlyChannel.headersTimeout = {SHORT_HEADERS_TIMEOUT}; "
         "from sockplay.server.command import main; main()",
     ]

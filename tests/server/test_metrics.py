@@ -32,7 +32,7 @@ from sockplay.server.metrics import (
     makeMetricsService,
     makeMetricsSite,
 )
-from sockplay.server.website import (
+from sockplay.website import (
     HEADERS_TIMEOUT,
     MAX_SITE_CONNECTIONS,
     LimitedFactory,

@@ -28,7 +28,7 @@ from sockplay.playground.site import MAX_STREAMS, Playground, makePlaygroundSite
 from sockplay.playground.stream import STALL_LIMIT, EventStream
 from sockplay.server.trace import IDLE_UPDATE_INTERVAL, UPDATE_INTERVAL
 from sockplay.server.tracer import Tracer
-from sockplay.server.website import HEADERS_TIMEOUT, SmallBodyChannel, allowedOrigin
+from sockplay.website import HEADERS_TIMEOUT, SmallBodyChannel, allowedOrigin
 
 HOST = IPv4Address("TCP", "127.0.0.1", 8080)
 PEER = IPv4Address("TCP", "127.0.0.1", 50000)

@@ -1,6 +1,8 @@
 """
-A small web site that may face a hostile peer: the metrics site, the
-playground, and any other page the server serves over HTTP.
+A small web site that may face a hostile peer: the server's metrics site,
+the playground, the client's probe exporter, and any other page sockplay
+serves over HTTP. Shared (it imports nothing of sockplay's own), so that
+the client may serve one as the server does.
 
 Twisted's L{Site} reads a request's whole body, into a temporary file if it
 is large, before any resource sees the request, and waits for headers for
