@@ -28,21 +28,27 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorCore, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
-from twisted.web.resource import IResource
+from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 __all__ = [
     "HEADERS_TIMEOUT",
     "MAX_SITE_CONNECTIONS",
     "LimitedFactory",
+    "Page",
     "QuietSite",
     "ReadOnlyChannel",
+    "RegistryPage",
     "SmallBodyChannel",
     "SmallPutChannel",
     "allowedOrigin",
@@ -331,6 +337,48 @@ class QuietSite(Site):
 
     def log(self, request: Request) -> None:
         pass
+
+
+class Page(Resource):
+    """
+    A read-only page whose sub-paths do not exist: any method but C{GET}
+    and C{HEAD} is answered 405.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        return notFound()
+
+    def render(self, request: IRequest) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            # Twisted says 501 for a method it does not know (PUT, which
+            # a site with /faults takes), where 405 is the answer.
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", _TEXT.encode("ascii"))
+            return b"this page only answers GET and HEAD\n"
+        return cast(bytes, super().render(request))  # type: ignore[no-untyped-call]
+
+
+class RegistryPage(Page):
+    """
+    C{/metrics}: a Prometheus registry in the format the scraper asks for
+    (its C{Accept} header), the Prometheus text format by default. The
+    server's metrics and the client's probe exporter serve one each.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: IRequest) -> bytes:
+        encode, contentType = choose_encoder(
+            (request.getHeader(b"accept") or b"").decode("latin-1")
+        )
+        request.setHeader(b"content-type", contentType.encode("latin-1"))
+        return encode(self._registry)
 
 
 def boundedSite(

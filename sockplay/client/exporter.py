@@ -23,20 +23,16 @@ endpoint, on the same bounded, read-only site as the server's metrics
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorCore
-from twisted.web.http import Request
-from twisted.web.iweb import IRequest
-from twisted.web.pages import notFound
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 
 from sockplay.client.failures import INTERRUPTED, OK, OUTCOMES, ClientError
 from sockplay.client.requests import ProbeResult
 from sockplay.tally import IDENTITY_KEPT, MAX_IDENTITIES, identityOf
-from sockplay.website import boundedSite
+from sockplay.website import Page, RegistryPage, boundedSite
 
 __all__ = [
     "OTHER_BACKENDS",
@@ -148,38 +144,13 @@ class ProbeMetrics:
         return backendLabel(identity)
 
 
-class _Page(Resource):
-    """
-    A page whose sub-paths do not exist.
-    """
-
-    def getChild(self, path: bytes, request: IRequest) -> IResource:
-        return notFound()
-
-
-class _MetricsPage(_Page):
-    """
-    C{/metrics}: the registry in the format the scraper asks for (its
-    C{Accept} header), the Prometheus text format by default.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self._registry = registry
-
-    def render_GET(self, request: Request) -> bytes:
-        encode, contentType = choose_encoder(request.getHeader("accept") or "")
-        request.setHeader("content-type", contentType)
-        return encode(self._registry)
-
-
 def makeExporterResource(metrics: ProbeMetrics) -> Resource:
     """
     The root of the exporter's site: C{/metrics}, and 404 for any other
     path.
     """
-    root = _Page()  # type: ignore[no-untyped-call]
-    root.putChild(b"metrics", _MetricsPage(metrics.registry))
+    root = Page()
+    root.putChild(b"metrics", RegistryPage(metrics.registry))
     return root
 
 

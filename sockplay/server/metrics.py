@@ -29,19 +29,18 @@ import typing
 from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.web.http import Request
-from twisted.web.iweb import IRequest
-from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 
 from sockplay.server.listening import ListenerService
 from sockplay.website import (
     MAX_SITE_CONNECTIONS,
     LimitedFactory,
+    Page,
     ReadOnlyChannel,
+    RegistryPage,
     SmallPutChannel,
     boundedSite,
 )
@@ -171,49 +170,14 @@ class Metrics:
         self._duration.observe(record.duration)
 
 
-class _Page(Resource):
-    """
-    A read-only page whose sub-paths do not exist.
-    """
-
-    def getChild(self, path: bytes, request: IRequest) -> IResource:
-        return notFound()
-
-    def render(self, request: IRequest) -> bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            # Twisted says 501 for a method it does not know (PUT, which
-            # the site takes for /faults), where 405 is the answer.
-            request.setResponseCode(405)
-            request.setHeader(b"allow", b"GET, HEAD")
-            request.setHeader(b"content-type", _TEXT)
-            return b"this page only answers GET and HEAD\n"
-        return cast(bytes, super().render(request))  # type: ignore[no-untyped-call]
-
-
-class _MetricsPage(_Page):
-    """
-    C{/metrics}: the registry in the format the scraper asks for (its
-    C{Accept} header), the Prometheus text format by default.
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self._metrics = metrics
-
-    def render_GET(self, request: Request) -> bytes:
-        encode, contentType = choose_encoder(request.getHeader("accept") or "")
-        request.setHeader("content-type", contentType)
-        return encode(self._metrics.registry)
-
-
-class _HealthPage(_Page):
+class _HealthPage(Page):
     """
     C{/healthz}: 200 C{ok} while serving, 503 C{draining} while shutting
     down.
     """
 
     def __init__(self, metrics: Metrics) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self._metrics = metrics
 
     def render_GET(self, request: Request) -> bytes:
@@ -231,8 +195,8 @@ def makeMetricsResource(metrics: Metrics, faults: IResource | None = None) -> Re
     C{faults} at C{/faults} if given, and 404 for any other path (C{/}
     included).
     """
-    root = _Page()  # type: ignore[no-untyped-call]
-    root.putChild(b"metrics", _MetricsPage(metrics))
+    root = Page()
+    root.putChild(b"metrics", RegistryPage(metrics.registry))
     root.putChild(b"healthz", _HealthPage(metrics))
     if faults is not None:
         root.putChild(b"faults", faults)
