@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from support.fakes import HalfCloseableTransport, serverSettings
-from support.http import Response, request
+from support.httpbytes import Response, request
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
