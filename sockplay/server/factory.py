@@ -71,6 +71,9 @@ class EchoReplyFactory(ConnectionOwner):
     @ivar faults: the L{Faults} in force, which connections read for each
         message: the settings' at first; L{setFaults} changes them.
     @ivar faultObservers: called with the new L{Faults} when they change.
+    @ivar injectedObservers: called with a kind of fault (one of
+        L{sockplay.server.faults.INJECTED_KINDS}) and a count when
+        connections inject faults (metrics subscribe here).
     @ivar sweep: the idle and linger L{Sweep}.
     @ivar limits: the L{ConnectionLimits}, which count the connections in
         C{connections} and C{awaiting}.
@@ -98,8 +101,11 @@ class EchoReplyFactory(ConnectionOwner):
         self.openedObservers: list[Callable[[], object]] = []
         self.random = random.Random()
         self.faults = self.settings.faults
-        self.faultObservers: list[Callable[[Faults], object]] = []
+        self.faultObservers: list[Callable[[Faults], object]] = [self._rearmCuts]
+        self.injectedObservers: list[Callable[[str, int], object]] = []
         self._faulty = self.faults.active
+        # The cutAfter that open connections' cuts were set by.
+        self._cutAfter = self.faults.cutAfter
         self._newProtocol = self._chooseProtocol()
         self.sweep = Sweep(self.connections, clock, self.settings)
         # Whether the prefix or banner names {listener}, which needs each
@@ -149,6 +155,19 @@ class EchoReplyFactory(ConnectionOwner):
         self.log.info("faults now: {faults} ({why})", faults=faults.describe(), why=why)
         for observer in self.faultObservers:
             observer(faults)
+
+    def _rearmCuts(self, faults: Faults) -> None:
+        """
+        The faults changed: set every open connection's cut by the new
+        C{cutAfter}, counted from when it opened (one walk over the
+        connections per change, and none while C{cutAfter} is unchanged).
+        """
+        if faults.cutAfter == self._cutAfter:
+            return
+        self._cutAfter = faults.cutAfter
+        for connection in list(self.connections):
+            if isinstance(connection, FaultyEchoReplyProtocol):
+                connection.rearmCut()
 
     def buildProtocol(self, addr: IAddress | None) -> EchoReplyProtocol:
         protocol = self._newProtocol()

@@ -34,6 +34,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.web.http import Request
 from twisted.web.resource import IResource, Resource
 
+from sockplay.server.faults import INJECTED_KINDS
 from sockplay.server.listening import ListenerService
 from sockplay.website import (
     MAX_SITE_CONNECTIONS,
@@ -108,7 +109,11 @@ class Metrics:
         - C{sockplay_messages_total}, C{sockplay_bytes_received_total},
           C{sockplay_bytes_sent_total}: counted when a connection ends;
         - C{sockplay_connection_duration_seconds}: a histogram of how long
-          connections lasted.
+          connections lasted;
+        - C{sockplay_faults_injected_total{kind}}: faults injected, by kind
+          (L{INJECTED_KINDS}, every one present from the start): C{delay}
+          and C{throttle} per message whose reply they held back, the others
+          per connection they ended or stalled.
 
     @ivar registry: the registry that holds them (not the global one).
     @ivar draining: C{True} once the server has stopped taking connections;
@@ -150,6 +155,21 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
+        self._faults = Counter(
+            "sockplay_faults_injected_total",
+            "Faults injected, by kind: per message delayed or throttled, per connection "
+            "dropped, reset, truncated, stalled or cut.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in INJECTED_KINDS:
+            self._faults.labels(kind=kind)
+
+    def faultsInjected(self, kind: str, count: int) -> None:
+        """
+        C{count} faults of C{kind} were injected.
+        """
+        self._faults.labels(kind=kind).inc(count)
 
     def connectionOpened(self) -> None:
         """

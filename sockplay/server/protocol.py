@@ -21,7 +21,7 @@ A connection's life::
         v
     CLOSED  (also straight from any state: abort, reset, lost connection)
 
-Fault injection (C{--delay}, C{--drop-rate}, C{--reset-rate}) is a subclass
+Fault injection (C{--delay}, C{--drop-rate}, C{--cut-after}...) is a subclass
 (L{sockplay.server.faults}), chosen when the protocol is built, so that this
 plain path carries no fault checks.
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from random import Random
 from typing import TYPE_CHECKING
 
@@ -559,12 +559,16 @@ class ConnectionOwner(Factory[EchoReplyProtocol]):
         L{sockplay.server.sendqueue.unsentBytes}; a test puts a fake here.
     @ivar tracer: where traced connections record their events (C{--web},
         C{--trace}), or C{None}.
+    @ivar injectedObservers: called with a kind of fault and a count each
+        time a connection that injects faults injects some (see
+        L{sockplay.server.faults.INJECTED_KINDS}).
     """
 
     settings: ServerSettings
     clock: IReactorTime
     random: Random
     faults: Faults = Faults()
+    injectedObservers: Sequence[Callable[[str, int], object]] = ()
     tracer: Tracer | None = None
     unsentBytes: Callable[[object], int | None] = staticmethod(unsentBytes)
 

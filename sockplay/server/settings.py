@@ -102,7 +102,9 @@ class ConnectionRecord:
         does), C{no-message}, C{too-long}, C{truncated}, C{idle-timeout},
         C{busy}, C{peer-limit}, C{reset} (by the client), C{aborted} (the
         client did not close in time), C{shutdown}, C{dropped},
-        C{reset-injected} or C{bad-header} (a PROXY header refused).
+        C{reset-injected}, C{truncated-reply}, C{stalled}, C{cut} (the
+        injected faults: see L{sockplay.server.faults}) or C{bad-header} (a
+        PROXY header refused).
     """
 
     peer: str

@@ -133,10 +133,21 @@ class Options(CommandOptions):
          "(for protocol-detection tests)."],
         ["delay", None, 0.0, "Seconds to wait before each reply (a timer; never blocks).",
          number("--delay", float, 0.0)],
+        ["jitter", None, 0.0, "At most this many seconds more before each reply, drawn "
+         "uniformly per reply (added to --delay).", number("--jitter", float, 0.0)],
         ["drop-rate", None, 0.0, "Probability (0-1) that a message is answered by closing "
          "without a reply.", number("--drop-rate", float, 0.0, 1.0)],
         ["reset-rate", None, 0.0, "Probability (0-1) that a message is answered by a reset "
          "(RST) without a reply.", number("--reset-rate", float, 0.0, 1.0)],
+        ["truncate-rate", None, 0.0, "Probability (0-1) that a message gets the first half "
+         "of its reply, then a close.", number("--truncate-rate", float, 0.0, 1.0)],
+        ["stall-rate", None, 0.0, "Probability (0-1) that a message is never answered: the "
+         "connection is held until the client closes or --idle-timeout ends it.",
+         number("--stall-rate", float, 0.0, 1.0)],
+        ["cut-after", None, 0.0, "Reset every connection this many seconds after it opened "
+         "(0: never).", number("--cut-after", float, 0.0)],
+        ["throttle", None, 0, "Write replies no faster than this many bytes a second, per "
+         "connection (0: no limit).", number("--throttle", int, 0)],
         ["scenario", None, None, "A JSON file of timed stages of faults, such as "
          '{"stages": [{"at": 0, "delay": 0}, {"at": 10, "dropRate": 0.2}]}: each stage '
          "changes the faults (as PUT /faults does) at its second after startup."],
@@ -342,9 +353,7 @@ class Options(CommandOptions):
             add up to more than 1).
         """
         try:
-            return Faults(
-                **{key: self[option[2:]] for key, option in OPTION_OF.items() if option[2:] in self}
-            )
+            return Faults(**{key: self[option[2:]] for key, option in OPTION_OF.items()})
         except FaultsError as e:
             raise usage.UsageError(e.describe(OPTION_OF)) from None
 
@@ -452,6 +461,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
         metrics = Metrics()
         factory.openedObservers.append(metrics.connectionOpened)
         factory.observers.append(metrics.connectionClosed)
+        factory.injectedObservers.append(metrics.faultsInjected)
         drain.onDrain.append(lambda: setattr(metrics, "draining", True))
         # Serves through the drain (/healthz says 503), stops after it.
         drain.lingering.append(

@@ -15,7 +15,9 @@ Tests that measure something print it (run with C{-s} to see the figures).
 from __future__ import annotations
 
 import errno
+import http.client
 import json
+import re
 import selectors
 import signal
 import socket
@@ -33,12 +35,14 @@ from support.servers import (
     JSON_TWISTD,
     LOOPBACK,
     PREFIX,
+    SERVER,
     SOCKET_TIMEOUT,
     ServerPool,
     ServerProcess,
     connect,
     readExactly,
     readToEOF,
+    readWithin,
     resetConnection,
     tutorialClient,
 )
@@ -840,3 +844,189 @@ def test_bannerBeforeRequest(servers: ServerPool) -> None:
     assert server.process.poll() is None
     assertNoErrors(server)
 
+
+
+# 10. The faults a client sees: truncate, stall, cut-after, throttle, jitter.
+
+# Connections tried, at most, until a fault drawn at a rate of one half has
+# been seen both to hit and to miss (each misses both with odds 2**-39).
+HALF_RATE_TRIES = 40
+
+# The most a fault's timing may overrun what it asks for, on a loaded
+# machine: the upper bounds are generous, the lower ones exact.
+TIMING_SLACK = 3.0
+
+
+def halfRateOutcomes(server: ServerProcess, seconds: float) -> dict[str, bytes]:
+    """
+    One-shot line exchanges with C{server}, whose fault is drawn at a rate
+    of one half, until one connection got the fault and one was answered
+    whole.
+
+    @param seconds: how long one exchange may take.
+    @return: what the client read (to the end of input), by the outcome the
+        server logged for its connection.
+    """
+    seen: dict[str, bytes] = {}
+    for _ in range(HALF_RATE_TRIES):
+        with connect(server.port) as sock:
+            sock.sendall(LINE_REQUEST)
+            data, _ = readWithin(sock, seconds)
+        seen.setdefault(nextConnectionEvent(server)["outcome"], data)
+        if len(seen) == 2:
+            return seen
+    pytest.fail(f"{HALF_RATE_TRIES} connections saw only {sorted(seen)}")
+
+
+def test_truncatedReplyThenClose(servers: ServerPool) -> None:
+    """
+    With C{--truncate-rate}, a message that draws the fault gets the first
+    half of its reply, then the end of input (a close, not a reset), logged
+    as truncated-reply; the others get their whole reply.
+    """
+    server = servers.start(JSON_TWISTD, "--framing", "line", "--truncate-rate", "0.5")
+    seen = halfRateOutcomes(server, SOCKET_TIMEOUT)
+    assert seen == {
+        "truncated-reply": LINE_REPLY[: len(LINE_REPLY) // 2],
+        "ok": LINE_REPLY,
+    }
+    assertNoErrors(server)
+
+
+def test_stalledConnectionClosedAtIdleTimeout(servers: ServerPool) -> None:
+    """
+    With C{--stall-rate 1}, a message gets no reply, nor does what the
+    client sends after it; the connection is closed, with no error text,
+    at C{--idle-timeout} after the stalled message, logged as stalled.
+    """
+    server = servers.start(
+        JSON_TWISTD, "--framing", "line", "--keep-open", "--stall-rate", "1",
+        "--idle-timeout", "1",
+    )
+    with connect(server.port) as sock:
+        sock.sendall(LINE_REQUEST)
+        start = time.monotonic()
+        for _ in range(3):
+            sock.sendall(LINE_REQUEST)
+            assert not waitReadable(sock, 0.2)
+        data, _ = readWithin(sock, 1 + TIMING_SLACK)
+        elapsed = time.monotonic() - start
+    assert data == b""
+    assert 0.95 <= elapsed < 1 + TIMING_SLACK
+    event = nextConnectionEvent(server)
+    assert (event["outcome"], event["messages"], event["bytesOut"]) == ("stalled", 0, 0)
+    assert server.process.poll() is None
+    assertNoErrors(server)
+
+
+def test_stallSparesOtherConnections(servers: ServerPool) -> None:
+    """
+    With C{--stall-rate 0.5}, a stall holds only the connection it hits:
+    other clients are answered.
+    """
+    server = servers.start(
+        JSON_TWISTD, "--framing", "line", "--stall-rate", "0.5", "--idle-timeout", "0.5",
+    )
+    seen = halfRateOutcomes(server, 0.5 + TIMING_SLACK)
+    assert seen == {"stalled": b"", "ok": LINE_REPLY}
+    assertNoErrors(server)
+
+
+def test_cutAfterResetsTheConnection(servers: ServerPool) -> None:
+    """
+    With C{--cut-after 1}, a keep-open connection is answered until, one
+    second after it opened, it is reset; logged as cut. A client that is
+    done sooner is not touched.
+    """
+    server = servers.start(
+        JSON_TWISTD, "--framing", "line", "--keep-open", "--cut-after", "1",
+    )
+    start = time.monotonic()
+    with connect(server.port) as sock:
+        assert lineExchange(sock, HELLO) == LINE_REPLY
+        with pytest.raises(ConnectionResetError):
+            sock.settimeout(1 + TIMING_SLACK)
+            readToEOF(sock)
+        elapsed = time.monotonic() - start
+    assert 0.95 <= elapsed < 1 + TIMING_SLACK
+    event = nextConnectionEvent(server)
+    assert (event["outcome"], event["messages"]) == ("cut", 1)
+    assertServes(server, "line")
+
+
+def test_throttledReplyTakesItsTime(servers: ServerPool) -> None:
+    """
+    With C{--throttle 20000}, a 10 KB reply takes at least 0.4 s: a tenth
+    of a second's worth at once, the rest at 20,000 bytes a second; a short
+    reply after it is not held back beyond that.
+    """
+    server = servers.start(
+        JSON_TWISTD, "--framing", "line", "--keep-open", "--throttle", "20000",
+    )
+    message = b"x" * 10000
+    with connect(server.port) as sock:
+        start = time.monotonic()
+        reply = lineExchange(sock, message)
+        elapsed = time.monotonic() - start
+    assert reply == PREFIX + message + b"\n"
+    assert (len(reply) - 2000) / 20000 <= elapsed < 0.5 + TIMING_SLACK
+    assertServes(server, "line")
+
+
+def test_jitteredReplies(servers: ServerPool) -> None:
+    """
+    With C{--delay 0.2 --jitter 0.3}, each reply comes at least 0.2 s after
+    its message, and the waits differ from reply to reply.
+    """
+    server = servers.start(
+        JSON_TWISTD, "--framing", "line", "--keep-open", "--delay", "0.2", "--jitter", "0.3",
+    )
+    waits = []
+    with connect(server.port) as sock:
+        for _ in range(8):
+            start = time.monotonic()
+            assert lineExchange(sock, HELLO) == LINE_REPLY
+            waits.append(time.monotonic() - start)
+    assert min(waits) >= 0.2
+    assert max(waits) < 0.5 + TIMING_SLACK
+    assert max(waits) - min(waits) > 0.05, waits
+    assertServes(server, "line")
+
+
+_SERVING_METRICS = re.compile(r"Serving metrics on tcp:127\.0\.0\.1:(\d+) ")
+
+
+def test_faultsInjectedOnMetrics(servers: ServerPool) -> None:
+    """
+    C{/metrics} counts the faults injected by kind, every kind shown from
+    the start, and the connections by their fault's outcome.
+    """
+    server = servers.start(
+        SERVER, "--framing", "line", "--keep-open", "--delay", "0.01", "--cut-after", "0.5",
+        "--metrics", "tcp:0:interface=127.0.0.1",
+    )
+    port = next(
+        (int(match.group(1)) for line in server.output if (match := _SERVING_METRICS.search(line))),
+        None,
+    )
+    assert port is not None, server.transcript()
+    with connect(server.port) as sock:
+        assert lineExchange(sock, HELLO) == LINE_REPLY
+        sock.sendall(LINE_REQUEST * 2)
+        assert readExactly(sock, 2 * len(LINE_REPLY)) == LINE_REPLY * 2
+        with pytest.raises(ConnectionResetError):
+            readToEOF(sock)
+    server.waitForLine(lambda line: ", cut, " in line, "the cut connection's log line")
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=SOCKET_TIMEOUT)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    counts = {
+        kind: float(value)
+        for kind, value in re.findall(r'^sockplay_faults_injected_total\{kind="(\w+)"\} (\S+)$',
+                                      text, re.MULTILINE)
+    }
+    assert counts == {
+        "delay": 3, "drop": 0, "reset": 0, "truncate": 0, "stall": 0, "cut": 1, "throttle": 0,
+    }
+    assert 'sockplay_connections_total{outcome="cut"} 1.0' in text

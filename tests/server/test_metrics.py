@@ -25,6 +25,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
+from sockplay.server.faults import INJECTED_KINDS
 from sockplay.server.listening import ListenerService
 from sockplay.server.metrics import (
     Metrics,
@@ -119,6 +120,34 @@ def test_metricsStartAtZero() -> None:
         sample(metrics, "sockplay_connection_duration_seconds_count"),
     ] == [0, 0, 0, 0, 0]
     assert metrics.draining is False
+
+
+def test_faultsInjectedStartAtZeroForEveryKind() -> None:
+    """
+    C{sockplay_faults_injected_total} shows every kind of fault from the
+    start, at 0, so that a rate over it exists before the first fault.
+    """
+    metrics = Metrics()
+    assert {
+        kind: sample(metrics, "sockplay_faults_injected_total", kind=kind)
+        for kind in INJECTED_KINDS
+    } == dict.fromkeys(INJECTED_KINDS, 0)
+    assert set(INJECTED_KINDS) == {
+        "delay", "drop", "reset", "truncate", "stall", "cut", "throttle",
+    }
+
+
+def test_faultsInjectedCountedByKind() -> None:
+    """
+    Each injection adds its count under its kind only.
+    """
+    metrics = Metrics()
+    metrics.faultsInjected("delay", 3)
+    metrics.faultsInjected("cut", 1)
+    metrics.faultsInjected("delay", 1)
+    assert sample(metrics, "sockplay_faults_injected_total", kind="delay") == 4
+    assert sample(metrics, "sockplay_faults_injected_total", kind="cut") == 1
+    assert sample(metrics, "sockplay_faults_injected_total", kind="stall") == 0
 
 
 def test_connectionOpenedCountsActive() -> None:

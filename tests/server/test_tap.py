@@ -19,6 +19,7 @@ from twisted.python import usage
 from sockplay.certs import writeCertificates
 from sockplay.cli import counted
 from sockplay.server import EchoReplyFactory
+from sockplay.server.faultsettings import Faults
 from sockplay.server.listening import ListenerService, ListenFailed, quietly, withBacklog
 from sockplay.server.proxy import ProxyWrappingFactory
 from sockplay.server.tap import DEFAULT_LISTEN, Options, makeService
@@ -49,8 +50,13 @@ def test_defaults() -> None:
         "drain-timeout": 10.0,
         "banner": None,
         "delay": 0.0,
+        "jitter": 0.0,
         "drop-rate": 0.0,
         "reset-rate": 0.0,
+        "truncate-rate": 0.0,
+        "stall-rate": 0.0,
+        "cut-after": 0.0,
+        "throttle": 0,
         "scenario": None,
         "workers": 1,
         "metrics": None,
@@ -73,7 +79,9 @@ def test_allOptions() -> None:
         "--listen", "tcp:0:interface=127.0.0.1", "-l", "tcp6:0:interface=\\:\\:1",
         "--idle-timeout", "2.5", "--max-connections", "7", "--max-per-peer", "3",
         "--drain-timeout", "0", "--quiet", "--banner", "hi {peer}", "--delay", "0.25",
-        "--drop-rate", "0.1", "--reset-rate", "0.2", "--workers", "2",
+        "--drop-rate", "0.1", "--reset-rate", "0.2", "--workers", "2", "--jitter", "0.5",
+        "--truncate-rate", "0.3", "--stall-rate", "0.15", "--cut-after", "9",
+        "--throttle", "20000",
         "--udp", "0", "--udp", "5353", "--udp-interface", "::1", "--reactor", "poll",
     ])
     assert dict(config) == {
@@ -89,8 +97,13 @@ def test_allOptions() -> None:
         "drain-timeout": 0.0,
         "banner": b"hi {peer}",
         "delay": 0.25,
+        "jitter": 0.5,
         "drop-rate": 0.1,
         "reset-rate": 0.2,
+        "truncate-rate": 0.3,
+        "stall-rate": 0.15,
+        "cut-after": 9.0,
+        "throttle": 20000,
         "scenario": None,
         "workers": 2,
         "metrics": None,
@@ -104,7 +117,11 @@ def test_allOptions() -> None:
     }
     settings = config.settings()
     assert (settings.idleTimeout, settings.maxConnections, settings.maxPerPeer) == (2.5, 7, 3)
-    assert (settings.quiet, settings.banner, settings.faults.delay) == (True, b"hi {peer}", 0.25)
+    assert (settings.quiet, settings.banner) == (True, b"hi {peer}")
+    assert settings.faults == Faults(
+        delay=0.25, jitter=0.5, dropRate=0.1, resetRate=0.2, truncateRate=0.3,
+        stallRate=0.15, cutAfter=9.0, throttle=20000,
+    )
 
 
 def test_prefixBytesKept() -> None:
@@ -136,6 +153,16 @@ def test_prefixBytesKept() -> None:
         (["--drop-rate", "1.5"], "--drop-rate"),
         (["--reset-rate", "-0.5"], "--reset-rate"),
         (["--drop-rate", "0.6", "--reset-rate", "0.6"], "add up"),
+        (["--jitter", "-1"], "--jitter"),
+        (["--jitter", "4000"], "--jitter must be a number of seconds from 0 to 3600"),
+        (["--truncate-rate", "2"], "--truncate-rate"),
+        (["--stall-rate", "x"], "--stall-rate"),
+        (["--truncate-rate", "0.5", "--stall-rate", "0.6"],
+         "--drop-rate, --reset-rate, --truncate-rate and --stall-rate add up to more than 1"),
+        (["--cut-after", "-2"], "--cut-after"),
+        (["--cut-after", "1e9"], "--cut-after must be a number of seconds from 0 to 3600"),
+        (["--throttle", "1.5"], "--throttle"),
+        (["--throttle", "-1"], "--throttle"),
         (["--workers", "0"], "--workers"),
         (["--listen", "systemd:domain=INET:index=0"], "socket activation"),
         (["--udp", "70000"], "--udp"),

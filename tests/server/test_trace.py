@@ -282,6 +282,52 @@ def test_droppedMessageIsAnOutcome() -> None:
     assert trace.outcome == "dropped"
 
 
+def test_truncatedReplyIsTraced() -> None:
+    """
+    A truncated reply is recorded as the half that was written, then the
+    half-close, and the connection ends truncated-reply.
+    """
+    protocol, transport, trace = Traced("line", truncateRate=1.0).connect()
+    protocol.dataReceived(b"hello\n")
+    protocol.readConnectionLost()
+    protocol.connectionLost(DONE)
+    reply = next(e for e in trace.events if e.kind == "reply")
+    assert reply.data == transport.value() == b"Message received: hello\n"[:12]
+    assert kinds(trace)[3:] == [
+        "message", "reply", "state:replying", "state:closing", "half-close", "eof",
+        "state:closed", "closed",
+    ]
+    assert trace.outcome == "truncated-reply"
+
+
+def test_stalledConnectionIsTraced() -> None:
+    """
+    A stalled connection records what its client sends after the stall as
+    chunks read, with no message and no reply, and ends stalled.
+    """
+    protocol, _, trace = Traced("line", keepOpen=True, stallRate=1.0).connect()
+    protocol.dataReceived(b"a\n")
+    protocol.dataReceived(b"b\n")
+    protocol.connectionLost(DONE)
+    assert kinds(trace) == [
+        "connected", "state:reading", "chunk", "message", "chunk", "state:closed", "closed",
+    ]
+    assert trace.outcome == "stalled"
+
+
+def test_cutConnectionIsTraced() -> None:
+    """
+    A cut connection ends as cut, with the reason Twisted gives the abort.
+    """
+    server = Traced("line", keepOpen=True, cutAfter=2.0)
+    protocol, transport, trace = server.connect()
+    server.clock.advance(2.0)
+    assert transport.aborted
+    protocol.connectionLost(Failure(error.ConnectionAborted()))
+    assert kinds(trace)[-3:] == ["state:closing", "state:closed", "closed"]
+    assert trace.outcome == "cut"
+
+
 def test_discardedChunkAfterTheReply() -> None:
     """
     Bytes a one-shot connection gets after its reply are still shown, as
