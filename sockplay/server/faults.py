@@ -141,6 +141,9 @@ class FaultyFramer(WrappingFramer):
     ) -> tuple[bytes, int, MessageError | None]:
         if self._stalled:
             return b"", 0, None
+        if not self._source.faults.drawn:
+            # Nothing to draw: the wrapped framer's own (fast) path.
+            return self._framer.feedReplies(data, prefix, limit)
         messages, error = self._framer.feedUntilError(data)
         failure: MessageError | None = error
         if limit and len(messages) >= limit:
@@ -321,6 +324,11 @@ class FaultyEchoReplyProtocol(EchoReplyProtocol):
         """
         factory = self.factory
         faults = factory.faults
+        if not faults.active and not self._pending and not self._held:
+            # No fault in force, nothing held back: as the plain connection.
+            self._accounted = self.messages
+            super()._write(data)
+            return
         delay = faults.replyDelay(factory.random)
         replies = self.messages - self._accounted
         if replies:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from random import Random
 
 __all__ = ["FAULT_KEYS", "MAX_SECONDS", "OPTION_OF", "Faults", "FaultsError"]
@@ -84,6 +84,10 @@ class Faults:
         opened; 0 for never.
     @ivar throttle: write replies no faster than this many bytes a second;
         0 for no limit.
+    @ivar active: whether any fault is asked for (worked out once: a
+        connection asks for each reply).
+    @ivar drawn: whether any per-message fault may be drawn (a rate
+        above 0).
     """
 
     delay: float = 0.0
@@ -94,6 +98,8 @@ class Faults:
     stallRate: float = 0.0
     cutAfter: float = 0.0
     throttle: int = 0
+    active: bool = field(init=False, repr=False, compare=False)
+    drawn: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key in _SECONDS:
@@ -107,22 +113,14 @@ class Faults:
         throttle = self.throttle
         if not isinstance(throttle, int) or isinstance(throttle, bool) or throttle < 0:
             raise FaultsError(("throttle",), "must be a whole number of bytes a second, 0 or more")
-        if sum(getattr(self, key) for key in _RATES) > 1:
+        rates = sum(getattr(self, key) for key in _RATES)
+        if rates > 1:
             raise FaultsError(_RATES, "add up to more than 1")
-
-    @property
-    def active(self) -> bool:
-        """
-        Whether any fault is asked for.
-        """
-        return self != _NONE
-
-    @property
-    def drawn(self) -> bool:
-        """
-        Whether any per-message fault may be drawn (a rate above 0).
-        """
-        return bool(self.dropRate or self.resetRate or self.truncateRate or self.stallRate)
+        # (Frozen: set as the dataclass itself sets fields.)
+        object.__setattr__(self, "drawn", rates > 0)
+        object.__setattr__(
+            self, "active", rates > 0 or any(getattr(self, key) for key in (*_SECONDS, "throttle"))
+        )
 
     def draw(self, random: Random) -> str | None:
         """
@@ -153,7 +151,7 @@ class Faults:
         """
         Every setting, by its JSON key: what C{GET /faults} returns.
         """
-        return asdict(self)
+        return {key: getattr(self, key) for key in FAULT_KEYS}
 
     def changed(self, changes: object) -> Faults:
         """
@@ -202,10 +200,8 @@ def _isNumber(value: object) -> bool:
         return False
 
 
-_NONE = Faults()
-
 # The JSON keys, in the order GET /faults gives them.
-FAULT_KEYS = tuple(field.name for field in fields(Faults))
+FAULT_KEYS = tuple(each.name for each in fields(Faults) if each.init)
 
 # How the command line spells each key.
 OPTION_OF = {
