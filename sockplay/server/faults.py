@@ -255,11 +255,27 @@ class FaultyEchoReplyProtocol(EchoReplyProtocol):
         self.outcome = "stalled"
         self.lastMessageAt = self._seconds()
 
+    def readConnectionLost(self) -> None:
+        """
+        The client half-closed. A stalled connection is held all the same:
+        a client that half-closes after its message (C{nc -N}) still waits
+        for the reply, as a stalled server should make it; the idle timeout
+        ends it.
+        """
+        if self.outcome == "stalled" and self.state is _READING:
+            self._readClosed = True
+            return
+        super().readConnectionLost()
+
     def _stop(self, outcome: str, errorText: str | None = None) -> None:
         # A stalled connection answers nothing, not even the idle timeout's
-        # error, and ends as stalled whatever ends it (the idle timeout, the
-        # client's end of input, a drain).
+        # error, and ends as stalled whatever ends it (the idle timeout, a
+        # drain).
         if self.outcome == "stalled" and self.state is _READING:
+            if self._readClosed and errorText is None and outcome != "shutdown":
+                # The end of input that completed the stalled message (eof
+                # framing): held, as after any other stalled message.
+                return
             outcome, errorText = "stalled", None
         super()._stop(outcome, errorText)
 

@@ -275,8 +275,9 @@ def test_stalledConnectionEndsAtIdleTimeout() -> None:
 
 def test_stalledConnectionClosedByTheClient() -> None:
     """
-    A stalled connection whose client gives up (its end of input) closes,
-    as stalled, with no reply.
+    With eof framing the end of input completes the message, which stalls:
+    the connection is held (with no idle timeout, for as long as the client
+    keeps it) and closes, as stalled, when the client gives up.
     """
     server = Server(framing="eof", keepOpen=False, stallRate=1, idleTimeout=0)
     protocol, transport = server.connect()
@@ -291,18 +292,25 @@ def test_stalledConnectionClosedByTheClient() -> None:
     assert server.records[0].outcome == "stalled"
 
 
-def test_stalledLineConnectionClosedByTheClient() -> None:
+def test_stalledConnectionHeldAfterHalfClose() -> None:
     """
-    The client's end of input on a stalled line connection closes it, as
-    stalled, with no reply to what came after the stall.
+    A client that half-closes after its message (C{nc -N}) still waits for
+    the reply: a stalled connection is held all the same, and the idle
+    timeout ends it, as stalled, with no reply to anything.
     """
-    server = Server(keepOpen=False, stallRate=1, idleTimeout=0)
+    server = Server(keepOpen=False, stallRate=1, idleTimeout=3)
     protocol, transport = server.connect()
     protocol.dataReceived(b"a\n")
     protocol.dataReceived(b"tail")
     protocol.readConnectionLost()
-    assert (transport.value(), transport.disconnecting) == (b"", True)
-    assert protocol.outcome == "stalled"
+    server.clock.advance(2.9)
+    assert (transport.value(), transport.disconnecting, transport.writeClosed) == (
+        b"", False, False
+    )
+    server.clock.advance(0.4)
+    assert (transport.value(), transport.writeClosed or transport.disconnecting) == (b"", True)
+    lose(protocol)
+    assert server.records[0].outcome == "stalled"
 
 
 def test_drainEndsAStalledConnection() -> None:
