@@ -1,0 +1,436 @@
+"""
+C{--websocket ENDPOINT}: the echo-reply server over WebSocket (RFC 6455),
+on Twisted's C{twisted.web.websocket}.
+
+Each WebSocket message is a message: a text message gets a text reply, a
+binary message a binary one, the reply being the rendered C{--prefix} and
+the message. A WebSocket stays open: every message is answered until the
+client closes, whatever C{--keep-open} says (it is about TCP, where a
+message's end and the conversation's can be the same thing).
+
+Every HTTP path upgrades. A request that is not a WebSocket upgrade is
+answered C{426 Upgrade Required} with a one-line body; the HTTP side is
+bounded as the metrics site is (L{sockplay.server.website}): C{GET} only,
+no bodies, headers bounded in size and time, and at most
+L{MAX_HANDSHAKES} connections not yet upgraded at once. Any C{Origin} may
+connect: this is a public echo service, and no credentials or cookies are
+involved.
+
+A WebSocket connection is one of the server's connections like any other
+(as C{--info}'s are): L{WebSocketEchoProtocol} is an
+L{EchoReplyProtocol} built by L{WebSocketOwner} on behalf of the server's
+L{EchoReplyFactory}, which admits it (C{--max-connections},
+C{--max-per-peer}: a client over a limit gets C{503} before the upgrade),
+sweeps it (C{--idle-timeout}, the linger), drains it, logs it and counts
+it in the metrics. What differs is at its edges: messages arrive whole
+from the WebSocket, not as bytes to frame; a message over C{--max-message}
+is refused from its frame headers (L{FrameScanner}) with close code 1009
+before it is buffered; and the conversation ends with a close frame, not
+a half-close.
+
+The closing codes: 1000 when the server ends the conversation otherwise
+(the idle timeout, with its reason), 1009 for a message too long, 1001
+(going away) at the end of a drain. A drain lets open WebSockets go on
+being answered for C{--drain-timeout}, then closes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, cast
+
+from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime, ISSLTransport
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.websocket import WebSocketResource, WebSocketTransport
+
+from sockplay.framing import Framer, MessageTooLong, makeFramer
+from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
+from sockplay.server.proxy import localAddress
+from sockplay.server.website import LimitedFactory, QuietSite, ReadOnlyChannel
+from sockplay.wsframes import FrameScanner
+
+__all__ = [
+    "MAX_HANDSHAKES",
+    "WebSocketEchoProtocol",
+    "WebSocketOwner",
+    "WebSocketSiteFactory",
+    "webSocketSite",
+]
+
+# Connections of one WebSocket listener still speaking HTTP (before or
+# instead of the upgrade) at once: a handshake takes one round trip, so
+# even many browsers opening at once need few; upgraded connections are
+# counted by --max-connections instead.
+MAX_HANDSHAKES = 64
+
+# The close codes (RFC 6455, section 7.4.1) the server ends with.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+_CLOSE_CODES = {"too-long": CLOSE_TOO_BIG, "shutdown": CLOSE_GOING_AWAY}
+# A close frame's reason fits in a control frame's 125 bytes, after the code.
+_MAX_REASON = 123
+
+_READING = ConnectionState.READING
+_REPLYING = ConnectionState.REPLYING
+_CLOSING = ConnectionState.CLOSING
+
+
+class WebSocketEchoProtocol(EchoReplyProtocol):
+    """
+    One WebSocket connection of the echo-reply server, from the upgrade
+    request on: admitted when the request arrives (L{connectionMade}, its
+    transport the connection's L{_Guard}), then answering each message
+    (L{textMessageReceived}, L{bytesMessageReceived}) through the
+    WebSocket until the client closes.
+
+    Its counters are a WebSocket's: C{bytesIn} and C{bytesOut} count
+    message payloads, not frames.
+
+    @ivar closeCode: the close code the server ends with, once it does.
+    """
+
+    factory: WebSocketOwner
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ws: WebSocketTransport | None = None
+        self._textPrefix = ""
+        self._closeReason = ""
+        self.closeCode = CLOSE_NORMAL
+
+    def connectionMade(self) -> None:
+        """
+        The upgrade request arrived: count the connection in (or note why it
+        is refused, for the resource to answer), and get ready to answer.
+        """
+        factory = self.factory
+        transport = self.transport
+        assert transport is not None
+        self._seconds = factory.clock.seconds
+        startedAt = getattr(transport, "startedAt", None)
+        self.startedAt = self.lastMessageAt = startedAt or self._seconds()
+        self.peerAddress = transport.getPeer()
+        if factory.needsLocalAddress:
+            self.hostAddress = factory.intern(localAddress(transport))
+            self.overTLS = ISSLTransport.providedBy(transport)
+        refusal = factory.admit(self)
+        if refusal is not None:
+            self.state = ConnectionState.REFUSED
+            self.outcome, self.detail = refusal
+            return
+        self.state = _READING
+        self._prefix = factory.render(factory.settings.prefix, self)
+        self._textPrefix = self._prefix.decode("utf-8", "replace")
+        if factory.settings.idleTimeout > 0:
+            factory.watch()
+
+    def refused(self) -> None:
+        """
+        The upgrade was refused (over a limit, or a bad handshake): the
+        connection is over as far as the server's accounting goes.
+        """
+        self.connectionLost(Failure(connectionDone.value))
+
+    # WebSocketProtocol
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self._ws = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        """
+        A text message: answer it with a text message.
+        """
+        if self.state is not _READING:
+            return
+        assert self._ws is not None
+        self._count(len(message.encode("utf-8")))
+        reply = self._textPrefix + message
+        self.bytesOut += len(reply.encode("utf-8"))
+        self._ws.sendTextMessage(reply)
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        """
+        A binary message: answer it with a binary message.
+        """
+        if self.state is not _READING:
+            return
+        assert self._ws is not None
+        self._count(len(data))
+        reply = self._prefix + bytes(data)
+        self.bytesOut += len(reply)
+        self._ws.sendBytesMessage(reply)
+
+    def _count(self, size: int) -> None:
+        self.messages += 1
+        self.bytesIn += size
+        self.lastMessageAt = self._seconds()
+
+    def dataReceived(self, data: bytes) -> None:
+        # Bytes reach the WebSocket, never this protocol.
+        raise NotImplementedError("a WebSocket connection receives messages, not bytes")
+
+    # Ending the conversation: a close frame instead of a half-close.
+
+    def messageTooLong(self) -> None:
+        """
+        A frame header announced a message over C{--max-message}: close with
+        code 1009.
+        """
+        if self.state is _READING:
+            self.messageFailed(MessageTooLong(self.factory.settings.maxMessage))
+
+    def sendError(self, text: str) -> None:
+        """
+        The reason the server ends the conversation goes in its close frame.
+        """
+        self._closeReason = text
+
+    def shutdown(self) -> None:
+        """
+        The drain began: a WebSocket goes on being answered until the drain
+        ends (L{abort}) or its client closes.
+        """
+
+    def abort(self) -> None:
+        """
+        The drain's time is up: close with code 1001 (going away), and let
+        the linger bound the wait for the client's close.
+        """
+        if self.state is _READING and self._ws is not None:
+            self._stop("shutdown", "the server is shutting down")
+        elif self.state is not ConnectionState.CLOSED:
+            super().abort()
+
+    def _closeIfReplied(self) -> None:
+        if self.state is not _REPLYING:
+            return
+        self.state = _CLOSING
+        self.closeCode = _CLOSE_CODES.get(self.outcome or "", CLOSE_NORMAL)
+        reason = self._closeReason.encode("utf-8")[:_MAX_REASON].decode("utf-8", "ignore")
+        if self._ws is not None:
+            cast(Any, self._ws).loseConnection(self.closeCode, reason)
+        else:
+            assert self.transport is not None
+            self.transport.loseConnection()
+
+
+class WebSocketOwner(ConnectionOwner):
+    """
+    The owner of the WebSocket connections: builds L{WebSocketEchoProtocol}s
+    on behalf of the server's L{EchoReplyFactory}, which counts them against
+    its limits, sweeps, drains, logs and measures them as its own. Only
+    what a WebSocket does differently is its own: no banner, no framing
+    (every message is whole), every message answered.
+    """
+
+    noisy = False
+
+    def __init__(self, server: EchoReplyFactory) -> None:
+        self.server = server
+        self.settings = replace(server.settings, framing="raw", keepOpen=False, banner=None)
+        self.clock: IReactorTime = server.clock
+        self.random = server.random
+
+    def buildProtocol(self, addr: IAddress | None) -> WebSocketEchoProtocol:
+        protocol = WebSocketEchoProtocol()
+        protocol.factory = self
+        return protocol
+
+    # What a connection needs of its owner: the server's, but for settings.
+
+    @property
+    def needsLocalAddress(self) -> bool:
+        return self.server.needsLocalAddress
+
+    def intern(self, address: IAddress) -> IAddress:
+        return self.server.intern(address)
+
+    def makeFramer(self) -> Framer:
+        return makeFramer(self.settings.framing, self.settings.maxMessage)
+
+    def render(self, template: bytes, protocol: EchoReplyProtocol) -> bytes:
+        return self.server.render(template, protocol)
+
+    def admit(self, protocol: EchoReplyProtocol) -> tuple[str, str] | None:
+        return self.server.admit(protocol)
+
+    def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
+        self.server.connectionClosed(protocol)
+
+    def watch(self) -> None:
+        self.server.watch()
+
+
+class _Prebuilt:
+    """
+    What L{WebSocketResource} asks for a protocol: the one already built
+    and admitted for this request.
+    """
+
+    def __init__(self, protocol: WebSocketEchoProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, request: Request) -> WebSocketEchoProtocol:
+        return self._protocol
+
+
+def _isUpgrade(request: Request) -> bool:
+    """
+    Whether C{request} asks to upgrade to a WebSocket.
+    """
+    upgrade = request.getHeader(b"upgrade") or b""
+    return b"websocket" in upgrade.lower().split(b",") or upgrade.strip().lower() == b"websocket"
+
+
+class EchoResource(Resource):
+    """
+    Every path of a WebSocket listener: an upgrade request becomes an echo
+    connection, if the server's limits admit it (else 503); any other
+    request gets 426 and a line that says what this is.
+    """
+
+    isLeaf = True
+
+    def __init__(self, owner: WebSocketOwner) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.owner = owner
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if not _isUpgrade(request):
+            request.setResponseCode(426, b"Upgrade Required")
+            request.setHeader(b"upgrade", b"websocket")
+            return _text(
+                request,
+                "this is a WebSocket echo endpoint: connect with a WebSocket client "
+                "(such as python -m sockplay.client --connect ws://HOST:PORT/)",
+            )
+        # The channel's transport is the connection's guard (the site's
+        # protocol factory wraps every channel in one).
+        guard = cast(_Guard, request.channel.transport)
+        protocol = self.owner.buildProtocol(None)
+        protocol.makeConnection(guard)  # type: ignore[no-untyped-call]
+        if protocol.state is ConnectionState.REFUSED:
+            protocol.refused()
+            request.setResponseCode(503, b"Service Unavailable")
+            request.setHeader(b"retry-after", b"1")
+            request.setHeader(b"connection", b"close")
+            return _text(request, protocol.detail)
+        result = WebSocketResource(_Prebuilt(protocol)).render_GET(request)
+        if result is not NOT_DONE_YET:
+            # A malformed handshake: Twisted answered 400.
+            protocol.outcome = "bad-handshake"
+            protocol.refused()
+            return result
+        guard.upgraded(protocol)
+        return result
+
+    render_HEAD = render_GET
+
+
+def _text(request: Request, line: str) -> bytes:
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return line.encode("utf-8") + b"\n"
+
+
+class _Guard(ProtocolWrapper):
+    """
+    One connection of a WebSocket listener, beneath its HTTP channel: once
+    upgraded, it reads the client's frame headers (L{FrameScanner}) before
+    the WebSocket does, and stops a message over C{--max-message} before it
+    is buffered.
+
+    @ivar startedAt: when the connection was accepted.
+    """
+
+    factory: WebSocketSiteFactory
+    startedAt = 0.0
+    _scanner: FrameScanner | None = None
+    _connection: WebSocketEchoProtocol | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.startedAt = self.factory.owner.clock.seconds()
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
+
+    def upgraded(self, connection: WebSocketEchoProtocol) -> None:
+        """
+        The connection is a WebSocket now: watch its messages' sizes, and
+        stop counting it as a handshake.
+        """
+        self._connection = connection
+        self._scanner = FrameScanner(connection.factory.settings.maxMessage)
+        self.factory.upgraded += 1
+        # The HTTP channel's own timeout would end a quiet WebSocket: the
+        # server's idle timeout holds it instead.
+        channel = self.wrappedProtocol
+        setTimeout = getattr(channel, "setTimeout", None)
+        if setTimeout is not None:
+            setTimeout(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        scanner = self._scanner
+        if scanner is None:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            return
+        connection = self._connection
+        assert connection is not None
+        if connection.state is not _READING and connection.outcome == "too-long":
+            return
+        if scanner.feed(data):
+            connection.messageTooLong()
+            return
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._scanner is not None:
+            self._scanner = None
+            self.factory.upgraded -= 1
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+class WebSocketSiteFactory(LimitedFactory):
+    """
+    The protocol factory of the WebSocket listeners: the HTTP site under a
+    L{_Guard} per connection, holding at most L{MAX_HANDSHAKES} connections
+    that have not upgraded (a 503 beyond).
+
+    @ivar owner: the L{WebSocketOwner} of the upgraded connections.
+    @ivar upgraded: connections that are WebSockets now.
+    """
+
+    protocol = _Guard
+
+    def __init__(self, site: QuietSite, owner: WebSocketOwner) -> None:
+        super().__init__(site, MAX_HANDSHAKES, "this WebSocket listener's handshakes")
+        self.owner = owner
+        self.upgraded = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper:
+        # self.protocols holds every connection made and not yet lost.
+        if len(self.protocols) - self.upgraded >= self.limit:
+            return super().buildProtocol(addr)
+        return super(LimitedFactory, self).buildProtocol(addr)
+
+
+def webSocketSite(server: EchoReplyFactory, reactor: IReactorCore) -> WebSocketSiteFactory:
+    """
+    The protocol factory of the C{--websocket} listeners of C{server}.
+
+    @param reactor: the reactor whose clock times the HTTP side out.
+    """
+    owner = WebSocketOwner(server)
+    site = QuietSite(EchoResource(owner), reactor=cast(Any, reactor))  # type: ignore[no-untyped-call]
+    site.protocol = ReadOnlyChannel
+    site.displayTracebacks = False
+    return WebSocketSiteFactory(site, owner)
