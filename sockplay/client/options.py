@@ -219,7 +219,7 @@ class Options(TargetOptions):
                 "--framing eof cannot be used with TLS: a TLS connection cannot half-close, "
                 "which is how an eof message ends"
             )
-        if self["connect"] and self.connectTarget is None and not (
+        if self["connect"] and self.connectTarget is None and self.webSocket is None and not (
             self["server-name"] or self["insecure"]
         ):
             raise usage.UsageError(

@@ -123,7 +123,9 @@ async def _exchange(
     """
     if config.webSocket is not None:
         asking = Deferred.fromCoroutine(
-            webSocketExchange(endpoint, config.webSocket.url, config["message"])
+            webSocketExchange(
+                endpoint, config.webSocket.url, config["message"], cast(IReactorTime, reactor)
+            )
         )
         return Reply(await _withTimeout(asking, reactor, config["timeout"]))
     protocol = ReplyClientProtocol(config["message"], config["framing"])

@@ -20,8 +20,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet import error
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IAddress, IStreamClientEndpoint, ITCPTransport
+from twisted.internet.defer import Deferred, TimeoutError, fail
+from twisted.internet.interfaces import (
+    IAddress,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -36,10 +41,13 @@ from sockplay.client.reply import MAX_REPLY
 from sockplay.framing import MessageTooLong
 from sockplay.wsframes import FrameScanner
 
-__all__ = ["CLOSE_TOO_BIG", "WebSocketConnection", "WebSocketSession", "exchange"]
+__all__ = ["CLOSE_TOO_BIG", "CLOSE_WAIT", "WebSocketConnection", "WebSocketSession", "exchange"]
 
 # The close code of a server that refuses a message for its size.
 CLOSE_TOO_BIG = 1009
+# Seconds the client waits for the server to answer its close, once it has
+# the reply: a server answers at once; one that does not costs no more.
+CLOSE_WAIT = 1.0
 # How much of a refusal's body the message quotes: its first line.
 _MAX_REFUSAL = 200
 
@@ -259,7 +267,8 @@ class WebSocketConnection:
         """
         code = self.scanner.closeCode
         if not self.opened.called:
-            if reason.check(error.ConnectError, error.DNSLookupError):
+            if reason.check(error.ConnectError, error.DNSLookupError, "OpenSSL.SSL.Error"):
+                # Not the upgrade's fault: the connection or TLS beneath.
                 return reason
             return Failure(
                 ClientError(
@@ -364,15 +373,22 @@ class _Beneath:
         return _ScannedEndpoint(self._endpoint, self._connection)
 
 
-async def exchange(endpoint: IStreamClientEndpoint, url: str, message: bytes) -> bytes:
+async def exchange(
+    endpoint: IStreamClientEndpoint, url: str, message: bytes, clock: IReactorTime
+) -> bytes:
     """
     Open a WebSocket at C{url} through C{endpoint}, send C{message}, and
-    return the reply; then close the WebSocket. Cancelling aborts it.
+    return the reply, once the WebSocket is closed (or, if the server does
+    not answer the close within L{CLOSE_WAIT} seconds, aborted).
+    Cancelling aborts it.
     """
     connection = WebSocketConnection(url)
     await connection.open(endpoint, url)
     reply = await connection.ask(message)
-    connection.close()
+    try:
+        await connection.close().addTimeout(CLOSE_WAIT, clock)
+    except TimeoutError:
+        connection.abort()
     return reply
 
 
