@@ -34,6 +34,7 @@ from twisted.web.client import URI
 from twisted.web.http import RESPONSES
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from twisted.web.websocket import ConnectionRejected, WebSocketClientEndpoint, WebSocketTransport
+from wsproto.utilities import RemoteProtocolError
 from zope.interface import implementer
 
 from sockplay.client.failures import ClientError, ClosedAfterReply, NoReply
@@ -321,7 +322,12 @@ class _Scanning(ProtocolWrapper):
         if self.connection.scanner.feed(frames):
             self.connection.replyTooLong()
             return
-        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        try:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+        except RemoteProtocolError:
+            # Not WebSocket (or HTTP) at all: the connection is lost as not
+            # a WebSocket server, rather than logged as a crash.
+            self.connection.abort()
 
 
 class _ScanningFactory(WrappingFactory):

@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, cast
 
+from twisted.internet import error
 from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper
@@ -136,6 +137,16 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         connection is over as far as the server's accounting goes.
         """
         self.connectionLost(Failure(connectionDone.value))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The connection is gone. An upgraded WebSocket is no health check
+        (the upgrade request was its first bytes): one that ends without a
+        message is C{ok} if it closed cleanly, else C{reset}.
+        """
+        if self.outcome is None:
+            self.outcome = "ok" if isinstance(reason.value, error.ConnectionDone) else "reset"
+        super().connectionLost(reason)
 
     # WebSocketProtocol
 
@@ -309,10 +320,11 @@ class EchoResource(Resource):
 
     def render_GET(self, request: Request) -> bytes | int:
         if not _isUpgrade(request):
-            request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
-            return _text(
+            return _refuse(
                 request,
+                426,
+                b"Upgrade Required",
                 "this is a WebSocket echo endpoint: connect with a WebSocket client "
                 "(such as python -m sockplay.client --connect ws://HOST:PORT/)",
             )
@@ -323,10 +335,8 @@ class EchoResource(Resource):
         protocol.makeConnection(guard)  # type: ignore[no-untyped-call]
         if protocol.state is ConnectionState.REFUSED:
             protocol.refused()
-            request.setResponseCode(503, b"Service Unavailable")
             request.setHeader(b"retry-after", b"1")
-            request.setHeader(b"connection", b"close")
-            return _text(request, protocol.detail)
+            return _refuse(request, 503, b"Service Unavailable", protocol.detail)
         result = WebSocketResource(_Prebuilt(protocol)).render_GET(request)
         if result is not NOT_DONE_YET:
             # A malformed handshake: Twisted answered 400.
@@ -339,8 +349,18 @@ class EchoResource(Resource):
     render_HEAD = render_GET
 
 
-def _text(request: Request, line: str) -> bytes:
+def _refuse(request: Request, code: int, phrase: bytes, line: str) -> bytes:
+    """
+    Answer C{request} with C{code} and C{line} as its text body, and close
+    the connection once the answer is written: a refused client gets no
+    second request on it, and holds no handshake's place meanwhile.
+    """
+    request.setResponseCode(code, phrase)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"connection", b"close")
+    # (Twisted lets go of the request's channel before it says it finished.)
+    channel = request.channel
+    request.notifyFinish().addBoth(lambda _: channel.loseConnection())
     return line.encode("utf-8") + b"\n"
 
 
