@@ -36,11 +36,19 @@ being answered for C{--drain-timeout}, then closes them.
 
 from __future__ import annotations
 
+import socket
+import struct
 from dataclasses import replace
 from typing import Any, cast
 
 from twisted.internet import error
-from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorCore,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -49,6 +57,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
 from sockplay.framing import Framer, MessageTooLong, makeFramer
+from sockplay.server._twisted import asStream
 from sockplay.server.factory import EchoReplyFactory
 from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import localAddress
@@ -74,6 +83,9 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 _CLOSE_CODES = {"too-long": CLOSE_TOO_BIG, "shutdown": CLOSE_GOING_AWAY}
+# --throttle lets a tenth of a second's worth of bytes through at a time:
+# smooth enough for any client to see the rate, few timers.
+_THROTTLE_STEPS = 10
 # A close frame's reason fits in a control frame's 125 bytes, after the code.
 _MAX_REASON = 123
 
@@ -104,6 +116,12 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         self._textPrefix = ""
         self._closeReason = ""
         self.closeCode = CLOSE_NORMAL
+        # Faults: replies held back by a delay (oldest first) and when the
+        # last is due; a stalled connection answers nothing more; the cut.
+        self._delayed: list[IDelayedCall] = []
+        self._lastDue = 0.0
+        self._stalled = False
+        self._cutCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         """
@@ -130,6 +148,9 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         self._textPrefix = self._prefix.decode("utf-8", "replace")
         if factory.settings.idleTimeout > 0:
             factory.watch()
+        cutAfter = factory.server.faults.cutAfter
+        if cutAfter:
+            self._cutCall = factory.clock.callLater(cutAfter, self._cut)
 
     def refused(self) -> None:
         """
@@ -146,6 +167,11 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         """
         if self.outcome is None:
             self.outcome = "ok" if isinstance(reason.value, error.ConnectionDone) else "reset"
+        for call in [*self._delayed, self._cutCall]:
+            if call is not None and call.active():
+                call.cancel()
+        self._delayed.clear()
+        self._cutCall = None
         super().connectionLost(reason)
 
     # WebSocketProtocol
@@ -163,30 +189,125 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         """
         A text message: answer it with a text message.
         """
-        if self.state is not _READING:
-            return
-        assert self._ws is not None
-        self._count(len(message.encode("utf-8")))
-        reply = self._textPrefix + message
-        self.bytesOut += len(reply.encode("utf-8"))
-        self._ws.sendTextMessage(reply)
+        if self.state is _READING:
+            self._answer(message.encode("utf-8"), message)
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
         """
         A binary message: answer it with a binary message.
         """
-        if self.state is not _READING:
-            return
-        assert self._ws is not None
-        self._count(len(data))
-        reply = self._prefix + bytes(data)
-        self.bytesOut += len(reply)
-        self._ws.sendBytesMessage(reply)
+        if self.state is _READING:
+            self._answer(bytes(data), None)
 
-    def _count(self, size: int) -> None:
+    def _answer(self, payload: bytes, text: str | None) -> None:
+        """
+        Count a message in and answer it: at once, or as the faults in force
+        say (L{sockplay.server.faultsettings.Faults}, read for each message).
+
+        @param text: the message as text, for a text message; C{None} for a
+            binary one.
+        """
         self.messages += 1
-        self.bytesIn += size
+        self.bytesIn += len(payload)
         self.lastMessageAt = self._seconds()
+        if self._stalled:
+            return
+        faults = self.factory.server.faults
+        if not faults.active:
+            self._sendReply(payload, text)
+            return
+        kind = faults.draw(self.factory.random)
+        if kind is not None:
+            self._injectFault(kind, payload, text)
+            return
+        delay = faults.replyDelay(self.factory.random)
+        if delay <= 0 and not self._delayed:
+            self._sendReply(payload, text)
+            return
+        # Never before an earlier reply: replies keep their order.
+        clock = self.factory.clock
+        due = max(clock.seconds() + delay, self._lastDue)
+        self._lastDue = due
+        call = clock.callLater(due - clock.seconds(), self._sendDelayed, payload, text)
+        self._delayed.append(call)
+
+    def _sendDelayed(self, payload: bytes, text: str | None) -> None:
+        self._delayed.pop(0)
+        if self.state is _READING:
+            self._sendReply(payload, text)
+        elif self.state is _REPLYING:
+            # The conversation ended meanwhile (the drain's end): its last
+            # replies still go out before the close.
+            self._sendReply(payload, text)
+            self._closeIfReplied()
+
+    def _sendReply(self, payload: bytes, text: str | None) -> None:
+        """
+        Send one message's reply, of the message's kind.
+        """
+        assert self._ws is not None
+        if text is not None:
+            reply = self._textPrefix + text
+            self.bytesOut += len(reply.encode("utf-8"))
+            self._ws.sendTextMessage(reply)
+        else:
+            data = self._prefix + payload
+            self.bytesOut += len(data)
+            self._ws.sendBytesMessage(data)
+
+    def _injectFault(self, kind: str, payload: bytes, text: str | None) -> None:
+        """
+        Answer a message with the fault it drew instead of its reply: drop
+        (a close, code 1000, without a reply), reset (the TCP connection
+        reset), truncate (the first half of the reply's bytes as a binary
+        message, then the close), stall (no reply, then or later: the
+        connection is held until the client gives up or the idle timeout
+        ends it).
+        """
+        if kind == "stall":
+            self._stalled = True
+            return
+        if kind == "reset":
+            self.outcome = "reset-injected"
+            self._reset()
+            return
+        if kind == "truncate":
+            assert self._ws is not None
+            reply = self._prefix + payload if text is None else (self._textPrefix + text).encode()
+            half = reply[: len(reply) // 2]
+            self.bytesOut += len(half)
+            self._ws.sendBytesMessage(half)
+            self._stop("truncated-injected")
+            return
+        self._stop("dropped")
+
+    def _reset(self) -> None:
+        """
+        Reset the TCP connection (RST): an abort with a zero linger.
+        """
+        transport = self.transport
+        handle = getattr(transport, "getHandle", None)
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        asStream(transport).abortConnection()
+
+    def _cut(self) -> None:
+        """
+        C{cutAfter} seconds since the connection opened: abort it, whatever
+        it is doing.
+        """
+        self._cutCall = None
+        if self.state is not ConnectionState.CLOSED:
+            self.outcome = "cut"
+            asStream(self.transport).abortConnection()
+
+    def idleExpired(self) -> None:
+        if self._stalled and self.state is _READING:
+            timeout = self.factory.settings.idleTimeout
+            self._stop("stalled", f"idle timeout ({timeout:g} s)")
+            return
+        super().idleExpired()
 
     def dataReceived(self, data: bytes) -> None:
         # Bytes reach the WebSocket, never this protocol.
@@ -224,8 +345,16 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         elif self.state is not ConnectionState.CLOSED:
             super().abort()
 
+    def _hasQueued(self) -> bool:
+        return bool(self._delayed)
+
+    def _queuedFor(self) -> float:
+        if not self._delayed:
+            return 0.0
+        return max(0.0, self._lastDue - self.factory.clock.seconds())
+
     def _closeIfReplied(self) -> None:
-        if self.state is not _REPLYING:
+        if self.state is not _REPLYING or self._delayed:
             return
         self.state = _CLOSING
         self.closeCode = _CLOSE_CODES.get(self.outcome or "", CLOSE_NORMAL)
@@ -378,6 +507,11 @@ class _Guard(ProtocolWrapper):
     startedAt = 0.0
     _scanner: FrameScanner | None = None
     _connection: WebSocketEchoProtocol | None = None
+    # --throttle: bytes held back, the timer that lets the next go, and a
+    # close asked for while bytes were held.
+    _held = b""
+    _release: IDelayedCall | None = None
+    _closeWhenSent = False
 
     def makeConnection(self, transport: Any) -> None:
         self.startedAt = self.factory.owner.clock.seconds()
@@ -412,7 +546,49 @@ class _Guard(ProtocolWrapper):
             return
         super().dataReceived(data)  # type: ignore[no-untyped-call]
 
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data}; with a C{throttle} fault in force, no faster than it
+        says (a tenth of a second's worth at a time), after whatever is
+        still held back.
+        """
+        connection = self._connection
+        throttle = 0 if connection is None else connection.factory.server.faults.throttle
+        if not (throttle or self._held):
+            super().write(data)  # type: ignore[no-untyped-call]
+            return
+        self._held += data
+        if self._release is None:
+            self._letThrough()
+
+    def _letThrough(self) -> None:
+        """
+        Write the next tenth of a second's worth of held bytes, and come
+        back for the rest when the throttle allows.
+        """
+        self._release = None
+        connection = self._connection
+        throttle = 0 if connection is None else connection.factory.server.faults.throttle
+        size = max(1, throttle // _THROTTLE_STEPS) if throttle else len(self._held)
+        chunk, self._held = self._held[:size], self._held[size:]
+        super().write(chunk)  # type: ignore[no-untyped-call]
+        if self._held:
+            clock = self.factory.owner.clock
+            self._release = clock.callLater(size / throttle, self._letThrough)
+        elif self._closeWhenSent:
+            super().loseConnection()  # type: ignore[no-untyped-call]
+
+    def loseConnection(self) -> None:
+        if self._held:
+            self._closeWhenSent = True
+            return
+        super().loseConnection()  # type: ignore[no-untyped-call]
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        release, self._release = self._release, None
+        if release is not None and release.active():
+            release.cancel()
+        self._held = b""
         if self._scanner is not None:
             self._scanner = None
             self.factory.upgraded -= 1
