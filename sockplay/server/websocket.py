@@ -10,7 +10,7 @@ message's end and the conversation's can be the same thing).
 
 Every HTTP path upgrades. A request that is not a WebSocket upgrade is
 answered C{426 Upgrade Required} with a one-line body; the HTTP side is
-bounded as the metrics site is (L{sockplay.server.website}): C{GET} only,
+bounded as the metrics site is (L{sockplay.website}): C{GET} only,
 no bodies, headers bounded in size and time, and at most
 L{MAX_HANDSHAKES} connections not yet upgraded at once. Any C{Origin} may
 connect: this is a public echo service, and no credentials or cookies are
@@ -61,7 +61,7 @@ from sockplay.server._twisted import asStream
 from sockplay.server.factory import EchoReplyFactory
 from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import localAddress
-from sockplay.server.website import LimitedFactory, QuietSite, ReadOnlyChannel
+from sockplay.website import LimitedFactory, QuietSite, ReadOnlyChannel
 from sockplay.wsframes import FrameScanner
 
 __all__ = [
