@@ -388,15 +388,17 @@ def _trace(
     listeners: list[ListenerService],
     reactor: IReactorCore,
     faultsPage: FaultsPage | None,
+    webSockets: list[ListenerService],
 ) -> None:
     """
     Trace every connection of C{factory} (C{--trace} logs each event), and
     with C{--web}, serve the playground through the drain, as the metrics
-    site is, with C{faultsPage} at C{/faults}.
+    site is, with C{faultsPage} at C{/faults}; its send panel targets the
+    echo C{listeners} and the C{webSockets} listeners.
     """
     # Imported only when asked for, as the metrics are: twisted.web.
     from sockplay.playground.panel import SendPanel
-    from sockplay.playground.site import PlaygroundService, targetOf
+    from sockplay.playground.site import PlaygroundService, targetOf, webSocketTargetOf
     from sockplay.server.trace import serverDescription
     from sockplay.server.tracer import Tracer
 
@@ -411,7 +413,14 @@ def _trace(
         panel = SendPanel(
             reactor,
             tracer,
-            lambda: [t for t in (targetOf(listener) for listener in listeners) if t is not None],
+            lambda: [
+                t
+                for t in [
+                    *(targetOf(listener) for listener in listeners),
+                    *(webSocketTargetOf(listener) for listener in webSockets),
+                ]
+                if t is not None
+            ],
         )
         drain.lingering.append(
             PlaygroundService(config["web"], tracer, panel, reactor, faultsPage)
@@ -504,6 +513,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
             endpoint = makeEndpoint(reactor, description, config.clientCAs)
             service = ListenerService(description, endpoint, info, reactor, "connection info")
             service.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    webSocketListeners: list[ListenerService] = []
     if config["websocket"]:
         # Imported only when asked for: twisted.web and wsproto.
         from sockplay.server.websocket import webSocketSite
@@ -513,8 +523,9 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
             endpoint = makeEndpoint(reactor, description, config.clientCAs)
             service = ListenerService(description, endpoint, site, reactor, "WebSocket")
             service.setServiceParent(parent)  # type: ignore[no-untyped-call]
+            webSocketListeners.append(service)
     if config["web"] or config["trace"]:
-        _trace(config, factory, drain, echoListeners, reactor, faultsPage)
+        _trace(config, factory, drain, echoListeners, reactor, faultsPage, webSocketListeners)
     if config["udp"]:
         prefix = renderProcessTemplate(factory.settings.prefix, factory.hostname)
         for port in config["udp"]:
