@@ -8,8 +8,11 @@ upgrade, the drain's 1001; after each refusal the server keeps serving.
 
 from __future__ import annotations
 
+import http.client
+import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -289,3 +292,51 @@ def test_probesOnOneWebSocket(servers: ServerPool, tmp_path: Path) -> None:
     server.waitForLine(lambda line: ", ok, 3 messages" in line, "the one WebSocket")
     status, out, _ = clientSays(port, tmp_path, "--count", "2", "--interval", "0", "--json")
     assert status == 0 and '"received": 2' in out
+
+
+def putFaults(port: int, body: bytes) -> int:
+    """
+    C{PUT /faults} on the metrics site at C{port}: the status.
+    """
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
+    try:
+        connection.request("PUT", "/faults", body=body)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_faultsChangedAtRuntimeApply(servers: ServerPool) -> None:
+    """
+    Faults put in force by C{PUT /faults} apply to the next WebSocket
+    message, on a WebSocket already open: a 0.3 s delay holds its reply; a
+    truncate sends half the reply's bytes as a binary message, then closes.
+    """
+    server, port = startWebSocket(servers, "--metrics", EPHEMERAL)
+    metrics = int(
+        next(
+            match.group(1)
+            for line in server.output
+            if (match := re.search(r"Serving metrics on tcp:127\.0\.0\.1:(\d+) ", line))
+        )
+    )
+    with WebSocketPeer(port) as peer:
+        peer.send(TextMessage("fast"))
+        assert isinstance(peer.next(), TextMessage)
+        assert putFaults(metrics, b'{"delay": 0.3}') == 200
+        started = time.monotonic()
+        peer.send(TextMessage("slow"))
+        reply = peer.next()
+        assert time.monotonic() - started >= 0.3
+        assert isinstance(reply, TextMessage) and reply.data == "Message received: slow"
+        assert putFaults(metrics, b'{"delay": 0, "truncateRate": 1}') == 200
+        peer.send(TextMessage("abcd"))
+        half, close = peer.next(), peer.next()
+    assert isinstance(half, BytesMessage) and half.data == b"Message received: abcd"[:11]
+    assert isinstance(close, CloseConnection)
+    server.waitForLine(
+        lambda line: f"on tcp:127.0.0.1:{port}, truncated-injected, 3 messages" in line,
+        "the truncated WebSocket",
+    )
