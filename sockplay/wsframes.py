@@ -41,6 +41,9 @@ class FrameScanner:
         it is whole (1005, as RFC 6455 says, for one that gives none);
         C{None} before.
     @ivar closeReason: that close frame's reason, as text.
+    @ivar overAt: once L{feed} said over, where in the bytes it was given
+        the frame that went over the limit began (0 if in earlier bytes):
+        what comes before it is whole frames, to be read as usual.
     """
 
     def __init__(self, limit: int) -> None:
@@ -57,6 +60,7 @@ class FrameScanner:
         self._closeMask = b""
         self.closeCode: int | None = None
         self.closeReason = ""
+        self.overAt = 0
 
     def feed(self, data: bytes) -> bool:
         """
@@ -67,6 +71,8 @@ class FrameScanner:
             closed, and nothing more fed.
         """
         position, end = 0, len(data)
+        # Where the frame header being read began (0: in earlier bytes).
+        headerStart = 0
         while position < end:
             if self._remaining:
                 taken = min(self._remaining, end - position)
@@ -77,6 +83,8 @@ class FrameScanner:
                 if not self._remaining:
                     self._frameEnded()
                 continue
+            if not self._header:
+                headerStart = position
             needed = self._headerLength() - len(self._header)
             self._header += data[position : position + needed]
             position += needed
@@ -85,6 +93,7 @@ class FrameScanner:
                 # just arrived and say it is longer: read on.
                 continue
             if self._headerRead():
+                self.overAt = headerStart
                 return True
         return False
 

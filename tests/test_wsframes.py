@@ -66,7 +66,10 @@ def test_hugeHeaderRefusedAtOnce() -> None:
     is read, with no payload.
     """
     scanner = FrameScanner(65536)
-    assert scanner.feed(b"\x82\xff" + (2**63 - 1).to_bytes(8, "big") + b"mask")
+    small = FrameProtocol(client=True, extensions=[]).send_data(b"ok", fin=True)
+    assert scanner.feed(small + b"\x82\xff" + (2**63 - 1).to_bytes(8, "big") + b"mask")
+    # The whole frame before it is read as usual.
+    assert scanner.overAt == len(small)
 
 
 # 1005, 1006 and 1015 are never sent (RFC 6455, section 7.4.1).

@@ -542,6 +542,10 @@ class _Guard(ProtocolWrapper):
         if connection.state is not _READING and connection.outcome == "too-long":
             return
         if scanner.feed(data):
+            # The whole frames before the one over the limit are read (and
+            # their messages answered) first, as on TCP.
+            if scanner.overAt:
+                super().dataReceived(data[: scanner.overAt])  # type: ignore[no-untyped-call]
             connection.messageTooLong()
             return
         super().dataReceived(data)  # type: ignore[no-untyped-call]

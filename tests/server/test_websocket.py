@@ -204,6 +204,23 @@ def test_tooLongClosedWith1009BeforeItsPayload(chunk: int) -> None:
     assert [record.outcome for record in server.records] == ["too-long"]
 
 
+def test_messagesBeforeTheTooLongOneAnswered() -> None:
+    """
+    Messages that arrive in the same read as the header of one too long
+    are answered first, then the close 1009 follows.
+    """
+    server = makeServer(maxMessage=10)
+    peer = Peer(server)
+    peer.events()
+    peer.feed(
+        peer.ws.send(TextMessage("first"))
+        + b"\x82\xff" + (2**40).to_bytes(8, "big") + b"mask"
+    )
+    reply, close = peer.events()
+    assert reply == TextMessage("Message received: first")
+    assert isinstance(close, CloseConnection) and close.code == 1009
+
+
 def test_idleTimeoutClosesWithItsReason() -> None:
     """
     No message for C{--idle-timeout} seconds: closed with 1000 and the
