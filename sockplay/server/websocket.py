@@ -224,6 +224,7 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         if delay <= 0 and not self._delayed:
             self._sendReply(payload, text)
             return
+        self._injected("delay")
         # Never before an earlier reply: replies keep their order.
         clock = self.factory.clock
         due = max(clock.seconds() + delay, self._lastDue)
@@ -246,6 +247,8 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         Send one message's reply, of the message's kind.
         """
         assert self._ws is not None
+        if self.factory.server.faults.throttle:
+            self._injected("throttle")
         if text is not None:
             reply = self._textPrefix + text
             self.bytesOut += len(reply.encode("utf-8"))
@@ -264,6 +267,7 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         connection is held until the client gives up or the idle timeout
         ends it).
         """
+        self._injected(kind)
         if kind == "stall":
             self._stalled = True
             return
@@ -277,9 +281,17 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
             half = reply[: len(reply) // 2]
             self.bytesOut += len(half)
             self._ws.sendBytesMessage(half)
-            self._stop("truncated-injected")
+            self._stop("truncated-reply")
             return
         self._stop("dropped")
+
+    def _injected(self, kind: str, count: int = 1) -> None:
+        """
+        Tell the server's observers (C{sockplay_faults_injected_total}) that
+        C{count} faults of C{kind} were injected, as its TCP connections do.
+        """
+        for observer in self.factory.server.injectedObservers:
+            observer(kind, count)
 
     def _reset(self) -> None:
         """
@@ -300,7 +312,8 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
         self._cutCall = None
         if self.state is not ConnectionState.CLOSED:
             self.outcome = "cut"
-            asStream(self.transport).abortConnection()
+            self._injected("cut")
+            self._reset()
 
     def idleExpired(self) -> None:
         if self._stalled and self.state is _READING:

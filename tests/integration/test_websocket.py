@@ -337,6 +337,6 @@ def test_faultsChangedAtRuntimeApply(servers: ServerPool) -> None:
     assert isinstance(half, BytesMessage) and half.data == b"Message received: abcd"[:11]
     assert isinstance(close, CloseConnection)
     server.waitForLine(
-        lambda line: f"on tcp:127.0.0.1:{port}, truncated-injected, 3 messages" in line,
+        lambda line: f"on tcp:127.0.0.1:{port}, truncated-reply, 3 messages" in line,
         "the truncated WebSocket",
     )

@@ -325,7 +325,7 @@ def test_truncateSendsHalfTheReply() -> None:
     assert reply == BytesMessage(b"Message received: abcd"[:11])
     assert isinstance(close, CloseConnection)
     peer.lose()
-    assert [record.outcome for record in server.records] == ["truncated-injected"]
+    assert [record.outcome for record in server.records] == ["truncated-reply"]
 
 
 def test_stallAnswersNothingUntilTheIdleTimeout() -> None:
@@ -369,3 +369,18 @@ def test_throttleWritesNoFasterThanItSays() -> None:
     assert b"".join(bytes(e.data) for e in events if isinstance(e, BytesMessage)) == (
         b"Message received: " + b"x" * 210
     )
+
+
+def test_injectionsCounted() -> None:
+    """
+    Each injected fault is told to the server's observers (the metrics'
+    C{sockplay_faults_injected_total}), by the kinds TCP's use: a delay per
+    delayed message, a drop per connection.
+    """
+    server, peer = faulty(Faults(delay=1.0))
+    injected: list[tuple[str, int]] = []
+    server.factory.injectedObservers.append(lambda kind, count: injected.append((kind, count)))
+    peer.send(TextMessage("a"))
+    server.factory.setFaults(Faults(dropRate=1.0), "test")
+    peer.send(TextMessage("b"))
+    assert injected == [("delay", 1), ("drop", 1)]
