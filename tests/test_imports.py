@@ -141,6 +141,7 @@ def test_noCycles() -> None:
         "sockplay.latency",
         "sockplay.tlserrors",
         "sockplay.website",
+        "sockplay.wsframes",
     ],
 )
 def test_sharedModulesImportNothingOfOurs(shared: str) -> None:

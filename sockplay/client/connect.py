@@ -3,6 +3,7 @@ Reading a C{--connect} endpoint string, with no I/O: its kind, and for the
 kinds the client builds itself (C{tcp:}, C{tcp6:}, C{ssl:}) the host, port
 and connection options, so that a mistyped string is a usage error that
 says what is wrong, and the messages can name the host actually looked up.
+A C{ws://} or C{wss://} URL (L{parseWebSocketURL}) is a WebSocket server.
 
 The syntax is Twisted's (U{endpoint strings
 <https://docs.twisted.org/en/stable/core/howto/endpoints.html>}):
@@ -15,13 +16,23 @@ from __future__ import annotations
 
 import math
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import idna
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 
 from sockplay.cli import splitEndpoint
 
-__all__ = ["HOST_KINDS", "SHAPE", "BadConnect", "HostTarget", "hostNameProblem", "parseConnect"]
+__all__ = [
+    "HOST_KINDS",
+    "SHAPE",
+    "BadConnect",
+    "HostTarget",
+    "WebSocketTarget",
+    "hostNameProblem",
+    "parseConnect",
+    "parseWebSocketURL",
+]
 
 # The example every "cannot parse" message ends with.
 SHAPE = "an endpoint looks like tcp:host=...:port=..."
@@ -58,6 +69,61 @@ class HostTarget(NamedTuple):
     port: int
     timeout: float | None = None
     bindAddress: str | None = None
+
+
+class WebSocketTarget(NamedTuple):
+    """
+    A C{ws://} or C{wss://} URL, read.
+
+    @ivar url: the URL as given.
+    @ivar secure: C{wss://}: WebSocket over TLS.
+    @ivar host: the host name or address to connect to.
+    @ivar port: the TCP port (80 or 443 where the URL names none).
+    """
+
+    url: str
+    secure: bool
+    host: str
+    port: int
+
+
+def parseWebSocketURL(description: str) -> WebSocketTarget | None:
+    """
+    Read C{description} as a WebSocket URL: C{ws://HOST:PORT/PATH} or
+    C{wss://...} (an IPv6 host in brackets).
+
+    @return: the target; C{None} if it is not a C{ws://} or C{wss://} URL.
+    @raise BadConnect: if it is one, but without a usable host or port, or
+        with user information or a fragment, which a WebSocket URL cannot
+        have (RFC 6455, section 3).
+    """
+    scheme, separator, _ = description.partition("://")
+    if not separator or scheme.lower() not in ("ws", "wss"):
+        return None
+    shape = "a WebSocket URL looks like ws://127.0.0.1:8080/ or wss://host:443/path"
+
+    def bad(why: str) -> BadConnect:
+        return BadConnect(f"cannot parse --connect {description!r}: {why}; {shape}")
+
+    try:
+        parts = urlsplit(description)
+        port = parts.port
+    except ValueError as e:
+        raise bad(str(e)) from None
+    if parts.username is not None or parts.password is not None:
+        raise bad("a WebSocket URL has no user name or password")
+    if parts.fragment:
+        raise bad("a WebSocket URL has no #fragment")
+    host = parts.hostname or ""
+    problem = hostNameProblem(host, strict=False)
+    if problem is not None:
+        raise bad(f"the host {host!r} is not a host name or an IP address ({problem})")
+    secure = scheme.lower() == "wss"
+    if port is None:
+        port = 443 if secure else 80
+    if not 0 < port < 65536:
+        raise bad(f"port {port} is not from 1 to 65535")
+    return WebSocketTarget(description, secure, host, port)
 
 
 def hostNameProblem(host: str, strict: bool = True) -> str | None:

@@ -33,15 +33,22 @@ __all__ = ["makeEndpoint"]
 def makeEndpoint(reactor: IReactorCore, config: Options) -> IStreamClientEndpoint:
     """
     The endpoint that C{config} names, wrapped in TLS with C{--tls} or an
-    C{ssl:} C{--connect} string.
+    C{ssl:} C{--connect} string; for a C{ws://} or C{wss://} URL, the
+    connection beneath the WebSocket (in TLS for C{wss://}).
 
     @raise ClientError: if C{--connect} is not a valid endpoint string, or
         the C{--cert} or C{--key} file cannot be used (with the usage
         error's status), or TLS cannot be set up as asked.
     """
     target = config.connectTarget
+    webSocket = config.webSocket
     endpoint: IStreamClientEndpoint
-    if target is not None:
+    if webSocket is not None:
+        # The TCP (or TLS) connection beneath the WebSocket.
+        endpoint = HostnameEndpoint(
+            reactor, webSocket.host, webSocket.port, timeout=config["timeout"]
+        )
+    elif target is not None:
         endpoint = _hostEndpoint(reactor, target, config["timeout"])
     elif config["connect"]:
         try:

@@ -173,14 +173,16 @@ def describeFailure(failure: Failure, config: Options, hint: bool = True) -> str
         return "interrupted before the reply"
     if failure.check(NoReply):
         message = str(failure.value)
-        if hint and not config.usesTLS():
+        if hint and not config.usesTLS() and config.webSocket is None:
             message += f" (is {target} a TLS listener? try --tls)"
         return message
     if failure.check(ClientError):
         return str(failure.value)
     if failure.check(TimeoutError, error.TimeoutError):
         message = f"no reply from {target} within {config['timeout']:g} s"
-        return f"{message}: {_framingHint(config)}" if hint else message
+        # A WebSocket message has no framing to get wrong.
+        framed = config.webSocket is None
+        return f"{message}: {_framingHint(config)}" if hint and framed else message
     if failure.check(error.ConnectionRefusedError):
         return f"connection refused by {target}"
     if failure.check(error.DNSLookupError):

@@ -11,7 +11,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from sockplay.cli import TargetOptions, number
-from sockplay.client.connect import BadConnect, HostTarget, hostNameProblem, parseConnect
+from sockplay.client.connect import (
+    BadConnect,
+    HostTarget,
+    WebSocketTarget,
+    hostNameProblem,
+    parseConnect,
+    parseWebSocketURL,
+)
 from sockplay.framing import checkKeepOpen, framingOption
 
 __all__ = [
@@ -60,9 +67,12 @@ class Options(TargetOptions):
     @ivar connectTarget: the host and port of a C{tcp:}, C{tcp6:} or
         C{ssl:} C{--connect} string, read; C{None} without one, or for
         another kind.
+    @ivar webSocket: a C{ws://} or C{wss://} C{--connect} URL, read;
+        C{None} for any other target.
     """
 
     connectTarget: HostTarget | None = None
+    webSocket: WebSocketTarget | None = None
 
     program = "python -m sockplay.client"
     longdesc = (
@@ -151,9 +161,16 @@ class Options(TargetOptions):
             )
         if self["connect"]:
             try:
-                self.connectTarget = parseConnect(self["connect"])
+                self.webSocket = parseWebSocketURL(self["connect"])
+                if self.webSocket is None:
+                    self.connectTarget = parseConnect(self["connect"])
             except BadConnect as e:
                 raise usage.UsageError(str(e)) from None
+            if self.webSocket is not None and self["framing"] != "raw":
+                raise usage.UsageError(
+                    "--framing cannot be used with a ws:// or wss:// --connect: each "
+                    "WebSocket message is one message"
+                )
         else:
             # Checked as Twisted's HostnameEndpoint will, which would
             # otherwise fail only once it connects.
@@ -170,13 +187,21 @@ class Options(TargetOptions):
     def usesTLS(self) -> bool:
         """
         Whether the client speaks TLS: with C{--tls}, or a C{--connect}
-        C{ssl:} string (which the client verifies as C{--tls} does).
+        C{ssl:} string or C{wss://} URL (which the client verifies as
+        C{--tls} does).
         """
         target = self.connectTarget
+        if self.webSocket is not None:
+            return self.webSocket.secure
         return bool(self["tls"]) or (target is not None and target.kind == "ssl")
 
     def _checkTLS(self) -> None:
         tls = self.usesTLS()
+        if self.webSocket is not None and self["tls"]:
+            raise usage.UsageError(
+                "--tls cannot be used with a ws:// URL: connect to wss://... for WebSocket "
+                "over TLS"
+            )
         for option in ("ca", "server-name", "insecure", "cert", "key", "alpn"):
             given = self[option] if option in ("insecure", "alpn") else self[option] is not None
             if given and not tls:
@@ -194,7 +219,7 @@ class Options(TargetOptions):
                 "--framing eof cannot be used with TLS: a TLS connection cannot half-close, "
                 "which is how an eof message ends"
             )
-        if self["connect"] and self.connectTarget is None and not (
+        if self["connect"] and self.connectTarget is None and self.webSocket is None and not (
             self["server-name"] or self["insecure"]
         ):
             raise usage.UsageError(
@@ -264,6 +289,8 @@ class Options(TargetOptions):
         or C{ssl:} C{--connect} string, or C{--host}; C{None} for another
         C{--connect} kind.
         """
+        if self.webSocket is not None:
+            return self.webSocket.host
         if self["connect"]:
             return None if self.connectTarget is None else self.connectTarget.host
         return str(self["host"])

@@ -33,6 +33,8 @@ from sockplay.client.reply import Reply
 from sockplay.client.retry import Backoff, Retry, retry
 from sockplay.client.session import KeepOpenSession
 from sockplay.client.verdict import problem
+from sockplay.client.websocket import WebSocketSession
+from sockplay.client.websocket import exchange as webSocketExchange
 
 __all__ = ["ProbeResult", "probe", "request"]
 
@@ -115,7 +117,17 @@ async def _exchange(
     A message that is neither an echo nor an error, held in case it was a
     banner (see L{ReplyReader}), is the reply if nothing follows it within
     the timeout: a server that keeps the connection open does not end it.
+
+    With a C{ws://} or C{wss://} URL, the exchange is one message and its
+    reply on a WebSocket of its own.
     """
+    if config.webSocket is not None:
+        asking = Deferred.fromCoroutine(
+            webSocketExchange(
+                endpoint, config.webSocket.url, config["message"], cast(IReactorTime, reactor)
+            )
+        )
+        return Reply(await _withTimeout(asking, reactor, config["timeout"]))
     protocol = ReplyClientProtocol(config["message"], config["framing"])
     connecting = connectProtocol(endpoint, protocol)
 
@@ -202,7 +214,12 @@ async def probe(
     if random is None:
         random = Random()
     endpoint = makeEndpoint(reactor, config)
-    session = KeepOpenSession(endpoint, config["framing"], clock) if config["keep-open"] else None
+    session: KeepOpenSession | WebSocketSession | None = None
+    if config["keep-open"]:
+        if config.webSocket is not None:
+            session = WebSocketSession(endpoint, config.webSocket.url, clock)
+        else:
+            session = KeepOpenSession(endpoint, config["framing"], clock)
     last = config["count"] or None
     try:
         for seq in count(1):
@@ -250,7 +267,7 @@ async def _probeOnce(
     reactor: IReactorCore,
     config: Options,
     endpoint: IStreamClientEndpoint,
-    session: KeepOpenSession | None,
+    session: KeepOpenSession | WebSocketSession | None,
     clock: IReactorTime,
 ) -> tuple[bytes, float, bytes | None]:
     """
@@ -274,7 +291,9 @@ async def _probeOnce(
         raise
 
 
-async def _close(session: KeepOpenSession, reactor: IReactorCore, timeout: float) -> None:
+async def _close(
+    session: KeepOpenSession | WebSocketSession, reactor: IReactorCore, timeout: float
+) -> None:
     """
     Close C{session}'s connection, aborting it if that takes longer than
     C{timeout} seconds.

@@ -4,8 +4,9 @@ its own listeners through sockplay's client (L{ReplyClientProtocol}, or
 L{KeepOpenClientProtocol} for a connection kept for the next message), and
 answers with the reply as the tutorial's client prints it.
 
-The panel reaches only the server's own plain TCP listeners, by their
-index: never an address from the page. Its client's side of each
+The panel reaches only the server's own plain TCP listeners and plain
+WebSocket listeners (through sockplay's WebSocket client, one message a
+WebSocket message), by their index: never an address from the page. Its client's side of each
 conversation (connected, sent, received, the printed reply) is recorded
 in the timeline of the server's side of the same connection.
 
@@ -29,8 +30,10 @@ from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from sockplay.client.failures import ClientError, NoReply
 from sockplay.client.output import formatReply
 from sockplay.client.protocol import KeepOpenClientProtocol, ReplyClientProtocol
+from sockplay.client.websocket import WebSocketSession, exchange
 from sockplay.framing import FRAMINGS, LF, makeFramer
 from sockplay.server.trace import ConnectionTrace, peerKey
 from sockplay.server.tracer import Tracer
@@ -74,18 +77,28 @@ class Target:
         listener on every address), or C{None} if the panel cannot send.
     @ivar port: its port.
     @ivar why: why the panel cannot send to it, or C{None}.
+    @ivar webSocket: a WebSocket listener (C{--websocket}), whose C{name}
+        is its C{ws://} URL: each message goes as one WebSocket message,
+        whatever the framing.
     """
 
     name: str
     host: str | None
     port: int
     why: str | None = None
+    webSocket: bool = False
 
     def describe(self, index: int) -> dict[str, Any]:
         """
         The listener for the page.
         """
-        return {"index": index, "name": self.name, "sendable": self.why is None, "why": self.why}
+        return {
+            "index": index,
+            "name": self.name,
+            "sendable": self.why is None,
+            "why": self.why,
+            "kind": "websocket" if self.webSocket else "tcp",
+        }
 
 
 class _ClientSide:
@@ -220,6 +233,8 @@ class SendPanel:
         self._reactor = reactor
         self._tracer = tracer
         self._sessions: OrderedDict[str, _KeepOpen] = OrderedDict()
+        # The kept WebSockets, by page session and listener.
+        self._webSockets: OrderedDict[str, WebSocketSession] = OrderedDict()
 
     @property
     def targets(self) -> list[Target]:
@@ -252,14 +267,15 @@ class SendPanel:
         if mode not in _MODES:
             raise BadSend("mode must be one-shot or keep-open")
         keepOpen = mode == "keep-open"
-        if keepOpen and makeFramer(framing).needsEndOfInput:
-            raise BadSend("eof framing ends a message by half-closing: use one-shot")
         index = body.get("listener", 0)
         targets = self.targets
         # bool is an int in Python, and JSON's true is not an index.
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(targets):
             raise BadSend("listener must be the index of one of the server's listeners")
         target = targets[index]
+        if keepOpen and makeFramer(framing).needsEndOfInput and not target.webSocket:
+            # (A WebSocket message has no framing: each is whole.)
+            raise BadSend("eof framing ends a message by half-closing: use one-shot")
         if target.why is not None:
             raise BadSend(f"cannot send to {target.name}: {target.why}")
         session = body.get("session", "")
@@ -289,6 +305,9 @@ class SendPanel:
     def _send(
         self, message: bytes, framing: str, keepOpen: bool, target: Target, session: str
     ) -> Any:
+        if target.webSocket:
+            result = yield self._sendWebSocket(message, keepOpen, target, session)
+            return result
         kept = self._sessions.get(session) if keepOpen else None
         reused = kept is not None and kept.isOpen and kept.framing == framing
         if kept is not None and not reused:
@@ -328,6 +347,47 @@ class SendPanel:
             "note": note,
         }
 
+    @inlineCallbacks
+    def _sendWebSocket(self, message: bytes, keepOpen: bool, target: Target, session: str) -> Any:
+        """
+        Send C{message} to a WebSocket listener with sockplay's client: on a
+        WebSocket of its own, or on the page session's kept one.
+        """
+        clock: IReactorTime = self._reactor  # type: ignore[assignment]
+        key = f"{session} {target.name}"
+        kept = self._webSockets.get(key) if keepOpen else None
+        reused = kept is not None and kept.connections > 0
+        try:
+            if keepOpen:
+                if kept is None:
+                    kept = WebSocketSession(self._endpoint(target), target.name, clock)
+                    self._keepWebSocket(key, kept)
+                reply, _ = yield self._timed(Deferred.fromCoroutine(kept.ask(message)))
+            else:
+                reply = yield self._timed(
+                    Deferred.fromCoroutine(
+                        exchange(self._endpoint(target), target.name, message, clock)
+                    )
+                )
+        except Exception as e:
+            if kept is not None:
+                kept.drop()
+            return {"ok": False, "error": _describeWebSocket(Failure(e)), "connection": None}
+        return {
+            "ok": True,
+            "printed": formatReply(reply),
+            "reply": reply.decode("utf-8", "backslashreplace"),
+            "connection": None,
+            "reused": reused,
+            "note": None,
+        }
+
+    def _keepWebSocket(self, key: str, session: WebSocketSession) -> None:
+        self._webSockets[key] = session
+        while len(self._webSockets) > MAX_SESSIONS:
+            oldest = next(iter(self._webSockets))
+            self._webSockets.pop(oldest).close()
+
     def _timed(self, d: Deferred[Any]) -> Deferred[Any]:
         """
         C{d}, cancelled after L{REPLY_TIMEOUT} seconds.
@@ -359,6 +419,9 @@ class SendPanel:
         """
         for session in list(self._sessions):
             self._forget(session)
+        while self._webSockets:
+            _, kept = self._webSockets.popitem()
+            kept.close()
 
 
 def _id(side: _ClientSide) -> int | None:
@@ -377,3 +440,15 @@ def _describe(failure: Failure, framing: str) -> str:
     message = failure.getErrorMessage()
     return f"{type(failure.value).__name__}: {message}" if message else type(failure.value).__name__
 
+
+
+def _describeWebSocket(failure: Failure) -> str:
+    """
+    A failed send to a WebSocket listener in one line: the client's own
+    line where it has one (a close 1009, a refused upgrade).
+    """
+    if failure.check(TimeoutError, DeferTimeoutError):
+        return f"no reply within {REPLY_TIMEOUT:g} s"
+    if failure.check(ClientError, NoReply):
+        return str(failure.value)
+    return _describe(failure, "raw")

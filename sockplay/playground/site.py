@@ -56,6 +56,7 @@ __all__ = [
     "PlaygroundService",
     "makePlaygroundSite",
     "targetOf",
+    "webSocketTargetOf",
 ]
 
 # Live streams at once: each is an open HTTP connection, and the site holds
@@ -274,6 +275,25 @@ class PlaygroundService(ListenerService):
     def stopService(self) -> Deferred[None] | None:
         self.panel.closeAll()
         return super().stopService()
+
+
+def webSocketTargetOf(service: ListenerService) -> Target | None:
+    """
+    What the send panel can make of one WebSocket listener: a C{ws://}
+    URL it can connect to, or why not; C{None} before it listens.
+    """
+    port = service.port
+    if port is None:
+        return None
+    address = port.getHost()
+    if not isinstance(address, (IPv4Address, IPv6Address)) or address.type != "TCP":
+        return Target(str(address), None, 0, "the panel connects over TCP only", webSocket=True)
+    host = _reachable(address.host)
+    url = f"ws://{f'[{host}]' if ':' in host else host}:{address.port}/"
+    if isTLS(service.endpoint):
+        name = f"wss://{url[len('ws://'):]}"
+        return Target(name, None, 0, "it speaks TLS; the panel speaks plain WebSocket", True)
+    return Target(url, host, address.port, webSocket=True)
 
 
 def targetOf(service: ListenerService) -> Target | None:

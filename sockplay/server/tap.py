@@ -161,6 +161,7 @@ class Options(CommandOptions):
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
         self["info"] = []
+        self["websocket"] = []
         self["udp"] = []
         # The --tls-client-ca certificates, once read.
         self.clientCAs: list[x509.Certificate] = []
@@ -195,6 +196,15 @@ class Options(CommandOptions):
         closes. Repeatable.
         """
         self["info"].append(description)
+
+    @_helpText
+    def opt_websocket(self, description: str) -> None:
+        """
+        Also answer over WebSocket on this endpoint (tcp:, ssl: for wss://):
+        each message gets its reply as a message of the same kind (text or
+        binary), every path upgrades. Repeatable.
+        """
+        self["websocket"].append(description)
 
     @_helpText
     def opt_port(self, port: str) -> None:
@@ -263,13 +273,25 @@ class Options(CommandOptions):
             isTLS(endpoint) for _, endpoint in endpoints
         ):
             raise usage.UsageError(
-                "--tls-client-ca needs an ssl: listener (--listen ssl:... or --info ssl:...)"
+                "--tls-client-ca needs an ssl: listener (--listen ssl:..., --info ssl:... "
+                "or --websocket ssl:...)"
             )
         if self["workers"] > 1 and (self["web"] or self["trace"]):
             raise usage.UsageError(
                 f"{'--web' if self['web'] else '--trace'} cannot be used with --workers: it "
                 "shows one process's connections; drop --workers"
             )
+        if self["workers"] > 1 and self["websocket"]:
+            raise usage.UsageError(
+                "--websocket cannot be used with --workers: run one server per core with "
+                "its own --websocket instead"
+            )
+        for description in self["websocket"]:
+            if description.startswith("haproxy:"):
+                raise usage.UsageError(
+                    f"--websocket {description!r}: haproxy: is not supported for WebSocket "
+                    "listeners; use tcp: or ssl:"
+                )
         if self["workers"] > 1 and self["metrics"]:
             raise usage.UsageError(
                 "--metrics cannot be used with --workers: each worker counts its own "
@@ -298,15 +320,16 @@ class Options(CommandOptions):
 
     def _endpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
         """
-        Check that every C{--listen}, C{--info}, C{--metrics} and C{--web}
-        is an endpoint string.
+        Check that every C{--listen}, C{--info}, C{--websocket}, C{--metrics}
+        and C{--web} is an endpoint string.
 
-        @return: each C{--listen} and C{--info} with its endpoint.
+        @return: each C{--listen}, C{--info} and C{--websocket} with its
+            endpoint.
         """
         endpoints = []
         for option, description in [("--listen", d) for d in self["listen"]] + [
             ("--info", d) for d in self["info"]
-        ] + (
+        ] + [("--websocket", d) for d in self["websocket"]] + (
             [(option, self[option[2:]]) for option in ("--metrics", "--web")
              if self[option[2:]] is not None]
         ):
@@ -324,7 +347,7 @@ class Options(CommandOptions):
                         "systemd-socket-activate, pass --fdname)"
                     )
                 raise usage.UsageError(f"bad {option} {description!r}: {reason}") from None
-            if option in ("--listen", "--info"):
+            if option in ("--listen", "--info", "--websocket"):
                 endpoints.append((description, endpoint))
         return endpoints
 
@@ -365,15 +388,17 @@ def _trace(
     listeners: list[ListenerService],
     reactor: IReactorCore,
     faultsPage: FaultsPage | None,
+    webSockets: list[ListenerService],
 ) -> None:
     """
     Trace every connection of C{factory} (C{--trace} logs each event), and
     with C{--web}, serve the playground through the drain, as the metrics
-    site is, with C{faultsPage} at C{/faults}.
+    site is, with C{faultsPage} at C{/faults}; its send panel targets the
+    echo C{listeners} and the C{webSockets} listeners.
     """
     # Imported only when asked for, as the metrics are: twisted.web.
     from sockplay.playground.panel import SendPanel
-    from sockplay.playground.site import PlaygroundService, targetOf
+    from sockplay.playground.site import PlaygroundService, targetOf, webSocketTargetOf
     from sockplay.server.trace import serverDescription
     from sockplay.server.tracer import Tracer
 
@@ -388,7 +413,14 @@ def _trace(
         panel = SendPanel(
             reactor,
             tracer,
-            lambda: [t for t in (targetOf(listener) for listener in listeners) if t is not None],
+            lambda: [
+                t
+                for t in [
+                    *(targetOf(listener) for listener in listeners),
+                    *(webSocketTargetOf(listener) for listener in webSockets),
+                ]
+                if t is not None
+            ],
         )
         drain.lingering.append(
             PlaygroundService(config["web"], tracer, panel, reactor, faultsPage)
@@ -481,8 +513,19 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
             endpoint = makeEndpoint(reactor, description, config.clientCAs)
             service = ListenerService(description, endpoint, info, reactor, "connection info")
             service.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    webSocketListeners: list[ListenerService] = []
+    if config["websocket"]:
+        # Imported only when asked for: twisted.web and wsproto.
+        from sockplay.server.websocket import webSocketSite
+
+        site = webSocketSite(factory, reactor)
+        for description in config["websocket"]:
+            endpoint = makeEndpoint(reactor, description, config.clientCAs)
+            service = ListenerService(description, endpoint, site, reactor, "WebSocket")
+            service.setServiceParent(parent)  # type: ignore[no-untyped-call]
+            webSocketListeners.append(service)
     if config["web"] or config["trace"]:
-        _trace(config, factory, drain, echoListeners, reactor, faultsPage)
+        _trace(config, factory, drain, echoListeners, reactor, faultsPage, webSocketListeners)
     if config["udp"]:
         prefix = renderProcessTemplate(factory.settings.prefix, factory.hostname)
         for port in config["udp"]:

@@ -50,6 +50,7 @@ from support.servers import (
     connect,
     readToEOF,
 )
+from support.websocket import webSocketPorts
 
 # Debian's package; CI installs it with apt.
 CHROMIUM = "/usr/bin/chromium"
@@ -490,4 +491,86 @@ def test_tutorialConversationScreenshot(openPlayground: OpenPlayground, tmp_path
     path = Path(os.environ.get("SOCKPLAY_SCREENSHOT") or tmp_path / "playground.png")
     page.screenshot(path=str(path))
     assert path.read_bytes().startswith(b"\x89PNG")
+    assert playground.errors == []
+
+
+# The page script of a browser's own WebSocket: open one to a URL, send one
+# message (a text, or the bytes of a list), and resolve with the reply (a
+# text, or its bytes as a list) or, if the server closes first, the close
+# code; bounded.
+_BROWSER_WEBSOCKET = """
+([url, message]) => new Promise((resolve, reject) => {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const timer = setTimeout(() => reject(new Error("no reply within 5 s")), 5000);
+  ws.onopen = () => ws.send(typeof message === "string" ? message : new Uint8Array(message));
+  ws.onmessage = (event) => {
+    clearTimeout(timer);
+    resolve(typeof event.data === "string" ? event.data : Array.from(new Uint8Array(event.data)));
+    ws.close();
+  };
+  ws.onclose = (event) => { clearTimeout(timer); resolve({ closed: event.code }); };
+})
+"""
+
+
+def test_browserWebSocketGetsTheReply(openPlayground: OpenPlayground) -> None:
+    """
+    A page's own C{new WebSocket('ws://127.0.0.1:PORT/')} gets the reply to
+    a text message as text and to a binary one as binary, from a page of
+    another origin (any Origin may connect); a message over
+    C{--max-message} is closed with code 1009, and the next is answered.
+
+    The page is the server's C{/healthz} on its metrics site: another origin
+    (port), and a loopback one, as Chromium requires of a page that reaches
+    a loopback server (its local network access checks); the playground's
+    own page may connect only to itself (its CSP).
+    """
+    playground = openPlayground(
+        "--websocket", EPHEMERAL, "--max-message", "100", "--metrics", EPHEMERAL
+    )
+    port = webSocketPorts(playground.server)["tcp"]
+    metrics = next(
+        match.group(1)
+        for line in playground.server.output
+        if (match := re.search(r"Serving metrics on tcp:127\.0\.0\.1:(\d+) ", line))
+    )
+    url = f"ws://127.0.0.1:{port}/"
+    page = playground.page.context.new_page()
+    page.goto(f"http://127.0.0.1:{metrics}/healthz")
+    assert page.evaluate(_BROWSER_WEBSOCKET, [url, HELLO.decode()]) == HELLO_PRINTED.removeprefix(
+        "Response from the server: "
+    )
+    assert page.evaluate(_BROWSER_WEBSOCKET, [url, [255, 0]]) == [*b"Message received: ", 255, 0]
+    assert page.evaluate(_BROWSER_WEBSOCKET, [url, "x" * 101]) == {"closed": 1009}
+    assert page.evaluate(_BROWSER_WEBSOCKET, [url + "again", "ok"]) == "Message received: ok"
+    assert playground.errors == []
+
+
+def test_sendPanelToAWebSocketListener(openPlayground: OpenPlayground) -> None:
+    """
+    The send panel lists the server's WebSocket listeners by their URL next
+    to its TCP ones; chosen, it takes no framing and its message gets the
+    tutorial's reply line over WebSocket, one-shot and keep-open.
+    """
+    playground = openPlayground("--websocket", EPHEMERAL)
+    port = webSocketPorts(playground.server)["tcp"]
+    page = playground.page
+    url = f"ws://127.0.0.1:{port}/"
+    expect(page.locator(f'#send-listener option:text-is("{url}")')).to_have_count(1, timeout=SHOWN)
+    expect(page.locator("#send-listener option")).to_have_count(2)
+    page.select_option("#send-listener", label=url)
+    expect(page.locator("#send-framing")).to_be_disabled()
+    page.click("#send-button")
+    expect(page.locator("#send-result")).to_have_text(HELLO_PRINTED, timeout=SHOWN * 3)
+    expect(page.locator("#send-error")).to_have_text("")
+    page.select_option("#send-mode", "keep-open")
+    for _ in range(2):
+        page.click("#send-button")
+        expect(page.locator("#send-button")).to_be_enabled(timeout=SHOWN * 3)
+        expect(page.locator("#send-result")).to_have_text(HELLO_PRINTED, timeout=SHOWN * 3)
+    expect(page.locator("#send-note")).to_contain_text("same connection", timeout=SHOWN)
+    playground.server.waitForLine(
+        lambda line: f"on tcp:127.0.0.1:{port}, ok, 1 message" in line, "the one-shot WebSocket"
+    )
     assert playground.errors == []

@@ -262,7 +262,13 @@ def test_streamSnapshotThenUpdates(servers: ServerPool) -> None:
         assert name == "snapshot"
         assert snapshot["server"]["framing"] == "raw"
         assert snapshot["server"]["listeners"] == [
-            {"index": 0, "name": f"tcp:127.0.0.1:{server.port}", "sendable": True, "why": None}
+            {
+                "index": 0,
+                "name": f"tcp:127.0.0.1:{server.port}",
+                "sendable": True,
+                "why": None,
+                "kind": "tcp",
+            }
         ]
         assert snapshot["connections"] == []
         tutorialClient(server.port)

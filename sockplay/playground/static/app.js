@@ -413,6 +413,7 @@
       option.value = String(listener.index);
       option.textContent = listener.name + (listener.sendable ? "" : ` (${listener.why || "not reachable"})`);
       option.disabled = !listener.sendable;
+      option.dataset.kind = listener.kind || "tcp";
       if (listener.sendable) sendable += 1;
       choice.append(option);
     }
@@ -428,7 +429,16 @@
       $("send-mode").value = server.keepOpen ? "keep-open" : "one-shot";
     }
     sendableCount = sendable;
+    updateFraming();
     updateSendButton();
+  }
+
+  // A WebSocket listener takes each message whole: no framing to choose.
+  function updateFraming() {
+    const chosen = $("send-listener").selectedOptions[0];
+    const webSocket = Boolean(chosen && chosen.dataset.kind === "websocket");
+    $("send-framing").disabled = webSocket;
+    $("send-framing").title = webSocket ? "A WebSocket message is one message: no framing." : "";
   }
 
   function updateSendButton() {
@@ -831,6 +841,7 @@
 
   function start() {
     $("send-button").addEventListener("click", send);
+    $("send-listener").addEventListener("change", updateFraming);
     $("send-message").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.isComposing) {
         event.preventDefault();

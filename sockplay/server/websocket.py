@@ -1,0 +1,649 @@
+"""
+C{--websocket ENDPOINT}: the echo-reply server over WebSocket (RFC 6455),
+on Twisted's C{twisted.web.websocket}.
+
+Each WebSocket message is a message: a text message gets a text reply, a
+binary message a binary one, the reply being the rendered C{--prefix} and
+the message. A WebSocket stays open: every message is answered until the
+client closes, whatever C{--keep-open} says (it is about TCP, where a
+message's end and the conversation's can be the same thing).
+
+Every HTTP path upgrades. A request that is not a WebSocket upgrade is
+answered C{426 Upgrade Required} with a one-line body; the HTTP side is
+bounded as the metrics site is (L{sockplay.website}): C{GET} only,
+no bodies, headers bounded in size and time, and at most
+L{MAX_HANDSHAKES} connections not yet upgraded at once. Any C{Origin} may
+connect: this is a public echo service, and no credentials or cookies are
+involved.
+
+A WebSocket connection is one of the server's connections like any other
+(as C{--info}'s are): L{WebSocketEchoProtocol} is an
+L{EchoReplyProtocol} built by L{WebSocketOwner} on behalf of the server's
+L{EchoReplyFactory}, which admits it (C{--max-connections},
+C{--max-per-peer}: a client over a limit gets C{503} before the upgrade),
+sweeps it (C{--idle-timeout}, the linger), drains it, logs it and counts
+it in the metrics. What differs is at its edges: messages arrive whole
+from the WebSocket, not as bytes to frame; a message over C{--max-message}
+is refused from its frame headers (L{FrameScanner}) with close code 1009
+before it is buffered; and the conversation ends with a close frame, not
+a half-close.
+
+The closing codes: 1000 when the server ends the conversation otherwise
+(the idle timeout, with its reason), 1009 for a message too long, 1001
+(going away) at the end of a drain. A drain lets open WebSockets go on
+being answered for C{--drain-timeout}, then closes them.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import replace
+from typing import Any, cast
+
+from twisted.internet import error
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorCore,
+    IReactorTime,
+    ISSLTransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.websocket import WebSocketResource, WebSocketTransport
+
+from sockplay.framing import Framer, MessageTooLong, makeFramer
+from sockplay.server._twisted import asStream
+from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
+from sockplay.server.proxy import localAddress
+from sockplay.website import LimitedFactory, QuietSite, ReadOnlyChannel
+from sockplay.wsframes import FrameScanner
+
+__all__ = [
+    "MAX_HANDSHAKES",
+    "WebSocketEchoProtocol",
+    "WebSocketOwner",
+    "WebSocketSiteFactory",
+    "webSocketSite",
+]
+
+# Connections of one WebSocket listener still speaking HTTP (before or
+# instead of the upgrade) at once: a handshake takes one round trip, so
+# even many browsers opening at once need few; upgraded connections are
+# counted by --max-connections instead.
+MAX_HANDSHAKES = 64
+
+# The close codes (RFC 6455, section 7.4.1) the server ends with.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+_CLOSE_CODES = {"too-long": CLOSE_TOO_BIG, "shutdown": CLOSE_GOING_AWAY}
+# --throttle lets a tenth of a second's worth of bytes through at a time:
+# smooth enough for any client to see the rate, few timers.
+_THROTTLE_STEPS = 10
+# A close frame's reason fits in a control frame's 125 bytes, after the code.
+_MAX_REASON = 123
+
+_READING = ConnectionState.READING
+_REPLYING = ConnectionState.REPLYING
+_CLOSING = ConnectionState.CLOSING
+
+
+class WebSocketEchoProtocol(EchoReplyProtocol):
+    """
+    One WebSocket connection of the echo-reply server, from the upgrade
+    request on: admitted when the request arrives (L{connectionMade}, its
+    transport the connection's L{_Guard}), then answering each message
+    (L{textMessageReceived}, L{bytesMessageReceived}) through the
+    WebSocket until the client closes.
+
+    Its counters are a WebSocket's: C{bytesIn} and C{bytesOut} count
+    message payloads, not frames.
+
+    @ivar closeCode: the close code the server ends with, once it does.
+    """
+
+    factory: WebSocketOwner
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ws: WebSocketTransport | None = None
+        self._textPrefix = ""
+        self._closeReason = ""
+        self.closeCode = CLOSE_NORMAL
+        # Faults: replies held back by a delay (oldest first) and when the
+        # last is due; a stalled connection answers nothing more; the cut.
+        self._delayed: list[IDelayedCall] = []
+        self._lastDue = 0.0
+        self._stalled = False
+        self._cutCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        """
+        The upgrade request arrived: count the connection in (or note why it
+        is refused, for the resource to answer), and get ready to answer.
+        """
+        factory = self.factory
+        transport = self.transport
+        assert transport is not None
+        self._seconds = factory.clock.seconds
+        startedAt = getattr(transport, "startedAt", None)
+        self.startedAt = self.lastMessageAt = startedAt or self._seconds()
+        self.peerAddress = transport.getPeer()
+        if factory.needsLocalAddress:
+            self.hostAddress = factory.intern(localAddress(transport))
+            self.overTLS = ISSLTransport.providedBy(transport)
+        refusal = factory.admit(self)
+        if refusal is not None:
+            self.state = ConnectionState.REFUSED
+            self.outcome, self.detail = refusal
+            return
+        self.state = _READING
+        self._prefix = factory.render(factory.settings.prefix, self)
+        self._textPrefix = self._prefix.decode("utf-8", "replace")
+        if factory.settings.idleTimeout > 0:
+            factory.watch()
+        cutAfter = factory.server.faults.cutAfter
+        if cutAfter:
+            self._cutCall = factory.clock.callLater(cutAfter, self._cut)
+
+    def refused(self) -> None:
+        """
+        The upgrade was refused (over a limit, or a bad handshake): the
+        connection is over as far as the server's accounting goes.
+        """
+        self.connectionLost(Failure(connectionDone.value))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The connection is gone. An upgraded WebSocket is no health check
+        (the upgrade request was its first bytes): one that ends without a
+        message is C{ok} if it closed cleanly, else C{reset}.
+        """
+        if self.outcome is None:
+            self.outcome = "ok" if isinstance(reason.value, error.ConnectionDone) else "reset"
+        for call in [*self._delayed, self._cutCall]:
+            if call is not None and call.active():
+                call.cancel()
+        self._delayed.clear()
+        self._cutCall = None
+        super().connectionLost(reason)
+
+    # WebSocketProtocol
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        self._ws = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        """
+        A text message: answer it with a text message.
+        """
+        if self.state is _READING:
+            self._answer(message.encode("utf-8"), message)
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        """
+        A binary message: answer it with a binary message.
+        """
+        if self.state is _READING:
+            self._answer(bytes(data), None)
+
+    def _answer(self, payload: bytes, text: str | None) -> None:
+        """
+        Count a message in and answer it: at once, or as the faults in force
+        say (L{sockplay.server.faultsettings.Faults}, read for each message).
+
+        @param text: the message as text, for a text message; C{None} for a
+            binary one.
+        """
+        self.messages += 1
+        self.bytesIn += len(payload)
+        self.lastMessageAt = self._seconds()
+        if self._stalled:
+            return
+        faults = self.factory.server.faults
+        if not faults.active:
+            self._sendReply(payload, text)
+            return
+        kind = faults.draw(self.factory.random)
+        if kind is not None:
+            self._injectFault(kind, payload, text)
+            return
+        delay = faults.replyDelay(self.factory.random)
+        if delay <= 0 and not self._delayed:
+            self._sendReply(payload, text)
+            return
+        self._injected("delay")
+        # Never before an earlier reply: replies keep their order.
+        clock = self.factory.clock
+        due = max(clock.seconds() + delay, self._lastDue)
+        self._lastDue = due
+        call = clock.callLater(due - clock.seconds(), self._sendDelayed, payload, text)
+        self._delayed.append(call)
+
+    def _sendDelayed(self, payload: bytes, text: str | None) -> None:
+        self._delayed.pop(0)
+        if self.state is _READING:
+            self._sendReply(payload, text)
+        elif self.state is _REPLYING:
+            # The conversation ended meanwhile (the drain's end): its last
+            # replies still go out before the close.
+            self._sendReply(payload, text)
+            self._closeIfReplied()
+
+    def _sendReply(self, payload: bytes, text: str | None) -> None:
+        """
+        Send one message's reply, of the message's kind.
+        """
+        assert self._ws is not None
+        if self.factory.server.faults.throttle:
+            self._injected("throttle")
+        if text is not None:
+            reply = self._textPrefix + text
+            self.bytesOut += len(reply.encode("utf-8"))
+            self._ws.sendTextMessage(reply)
+        else:
+            data = self._prefix + payload
+            self.bytesOut += len(data)
+            self._ws.sendBytesMessage(data)
+
+    def _injectFault(self, kind: str, payload: bytes, text: str | None) -> None:
+        """
+        Answer a message with the fault it drew instead of its reply: drop
+        (a close, code 1000, without a reply), reset (the TCP connection
+        reset), truncate (the first half of the reply's bytes as a binary
+        message, then the close), stall (no reply, then or later: the
+        connection is held until the client gives up or the idle timeout
+        ends it).
+        """
+        self._injected(kind)
+        if kind == "stall":
+            self._stalled = True
+            return
+        if kind == "reset":
+            self.outcome = "reset-injected"
+            self._reset()
+            return
+        if kind == "truncate":
+            assert self._ws is not None
+            reply = self._prefix + payload if text is None else (self._textPrefix + text).encode()
+            half = reply[: len(reply) // 2]
+            self.bytesOut += len(half)
+            self._ws.sendBytesMessage(half)
+            self._stop("truncated-reply")
+            return
+        self._stop("dropped")
+
+    def _injected(self, kind: str, count: int = 1) -> None:
+        """
+        Tell the server's observers (C{sockplay_faults_injected_total}) that
+        C{count} faults of C{kind} were injected, as its TCP connections do.
+        """
+        for observer in self.factory.server.injectedObservers:
+            observer(kind, count)
+
+    def _reset(self) -> None:
+        """
+        Reset the TCP connection (RST): an abort with a zero linger.
+        """
+        transport = self.transport
+        handle = getattr(transport, "getHandle", None)
+        sock = handle() if handle is not None else None
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        asStream(transport).abortConnection()
+
+    def _cut(self) -> None:
+        """
+        C{cutAfter} seconds since the connection opened: abort it, whatever
+        it is doing.
+        """
+        self._cutCall = None
+        if self.state is not ConnectionState.CLOSED:
+            self.outcome = "cut"
+            self._injected("cut")
+            self._reset()
+
+    def idleExpired(self) -> None:
+        if self._stalled and self.state is _READING:
+            timeout = self.factory.settings.idleTimeout
+            self._stop("stalled", f"idle timeout ({timeout:g} s)")
+            return
+        super().idleExpired()
+
+    def dataReceived(self, data: bytes) -> None:
+        # Bytes reach the WebSocket, never this protocol.
+        raise NotImplementedError("a WebSocket connection receives messages, not bytes")
+
+    # Ending the conversation: a close frame instead of a half-close.
+
+    def messageTooLong(self) -> None:
+        """
+        A frame header announced a message over C{--max-message}: close with
+        code 1009.
+        """
+        if self.state is _READING:
+            self.messageFailed(MessageTooLong(self.factory.settings.maxMessage))
+
+    def sendError(self, text: str) -> None:
+        """
+        The reason the server ends the conversation goes in its close frame.
+        """
+        self._closeReason = text
+
+    def shutdown(self) -> None:
+        """
+        The drain began: a WebSocket goes on being answered until the drain
+        ends (L{abort}) or its client closes.
+        """
+
+    def abort(self) -> None:
+        """
+        The drain's time is up: close with code 1001 (going away), and let
+        the linger bound the wait for the client's close.
+        """
+        if self.state is _READING and self._ws is not None:
+            self._stop("shutdown", "the server is shutting down")
+        elif self.state is not ConnectionState.CLOSED:
+            super().abort()
+
+    def _hasQueued(self) -> bool:
+        return bool(self._delayed)
+
+    def _queuedFor(self) -> float:
+        if not self._delayed:
+            return 0.0
+        return max(0.0, self._lastDue - self.factory.clock.seconds())
+
+    def _closeIfReplied(self) -> None:
+        if self.state is not _REPLYING or self._delayed:
+            return
+        self.state = _CLOSING
+        self.closeCode = _CLOSE_CODES.get(self.outcome or "", CLOSE_NORMAL)
+        reason = self._closeReason.encode("utf-8")[:_MAX_REASON].decode("utf-8", "ignore")
+        if self._ws is not None:
+            cast(Any, self._ws).loseConnection(self.closeCode, reason)
+        else:
+            assert self.transport is not None
+            self.transport.loseConnection()
+
+
+class WebSocketOwner(ConnectionOwner):
+    """
+    The owner of the WebSocket connections: builds L{WebSocketEchoProtocol}s
+    on behalf of the server's L{EchoReplyFactory}, which counts them against
+    its limits, sweeps, drains, logs and measures them as its own. Only
+    what a WebSocket does differently is its own: no banner, no framing
+    (every message is whole), every message answered.
+    """
+
+    noisy = False
+
+    def __init__(self, server: EchoReplyFactory) -> None:
+        self.server = server
+        self.settings = replace(server.settings, framing="raw", keepOpen=False, banner=None)
+        self.clock: IReactorTime = server.clock
+        self.random = server.random
+
+    def buildProtocol(self, addr: IAddress | None) -> WebSocketEchoProtocol:
+        protocol = WebSocketEchoProtocol()
+        protocol.factory = self
+        return protocol
+
+    # What a connection needs of its owner: the server's, but for settings.
+
+    @property
+    def needsLocalAddress(self) -> bool:
+        return self.server.needsLocalAddress
+
+    def intern(self, address: IAddress) -> IAddress:
+        return self.server.intern(address)
+
+    def makeFramer(self) -> Framer:
+        return makeFramer(self.settings.framing, self.settings.maxMessage)
+
+    def render(self, template: bytes, protocol: EchoReplyProtocol) -> bytes:
+        return self.server.render(template, protocol)
+
+    def admit(self, protocol: EchoReplyProtocol) -> tuple[str, str] | None:
+        return self.server.admit(protocol)
+
+    def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
+        self.server.connectionClosed(protocol)
+
+    def watch(self) -> None:
+        self.server.watch()
+
+
+class _Prebuilt:
+    """
+    What L{WebSocketResource} asks for a protocol: the one already built
+    and admitted for this request.
+    """
+
+    def __init__(self, protocol: WebSocketEchoProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, request: Request) -> WebSocketEchoProtocol:
+        return self._protocol
+
+
+def _isUpgrade(request: Request) -> bool:
+    """
+    Whether C{request} asks to upgrade to a WebSocket.
+    """
+    upgrade = request.getHeader(b"upgrade") or b""
+    return b"websocket" in upgrade.lower().split(b",") or upgrade.strip().lower() == b"websocket"
+
+
+class EchoResource(Resource):
+    """
+    Every path of a WebSocket listener: an upgrade request becomes an echo
+    connection, if the server's limits admit it (else 503); any other
+    request gets 426 and a line that says what this is.
+    """
+
+    isLeaf = True
+
+    def __init__(self, owner: WebSocketOwner) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.owner = owner
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if not _isUpgrade(request):
+            request.setHeader(b"upgrade", b"websocket")
+            return _refuse(
+                request,
+                426,
+                b"Upgrade Required",
+                "this is a WebSocket echo endpoint: connect with a WebSocket client "
+                "(such as python -m sockplay.client --connect ws://HOST:PORT/)",
+            )
+        # The channel's transport is the connection's guard (the site's
+        # protocol factory wraps every channel in one).
+        guard = cast(_Guard, request.channel.transport)
+        protocol = self.owner.buildProtocol(None)
+        protocol.makeConnection(guard)  # type: ignore[no-untyped-call]
+        if protocol.state is ConnectionState.REFUSED:
+            protocol.refused()
+            request.setHeader(b"retry-after", b"1")
+            return _refuse(request, 503, b"Service Unavailable", protocol.detail)
+        result = WebSocketResource(_Prebuilt(protocol)).render_GET(request)
+        if result is not NOT_DONE_YET:
+            # A malformed handshake: Twisted answered 400.
+            protocol.outcome = "bad-handshake"
+            protocol.refused()
+            return result
+        guard.upgraded(protocol)
+        return result
+
+    render_HEAD = render_GET
+
+
+def _refuse(request: Request, code: int, phrase: bytes, line: str) -> bytes:
+    """
+    Answer C{request} with C{code} and C{line} as its text body, and close
+    the connection once the answer is written: a refused client gets no
+    second request on it, and holds no handshake's place meanwhile.
+    """
+    request.setResponseCode(code, phrase)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"connection", b"close")
+    # (Twisted lets go of the request's channel before it says it finished.)
+    channel = request.channel
+    request.notifyFinish().addBoth(lambda _: channel.loseConnection())
+    return line.encode("utf-8") + b"\n"
+
+
+class _Guard(ProtocolWrapper):
+    """
+    One connection of a WebSocket listener, beneath its HTTP channel: once
+    upgraded, it reads the client's frame headers (L{FrameScanner}) before
+    the WebSocket does, and stops a message over C{--max-message} before it
+    is buffered.
+
+    @ivar startedAt: when the connection was accepted.
+    """
+
+    factory: WebSocketSiteFactory
+    startedAt = 0.0
+    _scanner: FrameScanner | None = None
+    _connection: WebSocketEchoProtocol | None = None
+    # --throttle: bytes held back, the timer that lets the next go, and a
+    # close asked for while bytes were held.
+    _held = b""
+    _release: IDelayedCall | None = None
+    _closeWhenSent = False
+
+    def makeConnection(self, transport: Any) -> None:
+        self.startedAt = self.factory.owner.clock.seconds()
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
+
+    def upgraded(self, connection: WebSocketEchoProtocol) -> None:
+        """
+        The connection is a WebSocket now: watch its messages' sizes, and
+        stop counting it as a handshake.
+        """
+        self._connection = connection
+        self._scanner = FrameScanner(connection.factory.settings.maxMessage)
+        self.factory.upgraded += 1
+        # The HTTP channel's own timeout would end a quiet WebSocket: the
+        # server's idle timeout holds it instead.
+        channel = self.wrappedProtocol
+        setTimeout = getattr(channel, "setTimeout", None)
+        if setTimeout is not None:
+            setTimeout(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        scanner = self._scanner
+        if scanner is None:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            return
+        connection = self._connection
+        assert connection is not None
+        if connection.state is not _READING and connection.outcome == "too-long":
+            return
+        if scanner.feed(data):
+            # The whole frames before the one over the limit are read (and
+            # their messages answered) first, as on TCP.
+            if scanner.overAt:
+                super().dataReceived(data[: scanner.overAt])  # type: ignore[no-untyped-call]
+            connection.messageTooLong()
+            return
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data}; with a C{throttle} fault in force, no faster than it
+        says (a tenth of a second's worth at a time), after whatever is
+        still held back.
+        """
+        connection = self._connection
+        throttle = 0 if connection is None else connection.factory.server.faults.throttle
+        if not (throttle or self._held):
+            super().write(data)  # type: ignore[no-untyped-call]
+            return
+        self._held += data
+        if self._release is None:
+            self._letThrough()
+
+    def _letThrough(self) -> None:
+        """
+        Write the next tenth of a second's worth of held bytes, and come
+        back for the rest when the throttle allows.
+        """
+        self._release = None
+        connection = self._connection
+        throttle = 0 if connection is None else connection.factory.server.faults.throttle
+        size = max(1, throttle // _THROTTLE_STEPS) if throttle else len(self._held)
+        chunk, self._held = self._held[:size], self._held[size:]
+        super().write(chunk)  # type: ignore[no-untyped-call]
+        if self._held:
+            clock = self.factory.owner.clock
+            self._release = clock.callLater(size / throttle, self._letThrough)
+        elif self._closeWhenSent:
+            super().loseConnection()  # type: ignore[no-untyped-call]
+
+    def loseConnection(self) -> None:
+        if self._held:
+            self._closeWhenSent = True
+            return
+        super().loseConnection()  # type: ignore[no-untyped-call]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        release, self._release = self._release, None
+        if release is not None and release.active():
+            release.cancel()
+        self._held = b""
+        if self._scanner is not None:
+            self._scanner = None
+            self.factory.upgraded -= 1
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+class WebSocketSiteFactory(LimitedFactory):
+    """
+    The protocol factory of the WebSocket listeners: the HTTP site under a
+    L{_Guard} per connection, holding at most L{MAX_HANDSHAKES} connections
+    that have not upgraded (a 503 beyond).
+
+    @ivar owner: the L{WebSocketOwner} of the upgraded connections.
+    @ivar upgraded: connections that are WebSockets now.
+    """
+
+    protocol = _Guard
+
+    def __init__(self, site: QuietSite, owner: WebSocketOwner) -> None:
+        super().__init__(site, MAX_HANDSHAKES, "this WebSocket listener's handshakes")
+        self.owner = owner
+        self.upgraded = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper:
+        # self.protocols holds every connection made and not yet lost.
+        if len(self.protocols) - self.upgraded >= self.limit:
+            return super().buildProtocol(addr)
+        return super(LimitedFactory, self).buildProtocol(addr)
+
+
+def webSocketSite(server: EchoReplyFactory, reactor: IReactorCore) -> WebSocketSiteFactory:
+    """
+    The protocol factory of the C{--websocket} listeners of C{server}.
+
+    @param reactor: the reactor whose clock times the HTTP side out.
+    """
+    owner = WebSocketOwner(server)
+    site = QuietSite(EchoResource(owner), reactor=cast(Any, reactor))  # type: ignore[no-untyped-call]
+    site.protocol = ReadOnlyChannel
+    site.displayTracebacks = False
+    return WebSocketSiteFactory(site, owner)
