@@ -574,3 +574,81 @@ def test_sendPanelToAWebSocketListener(openPlayground: OpenPlayground) -> None:
         lambda line: f"on tcp:127.0.0.1:{port}, ok, 1 message" in line, "the one-shot WebSocket"
     )
     assert playground.errors == []
+
+
+# Chromium's console error for a PUT /faults the server refused (a 400).
+_REFUSED_FAULTS = re.compile(r"status of 400 .*\(http://127\.0\.0\.1:\d+/faults\)$")
+
+
+def faultsInForce(webPort: int) -> dict[str, float]:
+    """
+    C{GET /faults} on the playground's site, as a client of its own.
+    """
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", webPort, timeout=5)
+    try:
+        connection.request("GET", "/faults")
+        response = connection.getresponse()
+        assert response.status == 200
+        faults: dict[str, float] = json.loads(response.read())
+        return faults
+    finally:
+        connection.close()
+
+
+def putFaults(webPort: int, body: bytes) -> None:
+    """
+    C{PUT /faults} on the playground's site, as another client would.
+    """
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", webPort, timeout=5)
+    try:
+        connection.request("PUT", "/faults", body=body)
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+
+
+def test_faultsPanel(openPlayground: OpenPlayground) -> None:
+    """
+    The faults panel shows the faults in force and changes them: a delay
+    applied on the page is in force (the tutorial client's reply takes at
+    least that long); a value out of range is refused with the server's
+    reason and changes nothing; a change made by another client shows on
+    the page; "No faults" clears them all.
+    """
+    playground = openPlayground("--delay", "0.05")
+    page = playground.page
+    expect(page.locator("#faults-panel")).to_be_visible(timeout=SHOWN)
+    expect(page.locator("#fault-delay")).to_have_value("0.05", timeout=SHOWN)
+    page.fill("#fault-delay", "0.3")
+    page.click("#faults-apply")
+    expect(page.locator("#faults-status")).to_contain_text("Applied at", timeout=SHOWN)
+    assert faultsInForce(playground.webPort)["delay"] == 0.3
+    started = time.monotonic()
+    assert tutorialClient(playground.server.port) == HELLO_PRINTED + "\n"
+    assert time.monotonic() - started >= 0.3
+
+    page.fill("#fault-dropRate", "2")
+    page.click("#faults-apply")
+    expect(page.locator("#faults-error")).to_have_text(
+        "dropRate must be a probability from 0 to 1", timeout=SHOWN
+    )
+    assert faultsInForce(playground.webPort)["dropRate"] == 0
+
+    page.fill("#fault-dropRate", "0")
+    page.click("#faults-apply")
+    expect(page.locator("#faults-error")).to_have_text("", timeout=SHOWN)
+    putFaults(playground.webPort, b'{"throttle": 5000}')
+    # The page reads the faults in force every 2 s.
+    expect(page.locator("#fault-throttle")).to_have_value("5000", timeout=SHOWN * 2)
+    expect(page.locator("#faults-status")).to_contain_text("Changed on the server", timeout=SHOWN)
+
+    page.click("#faults-clear")
+    expect(page.locator("#fault-delay")).to_have_value("0", timeout=SHOWN)
+    expect(page.locator("#fault-throttle")).to_have_value("0")
+    assert not any(faultsInForce(playground.webPort).values())
+    assert [error for error in playground.errors if not _REFUSED_FAULTS.search(error)] == []

@@ -496,6 +496,97 @@
     }
   }
 
+  // The faults panel: GET /faults shows the faults in force, PUT changes them.
+  // A field the user has edited is left alone by the refresh until applied.
+  const FAULT_KEYS = [
+    "delay", "jitter", "dropRate", "resetRate", "truncateRate", "stallRate", "cutAfter", "throttle",
+  ];
+  // Milliseconds between two reads of the faults in force (a scenario or
+  // another client may change them).
+  const FAULTS_REFRESH = 2000;
+  let faultsInForce = null;
+
+  function showFaults(faults) {
+    const changed = JSON.stringify(faults) !== JSON.stringify(faultsInForce);
+    faultsInForce = faults;
+    for (const key of FAULT_KEYS) {
+      const input = $(`fault-${key}`);
+      if (!input.classList.contains("edited")) input.value = String(faults[key]);
+    }
+    return changed;
+  }
+
+  async function faultsRequest(method, body) {
+    const response = await fetch("/faults", {
+      method,
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (error) {
+      data = null;
+    }
+    return { response, data };
+  }
+
+  async function refreshFaults() {
+    try {
+      const { response, data } = await faultsRequest("GET");
+      if (!response.ok || !data) return;
+      $("faults-panel").hidden = false;
+      const first = faultsInForce === null;
+      if (showFaults(data) && !first) {
+        $("faults-status").textContent = `Changed on the server at ${new Date().toLocaleTimeString()}.`;
+      }
+    } catch (error) {
+      // The stream's status already says when the server is gone.
+    }
+  }
+
+  async function applyFaults(changes) {
+    $("faults-error").textContent = "";
+    try {
+      const { response, data } = await faultsRequest("PUT", changes);
+      if (!response.ok) {
+        $("faults-error").textContent = (data && data.error) || `The server answered ${response.status}.`;
+        return;
+      }
+      for (const key of FAULT_KEYS) $(`fault-${key}`).classList.remove("edited");
+      showFaults(data);
+      $("faults-status").textContent = `Applied at ${new Date().toLocaleTimeString()}.`;
+    } catch (error) {
+      $("faults-error").textContent = "The page could not reach the server: is it still running?";
+    }
+  }
+
+  function editedFaults() {
+    const changes = {};
+    for (const key of FAULT_KEYS) {
+      const input = $(`fault-${key}`);
+      if (!input.classList.contains("edited")) continue;
+      // Sent as typed: the server says what is wrong with a value.
+      changes[key] = input.value.trim() === "" ? input.value : Number(input.value);
+    }
+    return changes;
+  }
+
+  function setupFaults() {
+    for (const key of FAULT_KEYS) {
+      $(`fault-${key}`).addEventListener("input", (event) => event.target.classList.add("edited"));
+    }
+    $("faults-apply").addEventListener("click", () => applyFaults(editedFaults()));
+    $("faults-clear").addEventListener("click", () => {
+      const none = {};
+      for (const key of FAULT_KEYS) none[key] = 0;
+      for (const key of FAULT_KEYS) $(`fault-${key}`).classList.remove("edited");
+      applyFaults(none);
+    });
+    refreshFaults();
+    setInterval(refreshFaults, FAULTS_REFRESH);
+  }
+
   // The send panel's own connection is the one to look at.
   function showPanelConnection(id) {
     model.lastSwitch = performance.now();
@@ -866,6 +957,7 @@
     }, 1000);
     renderStatus();
     openStream();
+    setupFaults();
   }
 
   start();
