@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Callable
-from typing import cast
+from dataclasses import replace
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -33,7 +34,7 @@ from sockplay.server.settings import ConnectionRecord, ServerSettings, renderTem
 from sockplay.server.traced import tracedProtocols
 from sockplay.server.tracer import Tracer
 
-__all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory"]
+__all__ = ["CONNECTION_LOG_LEVELS", "EchoReplyFactory", "OwnerOnBehalf"]
 
 # Which connection log events reach the log: info and above. Probes (health
 # checks) are logged at debug level, and a text log (twistd's) shows every
@@ -344,6 +345,52 @@ class EchoReplyFactory(ConnectionOwner):
         """
         if self._drain is not None:
             self._drain.stopNow()
+
+
+class OwnerOnBehalf(ConnectionOwner):
+    """
+    The owner of another kind of listener's connections (C{--info},
+    C{--websocket}), on behalf of the server's L{EchoReplyFactory}: the
+    server counts them against its limits, sweeps, drains, logs and
+    measures them as its own. Only the settings are this owner's: the
+    server's, with what the kind of listener does differently.
+
+    @ivar server: the server's factory.
+    """
+
+    noisy = False
+
+    def __init__(self, server: EchoReplyFactory, **differences: Any) -> None:
+        """
+        @param differences: the settings that differ from the server's
+            (L{ServerSettings} fields).
+        """
+        self.server = server
+        self.settings = replace(server.settings, **differences)
+        self.clock: IReactorTime = server.clock
+        self.random = server.random
+
+    @property
+    def needsLocalAddress(self) -> bool:
+        return self.server.needsLocalAddress
+
+    def intern(self, address: IAddress) -> IAddress:
+        return self.server.intern(address)
+
+    def makeFramer(self) -> Framer:
+        return makeFramer(self.settings.framing, self.settings.maxMessage)
+
+    def render(self, template: bytes, protocol: EchoReplyProtocol) -> bytes:
+        return self.server.render(template, protocol)
+
+    def admit(self, protocol: EchoReplyProtocol) -> tuple[str, str] | None:
+        return self.server.admit(protocol)
+
+    def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
+        self.server.connectionClosed(protocol)
+
+    def watch(self) -> None:
+        self.server.watch()
 
 
 def _logConnection(log: Logger, record: ConnectionRecord, detail: str) -> None:

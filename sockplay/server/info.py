@@ -23,19 +23,17 @@ import datetime
 import json
 import os
 import struct
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
+from twisted.internet.interfaces import IAddress, ITransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from sockplay.framing import Framer, makeFramer
 from sockplay.server.address import describeAddress
-from sockplay.server.factory import EchoReplyFactory
+from sockplay.server.factory import EchoReplyFactory, OwnerOnBehalf
 from sockplay.server.faultsettings import Faults
-from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
+from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import IHeaderAdmission, ProxyHeaderWrapper
 from sockplay.server.proxyheader import TLV, InvalidProxyHeader, ProxyHeader, parseTLVs
 from sockplay.server.tls import describeTLS
@@ -251,59 +249,24 @@ class InfoProtocol(EchoReplyProtocol):
 
 
 @implementer(IHeaderAdmission)
-class InfoFactory(ConnectionOwner):
+class InfoFactory(OwnerOnBehalf):
     """
     The protocol factory of the C{--info} listeners: builds L{InfoProtocol}s
     and owns them on behalf of the server's L{EchoReplyFactory}, which
     counts them against its limits, sweeps, drains and logs them as its
     own. Only what an info connection does differently is its own: no
-    banner, no faults, no framing of its output.
+    banner, no faults, no framing of its output (only an error, over a
+    limit, is ever framed: raw, a line of text).
     """
 
-    noisy = False
-
     def __init__(self, server: EchoReplyFactory) -> None:
-        self.server = server
-        self.settings = replace(
-            server.settings,
-            framing="raw",
-            keepOpen=False,
-            banner=None,
-            faults=Faults(),
-        )
-        self.clock: IReactorTime = server.clock
-        self.random = server.random
+        super().__init__(server, framing="raw", keepOpen=False, banner=None, faults=Faults())
         self.hostname = server.hostname.decode("utf-8", "backslashreplace")
 
     def buildProtocol(self, addr: IAddress | None) -> InfoProtocol:
         protocol = InfoProtocol()
         protocol.factory = self
         return protocol
-
-    # What a connection needs of its owner: the server's, but for settings.
-
-    @property
-    def needsLocalAddress(self) -> bool:
-        return self.server.needsLocalAddress
-
-    def intern(self, address: IAddress) -> IAddress:
-        return self.server.intern(address)
-
-    def makeFramer(self) -> Framer:
-        # Only an error (over a limit) is ever framed: raw, a line of text.
-        return makeFramer(self.settings.framing, self.settings.maxMessage)
-
-    def render(self, template: bytes, protocol: EchoReplyProtocol) -> bytes:
-        return self.server.render(template, protocol)
-
-    def admit(self, protocol: EchoReplyProtocol) -> tuple[str, str] | None:
-        return self.server.admit(protocol)
-
-    def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
-        self.server.connectionClosed(protocol)
-
-    def watch(self) -> None:
-        self.server.watch()
 
     # IHeaderAdmission, for haproxy: info listeners.
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import replace
 from typing import Any, cast
 
 from twisted.internet import error
@@ -46,7 +45,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IReactorCore,
-    IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import connectionDone
@@ -56,10 +54,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
-from sockplay.framing import Framer, MessageTooLong, makeFramer
+from sockplay.framing import MessageTooLong
 from sockplay.server._twisted import asStream
-from sockplay.server.factory import EchoReplyFactory
-from sockplay.server.protocol import ConnectionOwner, ConnectionState, EchoReplyProtocol
+from sockplay.server.factory import EchoReplyFactory, OwnerOnBehalf
+from sockplay.server.protocol import ConnectionState, EchoReplyProtocol
 from sockplay.server.proxy import localAddress
 from sockplay.website import LimitedFactory, QuietSite, ReadOnlyChannel
 from sockplay.wsframes import FrameScanner
@@ -379,7 +377,7 @@ class WebSocketEchoProtocol(EchoReplyProtocol):
             self.transport.loseConnection()
 
 
-class WebSocketOwner(ConnectionOwner):
+class WebSocketOwner(OwnerOnBehalf):
     """
     The owner of the WebSocket connections: builds L{WebSocketEchoProtocol}s
     on behalf of the server's L{EchoReplyFactory}, which counts them against
@@ -388,42 +386,13 @@ class WebSocketOwner(ConnectionOwner):
     (every message is whole), every message answered.
     """
 
-    noisy = False
-
     def __init__(self, server: EchoReplyFactory) -> None:
-        self.server = server
-        self.settings = replace(server.settings, framing="raw", keepOpen=False, banner=None)
-        self.clock: IReactorTime = server.clock
-        self.random = server.random
+        super().__init__(server, framing="raw", keepOpen=False, banner=None)
 
     def buildProtocol(self, addr: IAddress | None) -> WebSocketEchoProtocol:
         protocol = WebSocketEchoProtocol()
         protocol.factory = self
         return protocol
-
-    # What a connection needs of its owner: the server's, but for settings.
-
-    @property
-    def needsLocalAddress(self) -> bool:
-        return self.server.needsLocalAddress
-
-    def intern(self, address: IAddress) -> IAddress:
-        return self.server.intern(address)
-
-    def makeFramer(self) -> Framer:
-        return makeFramer(self.settings.framing, self.settings.maxMessage)
-
-    def render(self, template: bytes, protocol: EchoReplyProtocol) -> bytes:
-        return self.server.render(template, protocol)
-
-    def admit(self, protocol: EchoReplyProtocol) -> tuple[str, str] | None:
-        return self.server.admit(protocol)
-
-    def connectionClosed(self, protocol: EchoReplyProtocol) -> None:
-        self.server.connectionClosed(protocol)
-
-    def watch(self) -> None:
-        self.server.watch()
 
 
 class _Prebuilt:
