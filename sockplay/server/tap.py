@@ -516,7 +516,7 @@ def makeService(config: Options, reactor: IReactorCore | None = None) -> IServic
     webSocketListeners: list[ListenerService] = []
     if config["websocket"]:
         # Imported only when asked for: twisted.web and wsproto.
-        from sockplay.server.websocket import webSocketSite
+        from sockplay.server.websocketsite import webSocketSite
 
         site = webSocketSite(factory, reactor)
         for description in config["websocket"]:

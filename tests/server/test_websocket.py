@@ -28,7 +28,7 @@ from wsproto.events import (
 from sockplay.server.factory import EchoReplyFactory
 from sockplay.server.faultsettings import Faults
 from sockplay.server.settings import ConnectionRecord, ServerSettings
-from sockplay.server.websocket import MAX_HANDSHAKES, WebSocketSiteFactory, webSocketSite
+from sockplay.server.websocketsite import MAX_HANDSHAKES, WebSocketSiteFactory, webSocketSite
 
 LISTENER = IPv4Address("TCP", "127.0.0.1", 8080)
 
