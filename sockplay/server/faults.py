@@ -22,9 +22,9 @@ label of C{sockplay_connections_total}):
   - truncate: the first half of the message's reply, then a close
     (C{truncated-reply});
   - stall: no reply, ever; what the client sends next is read and
-    discarded, and the connection is held until the client closes or the
-    idle timeout, counted from the stalled message, closes it without an
-    error (C{stalled});
+    discarded, and the connection is held (a half-close does not end it)
+    until the idle timeout, counted from the stalled message, closes it
+    without an error, or the client resets it (C{stalled});
   - cut: a reset, C{cutAfter} seconds after the connection opened, whatever
     it was doing (C{cut});
   - throttle: replies come at most C{throttle} bytes a second, after a
