@@ -99,7 +99,9 @@ async def _probeMain(
     """
     The command with C{--count}: a line per probe as it ends (unless
     C{--json}), then the statistics (and with C{--tally}, which backend
-    answered), also when stopped by a signal; exit 1 if any probe was lost.
+    answered), also when stopped by a signal; exit 1 if any probe was lost,
+    but for a probe exporter (C{--count 0 --metrics}), which exits 0 when
+    stopped.
     With C{--metrics}, the probes are also served as Prometheus metrics
     while they run.
 
@@ -161,7 +163,10 @@ async def _probeMain(
         tally = summary.tallyReport()
         for line in formatTally(tally) if tally is not None else ():
             print(line, flush=True)
-    if summary.received < summary.sent:
+    # A probe exporter (--count 0 --metrics) runs until it is stopped, as a
+    # service: its losses are in its metrics, and a stop is no failure.
+    exporter = config["metrics"] is not None and config["count"] == 0
+    if summary.received < summary.sent and not exporter:
         raise SystemExit(FAILED)
 
 

@@ -131,8 +131,9 @@ def test_countersFollowTheServer(
     """
     Against a server that is stopped and started again on its port, the
     exporter counts C{ok} with C{up} 1, then C{refused} with C{up} 0, then
-    C{ok} again with C{up} 1. SIGTERM ends it with the statistics (exit 1:
-    probes were lost), and its metrics port is closed.
+    C{ok} again with C{up} 1. SIGTERM ends it with the statistics, and exit
+    status 0 although probes were lost (an exporter is a service: its
+    losses are in its metrics), and its metrics port is closed.
     """
     first = servers.start(TWISTD, *server)
     port = first.port
@@ -167,7 +168,7 @@ def test_countersFollowTheServer(
         second.stop()
 
     exporter.process.process.send_signal(signal.SIGTERM)
-    assert exporter.process.waitForExit() == 1
+    assert exporter.process.waitForExit() == 0
     output = exporter.process.transcript()
     assert "Traceback" not in output
     assert f"--- tcp:host={LOOPBACK}:port={port} probe statistics ---" in output
@@ -232,3 +233,21 @@ def test_metricsPortInUse(tmp_path: Path) -> None:
         f"Error: cannot listen on tcp:{busy}:interface={LOOPBACK} for --metrics: "
         "Address already in use\n"
     )
+
+
+def test_finiteCountWithMetricsKeepsTheProbesStatus(tmp_path: Path) -> None:
+    """
+    With a finite C{--count}, C{--metrics} does not change the exit status:
+    a run whose probes were lost exits 1, as without it (only an exporter,
+    C{--count 0}, exits 0 when stopped).
+    """
+    with socket.socket() as holder:
+        holder.bind((LOOPBACK, 0))
+        closed = holder.getsockname()[1]
+    result = run(
+        [*CLIENT, "--port", str(closed), "--count", "2", "--interval", "0",
+         "--metrics", f"tcp:0:interface={LOOPBACK}"],
+        tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "2 sent, 0 received, 100% loss" in result.stdout
