@@ -142,7 +142,7 @@ class Options(CommandOptions):
         ["truncate-rate", None, 0.0, "Probability (0-1) that a message gets the first half "
          "of its reply, then a close.", number("--truncate-rate", float, 0.0, 1.0)],
         ["stall-rate", None, 0.0, "Probability (0-1) that a message is never answered: the "
-         "connection is held until the client closes or --idle-timeout ends it.",
+         "connection is held (a half-close does not end it) until --idle-timeout does.",
          number("--stall-rate", float, 0.0, 1.0)],
         ["cut-after", None, 0.0, "Reset every connection this many seconds after it opened "
          "(0: never).", number("--cut-after", float, 0.0)],
