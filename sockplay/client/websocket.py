@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet import error
-from twisted.internet.defer import Deferred, TimeoutError, fail
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IReactorTime,
@@ -450,7 +450,5 @@ class WebSocketSession:
         @return: fires once it is closed.
         """
         if self._connection is None:
-            closed: Deferred[None] = Deferred()
-            closed.callback(None)
-            return closed
+            return succeed(None)
         return self._connection.close()
